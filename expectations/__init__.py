@@ -1,0 +1,1 @@
+"""Validation rules: the raw data contract and the Great Expectations suites/checkpoints."""

@@ -1,0 +1,1 @@
+"""Shared pieces of the nightly precision-marketing platform: config, storage, publishing, SQL catalog, CLI."""

@@ -1,0 +1,73 @@
+"""SQL over the published tables: DuckDB views built from the committed manifests.
+
+For each published table T:
+  T          the latest committed partition (what the nightly consumers want)
+  T_history  every committed partition, with a `ds` column
+Views read exactly the files a manifest lists, so a partition being republished or half-written
+is never visible; partitions without _SUCCESS are ignored.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterable
+
+import duckdb
+
+from precision_marketing.publish import partition_prefix, published_partitions, read_manifest
+from precision_marketing.storage import Storage
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _partition_select(storage: Storage, table: str, ds: str) -> str | None:
+    manifest = read_manifest(storage, table, ds)
+    if not manifest or not manifest["files"]:
+        return None
+    dt.date.fromisoformat(ds)  # the ds comes from a key: make sure it is a date before it reaches SQL
+    files = ", ".join(_quote(storage.uri(partition_prefix(table, ds) + f["file"])) for f in manifest["files"])
+    return f"SELECT *, DATE '{ds}' AS ds FROM read_parquet([{files}])"
+
+
+def view_statements(storage: Storage, tables: Iterable[str]) -> list[str]:
+    """CREATE VIEW statements for every table that has at least one committed partition."""
+    statements = []
+    for table in tables:
+        selects = [s for ds in published_partitions(storage, table)
+                   if (s := _partition_select(storage, table, ds)) is not None]
+        if not selects:
+            continue
+        statements.append(f"CREATE OR REPLACE VIEW {table}_history AS\n" + "\nUNION ALL BY NAME\n".join(selects))
+        statements.append(f"CREATE OR REPLACE VIEW {table} AS {selects[-1]}")
+    return statements
+
+
+def open_catalog(storage: Storage, tables: Iterable[str],
+                 con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+    con = con or duckdb.connect()
+    storage.configure_duckdb(con)
+    for statement in view_statements(storage, tables):
+        con.execute(statement)
+    return con
+
+
+def run_query(storage: Storage, tables: Iterable[str], sql: str, max_rows: int = 1000):
+    """(column names, first max_rows rows, whether there were more) of sql run over the catalog."""
+    con = open_catalog(storage, tables)
+    try:
+        result = con.execute(sql)
+        rows = result.fetchmany(max_rows + 1)
+        return [d[0] for d in result.description], rows[:max_rows], len(rows) > max_rows
+    finally:
+        con.close()
+
+
+def format_table(columns: list[str], rows: list[tuple], truncated: bool = False) -> str:
+    shown = [tuple("" if v is None else str(v) for v in row) for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in shown]) for i, c in enumerate(columns)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)),
+             "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(v.ljust(w) for v, w in zip(r, widths)) for r in shown]
+    lines.append(f"(first {len(rows)} rows; more not shown)" if truncated else f"({len(rows)} rows)")
+    return "\n".join(lines)

@@ -1,0 +1,168 @@
+"""`pm` — the platform's command line.
+
+  pm demo [--ds D]            generate synthetic data, run the nightly DAG through Airflow, print the results
+  pm generate --ds D [...]    write synthetic raw landing files for the window ending at D into the lake
+  pm setup                    prepare the in-repo Airflow (db migrate) and the dbt manifest Cosmos renders from
+  pm run --ds D               run the nightly DAG for D (`airflow dags test`, in-process, no servers)
+  pm query "SQL"              run SQL over the published tables (DuckDB views; local folder or S3)
+  pm status                   published partitions and their row counts
+  pm airflow ARGS...          the airflow CLI with the in-repo AIRFLOW_HOME
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from precision_marketing.config import ConfigError, load_config
+from precision_marketing.storage import LocalStorage, storage_from_config
+
+EXAMPLE_QUERY = ("SELECT r.user_id, r.rank, r.product_id, round(r.score, 4) AS score, r.source "
+                 "FROM recommendations r WHERE r.user_id = (SELECT min(user_id) FROM recommendations) "
+                 "ORDER BY r.rank")
+
+
+def _yesterday() -> str:
+    return (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+
+
+def cmd_generate(args, config) -> dict:
+    from precision_marketing.datagen import generate
+
+    gen = {**config["datagen"], **{k: v for k, v in vars(args).items()
+                                   if k in config["datagen"] and v is not None}}
+    storage = storage_from_config(config)
+    options = dict(users=int(gen["users"]), items=int(gen["items"]), days=int(gen["days"]),
+                   campaigns=int(gen["campaigns"]), dirty_rate=float(gen["dirty_rate"]), seed=int(gen["seed"]))
+    if isinstance(storage, LocalStorage):
+        summary = generate(storage.path("raw"), args.ds, **options)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = generate(Path(tmp) / "raw", args.ds, **options)
+            for source_dir in sorted((Path(tmp) / "raw").iterdir()):
+                for part in sorted(source_dir.iterdir()):
+                    storage.upload_tree(part, f"raw/{source_dir.name}/{part.name}")
+    print(f"generated synthetic raw data for the {options['days']} days up to {args.ds} in {storage.uri('raw')}")
+    return summary
+
+
+def airflow(args: list[str], config, check: bool = True) -> subprocess.CompletedProcess:
+    from precision_marketing.orchestration import airflow_env
+
+    command = [str(Path(sys.executable).with_name("airflow")), *args]
+    return subprocess.run(command, env=airflow_env(config), check=check)
+
+
+def cmd_setup(args, config) -> None:
+    from precision_marketing.orchestration import airflow_env, dbt_parse
+
+    Path(airflow_env(config)["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    dbt_parse(config)
+    airflow(["db", "migrate"], config)
+
+
+def cmd_run(args, config) -> None:
+    from precision_marketing.orchestration import DAG_ID
+
+    cmd_setup(args, config)
+    started = time.monotonic()
+    result = airflow(["dags", "test", DAG_ID, args.ds], config, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"the nightly run for ds={args.ds} failed (airflow exit {result.returncode}); "
+                         "the task log above names the failing step. Published tables were left as they were.")
+    print(f"nightly run for ds={args.ds} finished in {time.monotonic() - started:.0f} s")
+
+
+def cmd_status(args, config) -> None:
+    from precision_marketing.publish import published_partitions, read_manifest
+
+    storage = storage_from_config(config)
+    for table in config["publish"]["tables"]:
+        for ds in published_partitions(storage, table):
+            manifest = read_manifest(storage, table, ds)
+            print(f"{storage.uri(f'marts/{table}/ds={ds}/')}  rows={manifest['row_count']}  run={manifest['run_id']}")
+
+
+def cmd_query(args, config) -> None:
+    from precision_marketing.catalog import format_table, run_query
+
+    import duckdb
+
+    try:
+        columns, rows, truncated = run_query(storage_from_config(config), config["publish"]["tables"], args.sql,
+                                             max_rows=args.max_rows)
+    except duckdb.Error as exc:
+        raise SystemExit(f"query failed: {exc}")
+    print(format_table(columns, rows, truncated))
+
+
+def cmd_demo(args, config) -> None:
+    started = time.monotonic()
+    cmd_generate(args, config)
+    cmd_run(args, config)
+    storage = storage_from_config(config)
+    print("\n=== published tables ===")
+    cmd_status(args, config)
+    print("\n=== model metrics ===")
+    for model in ("als", "ctr", "segments"):
+        metrics = json.loads(storage.get_bytes(f"models/{model}/ds={args.ds}/metrics.json"))
+        shown = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+        print(f"{model}: {json.dumps(shown)}")
+    print(f"\nrun report: {storage.uri(f'reports/ds={args.ds}/report.md')}")
+    print(f"\n=== example query ===\n{EXAMPLE_QUERY}")
+    args.sql, args.max_rows = EXAMPLE_QUERY, 20
+    cmd_query(args, config)
+    print(f"\ndemo finished in {time.monotonic() - started:.0f} s; try: .venv/bin/pm query \"select * from audiences limit 5\"")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_ds(p):
+        p.add_argument("--ds", default=_yesterday(), type=lambda s: dt.date.fromisoformat(s).isoformat(),
+                       help="logical date YYYY-MM-DD (default: yesterday, UTC)")
+        return p
+
+    def with_datagen(p):
+        for name, kind in (("users", int), ("items", int), ("days", int), ("campaigns", int),
+                           ("dirty_rate", float), ("seed", int)):
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                           help="default from config datagen." + name)
+        return p
+
+    with_datagen(with_ds(sub.add_parser("demo", help="generate data, run the DAG, show the results")))
+    with_datagen(with_ds(sub.add_parser("generate", help="write synthetic raw data into the lake")))
+    sub.add_parser("setup", help="airflow db migrate + dbt parse")
+    with_ds(sub.add_parser("run", help="run the nightly DAG for one ds"))
+    sub.add_parser("status", help="list published partitions")
+    query = sub.add_parser("query", help="SQL over the published tables")
+    query.add_argument("sql")
+    query.add_argument("--max-rows", type=int, default=50)
+    af = sub.add_parser("airflow", help="airflow CLI with the in-repo AIRFLOW_HOME")
+    af.add_argument("airflow_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        raise SystemExit(f"configuration error: {exc}")
+    if args.command == "airflow":
+        raise SystemExit(airflow(args.airflow_args, config, check=False).returncode)
+    handler = {"demo": cmd_demo, "generate": cmd_generate, "setup": cmd_setup, "run": cmd_run,
+               "status": cmd_status, "query": cmd_query}[args.command]
+    result = handler(args, config)
+    if args.command == "generate":
+        print(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""The nightly run's steps as plain functions of (ds, params): Airflow calls them (dags/), so can a shell,
+a notebook or a test. Each step reads and writes the work dir and/or the lake; none holds state.
+
+Order: stage_and_check_raw -> dbt (Cosmos, one task per model) -> export_features -> validate_marts
+       -> train_als | segment_users -> train_ctr_and_build_audiences -> validate_outputs -> publish
+       -> refresh_catalog_and_report
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import duckdb
+
+from precision_marketing.config import load_config
+from precision_marketing.storage import LocalStorage, Storage, storage_from_config
+
+# dbt relations exported for Spark / scikit-learn / GE: (schema, relation, lake table name)
+MART_TABLES = ["user_features", "user_category_affinity", "item_features", "interactions",
+               "ctr_train", "ctr_score", "campaigns", "suppressions"]
+AUDIT_TABLES = ["data_reconciliation"]
+
+
+def raw_sources() -> list[str]:
+    from expectations.raw_contract import SOURCES
+
+    return list(SOURCES)
+
+
+def run_config(params: Mapping | None = None) -> dict:
+    """Configuration for one run: the platform config with the run's Airflow params applied on top."""
+    params = dict(params or {})
+    overrides: dict = {}
+    if params.get("top_k") is not None:
+        overrides.setdefault("als", {})["top_k"] = int(params["top_k"])
+    if params.get("holdout_days") is not None:
+        days = int(params["holdout_days"])
+        overrides.setdefault("als", {})["holdout_days"] = days
+        overrides.setdefault("ctr", {})["holdout_days"] = days
+    if params.get("spark_master"):
+        overrides.setdefault("spark", {})["master"] = params["spark_master"]
+    return load_config(overrides)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one ds's files live in the work dir (the lake mirrors the same relative layout)."""
+
+    work: Path
+    ds: str
+
+    @property
+    def warehouse(self) -> Path:
+        return self.work / "warehouse.duckdb"
+
+    def feature_dir(self, table: str) -> Path:
+        return self.work / "features" / table / f"ds={self.ds}"
+
+    def feature(self, table: str) -> Path:
+        return self.feature_dir(table) / f"{table}.parquet"
+
+    def quarantine(self, source: str) -> Path:
+        return self.work / "quarantine" / source / f"ds={self.ds}" / f"quarantine_{source}.parquet"
+
+    def model_dir(self, model: str) -> Path:
+        return self.work / "models" / model / f"ds={self.ds}"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.work / "reports" / f"ds={self.ds}"
+
+    def lake_key(self, path: Path) -> str:
+        return path.relative_to(self.work).as_posix()
+
+
+def paths_for(config: Mapping, ds: str) -> RunPaths:
+    dt.date.fromisoformat(ds)  # fail early and clearly on a malformed date
+    return RunPaths(Path(config["work_dir"]), ds)
+
+
+def window_days(ds: str, history_days: int) -> list[str]:
+    end = dt.date.fromisoformat(ds)
+    return [(end - dt.timedelta(days=n)).isoformat() for n in range(history_days - 1, -1, -1)]
+
+
+def local_raw_dir(config: Mapping) -> Path:
+    """The raw zone as a local folder dbt can read: the lake itself when it is local, else a staged copy."""
+    if config["lake"]["backend"] == "local":
+        return Path(config["lake"]["local_root"]) / "raw"
+    return Path(config["work_dir"]) / "raw"
+
+
+def _upload(storage: Storage, paths: RunPaths, local_dir: Path) -> None:
+    if isinstance(storage, LocalStorage) and storage.root == paths.work:
+        return
+    storage.upload_tree(local_dir, paths.lake_key(local_dir))
+
+
+# ---------------------------------------------------------------- steps
+
+
+def stage_and_check_raw(ds: str, params: Mapping | None = None) -> dict:
+    """Bring the window's raw partitions to local disk (S3 lake only) and check them against the raw contract."""
+    from expectations.raw_contract import check_raw
+
+    config = run_config(params)
+    history_days = int(config["dbt"]["history_days"])
+    raw_dir = local_raw_dir(config)
+    if config["lake"]["backend"] != "local":
+        storage = storage_from_config(config)
+        for source in raw_sources():
+            for day in window_days(ds, history_days):
+                target = raw_dir / source / f"ds={day}"
+                shutil.rmtree(target, ignore_errors=True)
+                storage.download_tree(f"raw/{source}/ds={day}", target)
+    return check_raw(raw_dir, ds, history_days)
+
+
+def dbt_vars(config: Mapping, ds: str) -> dict:
+    return {"ds": ds, "raw_dir": str(local_raw_dir(config)), "history_days": int(config["dbt"]["history_days"])}
+
+
+def export_features(ds: str, params: Mapping | None = None) -> dict:
+    """Export the dbt marts, the audit table and the quarantine tables as Parquet (work dir, then lake)."""
+    config = run_config(params)
+    paths = paths_for(config, ds)
+    storage = storage_from_config(config)
+    exports = [("marts", t, paths.feature(t)) for t in MART_TABLES]
+    exports += [("audit", t, paths.feature(t)) for t in AUDIT_TABLES]
+    exports += [("quarantine", f"quarantine_{s}", paths.quarantine(s)) for s in raw_sources()]
+    counts = {}
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    try:
+        for schema, relation, target in exports:
+            shutil.rmtree(target.parent, ignore_errors=True)
+            target.parent.mkdir(parents=True)
+            con.execute(f'COPY (SELECT * FROM "{schema}"."{relation}") TO \'{target}\' (FORMAT parquet)')
+            counts[relation] = con.execute(f"SELECT count(*) FROM '{target}'").fetchone()[0]
+    finally:
+        con.close()
+    for _, _, target in exports:
+        _upload(storage, paths, target.parent)
+    return counts
+
+
+def validate_marts(ds: str, params: Mapping | None = None) -> dict:
+    from expectations.checkpoints import run_checkpoint
+
+    config = run_config(params)
+    paths = paths_for(config, ds)
+    tables = {t: paths.feature(t) for t in MART_TABLES + AUDIT_TABLES}
+    return run_checkpoint("marts", tables, docs_dir=paths.report_dir / "data_docs" / "marts", ds=ds)
+
+
+def train_als(ds: str, params: Mapping | None = None) -> dict:
+    from precision_marketing.spark_submit import run_spark_job
+
+    config = run_config(params)
+    paths = paths_for(config, ds)
+    als = config["als"]
+    out = paths.model_dir("als")
+    run_spark_job("als_recommendations", [
+        "--features-dir", paths.work / "features", "--ds", ds, "--output-dir", out,
+        "--top-k", als["top_k"], "--holdout-days", als["holdout_days"], "--rank", als["rank"],
+        "--reg-param", als["reg_param"], "--alpha", als["alpha"], "--max-iter", als["max_iter"],
+        "--seed", als["seed"], "--candidate-buffer", als["candidate_buffer"],
+    ], config["spark"])
+    return json.loads((out / "metrics.json").read_text())
+
+
+def segment_users(ds: str, params: Mapping | None = None) -> dict:
+    from precision_marketing.segmentation import segment_users as run_segmentation
+
+    config = run_config(params)
+    paths = paths_for(config, ds)
+    out = paths.model_dir("segments")
+    shutil.rmtree(out, ignore_errors=True)
+    return run_segmentation(paths.feature("user_features"), out / "user_segments.parquet",
+                            k=int(config["segments"]["k"]), seed=int(config["segments"]["seed"]))
+
+
+def train_ctr_and_build_audiences(ds: str, params: Mapping | None = None) -> dict:
+    from precision_marketing.spark_submit import run_spark_job
+
+    config = run_config(params)
+    paths = paths_for(config, ds)
+    ctr = config["ctr"]
+    out = paths.model_dir("ctr")
+    run_spark_job("ctr_audiences", [
+        "--features-dir", paths.work / "features", "--ds", ds,
+        "--segments", paths.model_dir("segments") / "user_segments.parquet", "--output-dir", out,
+        "--holdout-days", ctr["holdout_days"], "--reg-param", ctr["reg_param"],
+        "--elastic-net", ctr["elastic_net"], "--max-iter", ctr["max_iter"], "--seed", ctr["seed"],
+    ], config["spark"])
+    return json.loads((out / "metrics.json").read_text())
+
+
+def output_tables(paths: RunPaths) -> dict[str, Path]:
+    """The run's publishable outputs: table name -> local Parquet file or Spark folder."""
+    return {
+        "recommendations": paths.model_dir("als") / "recommendations",
+        "audiences": paths.model_dir("ctr") / "audiences",
+        "user_segments": paths.model_dir("segments") / "user_segments.parquet",
+    }
+
+
+def validate_outputs(ds: str, params: Mapping | None = None) -> dict:
+    from expectations.checkpoints import run_checkpoint
+
+    config = run_config(params)
+    paths = paths_for(config, ds)
+    tables = {**output_tables(paths),
+              **{t: paths.feature(t) for t in ("user_features", "interactions", "suppressions", "campaigns")}}
+    return run_checkpoint("outputs", tables, docs_dir=paths.report_dir / "data_docs" / "outputs", ds=ds,
+                          top_k=int(config["als"]["top_k"]))
+
+
+def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
+    """Publish the validated outputs (atomic per partition) and the models' artifacts."""
+    from precision_marketing.publish import publish_table
+
+    config = run_config(params)
+    paths = paths_for(config, ds)
+    storage = storage_from_config(config)
+    outputs = output_tables(paths)
+    manifests = {}
+    for table in config["publish"]["tables"]:
+        manifest = publish_table(storage, table, ds, outputs[table], run_id)
+        manifests[table] = {"row_count": manifest["row_count"], "files": len(manifest["files"])}
+    for model in ("als", "ctr", "segments"):
+        metrics = paths.model_dir(model) / "metrics.json"
+        storage.put_file(paths.lake_key(metrics), metrics)
+    return manifests
+
+
+def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = None) -> dict:
+    """Write the SQL catalog (views over the published tables) and the run report beside the tables."""
+    from precision_marketing.catalog import view_statements
+    from precision_marketing.publish import read_manifest
+    from precision_marketing.report import build_report
+
+    config = run_config(params)
+    paths = paths_for(config, ds)
+    storage = storage_from_config(config)
+    tables = config["publish"]["tables"]
+    views_sql = ";\n\n".join(view_statements(storage, tables)) + ";\n"
+    storage.put_bytes("catalog/views.sql", views_sql.encode())
+
+    report = build_report(
+        ds=ds, run_id=run_id,
+        manifests={t: read_manifest(storage, t, ds) for t in tables},
+        metrics={m: json.loads((paths.model_dir(m) / "metrics.json").read_text()) for m in ("als", "ctr", "segments")},
+        reconciliation_path=paths.feature("data_reconciliation"),
+        out_dir=paths.report_dir,
+    )
+    _upload(storage, paths, paths.report_dir)
+    return report

@@ -1,0 +1,48 @@
+"""Run a job of spark_jobs/ through spark-submit, with master, memory and conf from the configuration.
+
+A separate JVM per job keeps the Airflow worker small, and the same command line works against
+local[*] or a cluster master (spark://, yarn, k8s://) unchanged."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from precision_marketing.config import REPO_ROOT
+
+SPARK_JOBS_DIR = REPO_ROOT / "spark_jobs"
+
+
+class SparkJobError(RuntimeError):
+    pass
+
+
+def spark_submit_command(job: str, job_args: Sequence[str], spark_config: Mapping) -> list[str]:
+    spark_submit = Path(sys.executable).with_name("spark-submit")
+    conf = {
+        "spark.sql.shuffle.partitions": str(spark_config["shuffle_partitions"]),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": "false",
+        **{k: str(v) for k, v in (spark_config.get("conf") or {}).items()},
+    }
+    command = [str(spark_submit), "--master", spark_config["master"],
+               "--driver-memory", str(spark_config["driver_memory"])]
+    for key, value in conf.items():
+        command += ["--conf", f"{key}={value}"]
+    common = SPARK_JOBS_DIR / "common.py"
+    if common.exists():  # executors import shared job code only if it is shipped with the job
+        command += ["--py-files", str(common)]
+    return command + [str(SPARK_JOBS_DIR / f"{job}.py"), *map(str, job_args)]
+
+
+def run_spark_job(job: str, job_args: Sequence[str], spark_config: Mapping) -> None:
+    command = spark_submit_command(job, job_args, spark_config)
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    print("running:", " ".join(command), flush=True)
+    process = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(process.stdout, flush=True)
+    if process.returncode != 0:
+        tail = "\n".join(process.stdout.strip().splitlines()[-25:])
+        raise SparkJobError(f"Spark job {job} failed (exit {process.returncode}). Last output lines:\n{tail}")

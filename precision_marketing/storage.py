@@ -1,0 +1,197 @@
+"""One storage interface for the lake, two backends: a local folder (embedded default) and S3 (boto3;
+AWS, MinIO or any S3 API endpoint). Keys are '/'-separated paths relative to the lake root, e.g.
+'marts/recommendations/ds=2026-11-22/_manifest.json' — the same layout on both backends."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import duckdb
+
+
+class Storage:
+    """Backend-neutral operations the platform needs; keys never start with '/'."""
+
+    def put_bytes(self, key: str, data: bytes) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def put_file(self, key: str, local_path: Path) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def get_bytes(self, key: str) -> bytes:  # pragma: no cover - interface
+        """Raises FileNotFoundError naming the key when it does not exist."""
+        raise NotImplementedError
+
+    def list_keys(self, prefix: str) -> list[str]:  # pragma: no cover - interface
+        """Every key under prefix (recursive), sorted."""
+        raise NotImplementedError
+
+    def delete_keys(self, keys: Iterable[str]) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def uri(self, key: str) -> str:  # pragma: no cover - interface
+        """Where a reader (DuckDB, Spark, a person) finds the key."""
+        raise NotImplementedError
+
+    def configure_duckdb(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Make uri(...) readable from this DuckDB connection."""
+
+    # Composite operations, shared by both backends.
+    def exists(self, key: str) -> bool:
+        try:
+            self.get_bytes(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def delete_prefix(self, prefix: str) -> None:
+        self.delete_keys(self.list_keys(prefix))
+
+    def upload_tree(self, local_dir: Path, prefix: str) -> list[str]:
+        """Mirror local_dir to prefix: upload every file, then delete keys under prefix that are not in
+        local_dir (so a rerun replaces the folder rather than mixing old and new files)."""
+        prefix = prefix.rstrip("/") + "/"
+        uploaded = []
+        for path in sorted(p for p in Path(local_dir).rglob("*") if p.is_file()):
+            key = prefix + path.relative_to(local_dir).as_posix()
+            self.put_file(key, path)
+            uploaded.append(key)
+        stale = set(self.list_keys(prefix)) - set(uploaded)
+        self.delete_keys(sorted(stale))
+        return uploaded
+
+    def download_tree(self, prefix: str, local_dir: Path) -> list[Path]:
+        prefix = prefix.rstrip("/") + "/"
+        written = []
+        for key in self.list_keys(prefix):
+            target = Path(local_dir) / key[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.get_bytes(key))
+            written.append(target)
+        return written
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # write-then-rename: a reader never sees half a file
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+
+    def put_file(self, key: str, local_path: Path) -> None:
+        target = self.path(key)
+        if Path(local_path).resolve() == target.resolve():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        os.close(fd)
+        shutil.copyfile(local_path, tmp)
+        os.replace(tmp, target)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise FileNotFoundError(f"not in the lake: {self.uri(key)}") from None
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self.path(prefix)
+        if base.is_file():
+            return [prefix]
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        )
+
+    def delete_keys(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.path(key).unlink(missing_ok=True)
+
+    def uri(self, key: str) -> str:
+        return str(self.path(key))
+
+
+class S3Storage(Storage):
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None,
+                 region: str = "us-east-1", client=None):
+        import boto3
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.client = client or boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def put_file(self, key: str, local_path: Path) -> None:
+        self.client.upload_file(str(local_path), self.bucket, self._key(key))
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            raise FileNotFoundError(f"not in the lake: {self.uri(key)}") from None
+
+    def list_keys(self, prefix: str) -> list[str]:
+        keys = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            keys.extend(obj["Key"][len(self.prefix):] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def delete_keys(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        for start in range(0, len(keys), 1000):  # the S3 API deletes at most 1000 keys per call
+            batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def configure_duckdb(self, con: duckdb.DuckDBPyConnection) -> None:
+        import duckdb_extensions
+
+        # the httpfs extension ships as a PyPI package: no download at run time
+        duckdb_extensions.import_extension("httpfs", con=con)
+        con.execute("LOAD httpfs")
+        credentials = self.client._request_signer._credentials  # resolved by boto3's usual chain
+        options = {"TYPE": "s3", "REGION": self.region}
+        if credentials is not None:
+            frozen = credentials.get_frozen_credentials()
+            options.update(KEY_ID=frozen.access_key, SECRET=frozen.secret_key)
+            if frozen.token:
+                options["SESSION_TOKEN"] = frozen.token
+        if self.endpoint_url:
+            scheme, _, host = self.endpoint_url.partition("://")
+            options.update(ENDPOINT=host.rstrip("/"), URL_STYLE="path", USE_SSL=str(scheme == "https").lower())
+        body = ", ".join(f"{k} {v}" if k in ("TYPE", "USE_SSL") else f"{k} '{v}'" for k, v in options.items())
+        con.execute(f"CREATE OR REPLACE SECRET lake_s3 ({body})")
+
+
+def storage_from_config(config: Mapping) -> Storage:
+    lake = config["lake"]
+    if lake["backend"] == "s3":
+        s3 = lake["s3"]
+        return S3Storage(bucket=s3["bucket"], prefix=s3.get("prefix") or "",
+                         endpoint_url=s3.get("endpoint_url"), region=s3.get("region") or "us-east-1")
+    return LocalStorage(lake["local_root"])
