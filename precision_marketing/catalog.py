@@ -27,7 +27,7 @@ def _partition_select(storage: Storage, table: str, ds: str) -> str | None:
         return None
     dt.date.fromisoformat(ds)  # the ds comes from a key: make sure it is a date before it reaches SQL
     files = ", ".join(_quote(storage.uri(partition_prefix(table, ds) + f["file"])) for f in manifest["files"])
-    return f"SELECT *, DATE '{ds}' AS ds FROM read_parquet([{files}])"
+    return f"SELECT *, DATE '{ds}' AS ds FROM read_parquet([{files}], hive_partitioning = false)"
 
 
 def view_statements(storage: Storage, tables: Iterable[str]) -> list[str]:

@@ -1,0 +1,158 @@
+"""Storage backends, atomic publish and the SQL catalog, against a local folder and a real S3 API (moto server)."""
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from precision_marketing.catalog import run_query, view_statements
+from precision_marketing.publish import (PublishError, partition_prefix, publish_table, published_partitions,
+                                         read_manifest)
+from precision_marketing.storage import LocalStorage, S3Storage
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, tmp_path):
+    if request.param == "local":
+        return LocalStorage(tmp_path / "lake")
+    bucket = request.getfixturevalue("s3_bucket")
+    return S3Storage(bucket=bucket, prefix="nightly", endpoint_url=request.getfixturevalue("s3_endpoint"))
+
+
+def write_recs(folder, user_ids, product_offset=0, files=2):
+    """A Spark-like output folder: part files plus the _SUCCESS and .crc files Spark leaves behind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chunks = [user_ids[i::files] for i in range(files)]
+    for index, chunk in enumerate(chunks):
+        table = pa.table({"user_id": pa.array(chunk, pa.int64()),
+                          "rank": pa.array([1] * len(chunk), pa.int32()),
+                          "product_id": pa.array([u + product_offset for u in chunk], pa.int64())})
+        pq.write_table(table, folder / f"part-{index:05d}-abc.snappy.parquet")
+        (folder / f".part-{index:05d}-abc.snappy.parquet.crc").write_bytes(b"crc")
+    (folder / "_SUCCESS").write_bytes(b"")
+    return folder
+
+
+def test_publish_then_query(storage, tmp_path):
+    src = write_recs(tmp_path / "out", list(range(1, 11)))
+    manifest = publish_table(storage, "recommendations", "2026-11-22", src, run_id="manual__1")
+
+    prefix = partition_prefix("recommendations", "2026-11-22")
+    keys = storage.list_keys(prefix)
+    parts = [k for k in keys if k.endswith(".parquet")]
+    assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted(
+        ["_SUCCESS", "_manifest.json", "part-manual__1-00000.parquet", "part-manual__1-00001.parquet"])
+    assert manifest["row_count"] == 10 == sum(f["rows"] for f in manifest["files"])
+    assert [c["name"] for c in manifest["schema"]] == ["user_id", "rank", "product_id"]
+    assert len(parts) == 2
+
+    columns, rows, _ = run_query(storage, ["recommendations"],
+                                 "select count(*), sum(product_id), min(ds)::varchar from recommendations")
+    assert rows == [(10, sum(range(1, 11)), "2026-11-22")]
+
+
+def test_rerun_same_ds_replaces_the_partition_whole(storage, tmp_path):
+    publish_table(storage, "recommendations", "2026-11-22", write_recs(tmp_path / "a", list(range(1, 11))), "run_a")
+    publish_table(storage, "recommendations", "2026-11-22",
+                  write_recs(tmp_path / "b", list(range(1, 6)), product_offset=100, files=1), "run_b")
+
+    keys = storage.list_keys(partition_prefix("recommendations", "2026-11-22"))
+    assert not any("run_a" in k for k in keys), keys
+    _, rows, _ = run_query(storage, ["recommendations"], "select count(*), min(product_id) from recommendations")
+    assert rows == [(5, 101)]
+    assert read_manifest(storage, "recommendations", "2026-11-22")["run_id"] == "run_b"
+
+
+class FailingAt:
+    """A storage whose write of one key fails: a task killed mid-publish, at a chosen step."""
+
+    def __init__(self, inner, failing_suffix):
+        self._inner, self._suffix = inner, failing_suffix
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def put_bytes(self, key, data):
+        if key.endswith(self._suffix):
+            raise ConnectionError(f"connection lost while writing {key}")
+        self._inner.put_bytes(key, data)
+
+
+def test_killed_mid_publish_keeps_last_good_partition_and_rerun_cleans_up(storage, tmp_path):
+    publish_table(storage, "recommendations", "2026-11-22", write_recs(tmp_path / "a", list(range(1, 11))), "run_a")
+
+    with pytest.raises(ConnectionError):
+        publish_table(FailingAt(storage, "_manifest.json"), "recommendations", "2026-11-22",
+                      write_recs(tmp_path / "b", list(range(1, 4)), product_offset=100), "run_b")
+
+    # the new parts were uploaded, but readers still see exactly the old partition
+    assert any("run_b" in k for k in storage.list_keys(partition_prefix("recommendations", "2026-11-22")))
+    _, rows, _ = run_query(storage, ["recommendations"], "select count(*), max(product_id) from recommendations")
+    assert rows == [(10, 10)]
+
+    publish_table(storage, "recommendations", "2026-11-22",
+                  write_recs(tmp_path / "c", list(range(1, 4)), product_offset=200), "run_c")
+    keys = storage.list_keys(partition_prefix("recommendations", "2026-11-22"))
+    assert not any(("run_a" in k or "run_b" in k) for k in keys), keys
+    _, rows, _ = run_query(storage, ["recommendations"], "select count(*), min(product_id) from recommendations")
+    assert rows == [(3, 201)]
+
+
+def test_first_publish_killed_before_commit_is_invisible(storage, tmp_path):
+    with pytest.raises(ConnectionError):
+        publish_table(FailingAt(storage, "_SUCCESS"), "audiences", "2026-11-22",
+                      write_recs(tmp_path / "a", [1, 2, 3]), "run_a")
+    assert published_partitions(storage, "audiences") == []
+    assert read_manifest(storage, "audiences", "2026-11-22") is None
+    assert view_statements(storage, ["audiences"]) == []
+
+
+def test_history_view_has_every_committed_ds_and_latest_view_the_newest(storage, tmp_path):
+    publish_table(storage, "recommendations", "2026-11-21", write_recs(tmp_path / "a", [1, 2]), "r1")
+    publish_table(storage, "recommendations", "2026-11-22", write_recs(tmp_path / "b", [1, 2, 3]), "r2")
+    _, rows, _ = run_query(storage, ["recommendations"],
+                           "select ds::varchar, count(*) from recommendations_history group by ds order by ds")
+    assert rows == [("2026-11-21", 2), ("2026-11-22", 3)]
+    _, rows, _ = run_query(storage, ["recommendations"], "select distinct ds::varchar from recommendations")
+    assert rows == [("2026-11-22",)]
+
+
+def test_publish_rejects_missing_and_unreadable_inputs(tmp_path):
+    storage = LocalStorage(tmp_path / "lake")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PublishError, match="no .parquet files under .*empty"):
+        publish_table(storage, "audiences", "2026-11-22", tmp_path / "empty", "r")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "part-0.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(PublishError, match=r"audiences: .*part-0.parquet is not a readable Parquet file"):
+        publish_table(storage, "audiences", "2026-11-22", bad, "r")
+    assert storage.list_keys("marts/") == []
+
+
+def test_publish_rejects_parts_with_different_schemas(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    pq.write_table(pa.table({"user_id": [1]}), folder / "part-0.parquet")
+    pq.write_table(pa.table({"user_id": ["1"]}), folder / "part-1.parquet")
+    with pytest.raises(PublishError, match="has schema"):
+        publish_table(LocalStorage(tmp_path / "lake"), "audiences", "2026-11-22", folder, "r")
+
+
+def test_upload_tree_mirrors_a_folder(storage, tmp_path):
+    src = tmp_path / "tree"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("a")
+    (src / "sub" / "b.txt").write_text("b")
+    storage.put_bytes("features/x/ds=1/stale.txt", b"old")
+    storage.upload_tree(src, "features/x/ds=1")
+    assert storage.list_keys("features/x/") == ["features/x/ds=1/a.txt", "features/x/ds=1/sub/b.txt"]
+    assert storage.get_bytes("features/x/ds=1/sub/b.txt") == b"b"
+    with pytest.raises(FileNotFoundError, match="not in the lake: .*missing.txt"):
+        storage.get_bytes("features/x/ds=1/missing.txt")
+
+
+def test_manifest_is_valid_json_with_checksums(storage, tmp_path):
+    publish_table(storage, "user_segments", "2026-11-22", write_recs(tmp_path / "a", [1, 2, 3], files=1), "r1")
+    manifest = json.loads(storage.get_bytes(partition_prefix("user_segments", "2026-11-22") + "_manifest.json"))
+    assert len(manifest["files"][0]["sha256"]) == 64 and manifest["files"][0]["bytes"] > 0
