@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo test bench lock clean check-java
+.PHONY: venv demo test lock clean check-java
 
 venv: $(STAMP)
 
@@ -30,9 +30,6 @@ demo: venv check-java
 
 test: venv check-java
 	$(BIN)/pytest $(PYTEST_ARGS)
-
-bench: venv check-java
-	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
 
 # Re-resolve the direct dependencies (requirements.in) into the lock file, in a throwaway venv.
 lock:

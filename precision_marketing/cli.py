@@ -47,7 +47,8 @@ def cmd_generate(args, config) -> dict:
             for source_dir in sorted((Path(tmp) / "raw").iterdir()):
                 for part in sorted(source_dir.iterdir()):
                     storage.upload_tree(part, f"raw/{source_dir.name}/{part.name}")
-    print(f"generated synthetic raw data for the {options['days']} days up to {args.ds} in {storage.uri('raw')}")
+    print(f"generated synthetic raw data for the {options['days']} days up to {args.ds} in {storage.uri('raw')}",
+          file=sys.stderr)
     return summary
 
 

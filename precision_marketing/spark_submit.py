@@ -37,9 +37,17 @@ def spark_submit_command(job: str, job_args: Sequence[str], spark_config: Mappin
     return command + [str(SPARK_JOBS_DIR / f"{job}.py"), *map(str, job_args)]
 
 
+def spark_env() -> dict[str, str]:
+    """spark-submit finds its jars and Python through these; without them it needs the venv on PATH."""
+    import pyspark
+
+    return {**os.environ, "SPARK_HOME": os.environ.get("SPARK_HOME", str(Path(pyspark.__file__).parent)),
+            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+
+
 def run_spark_job(job: str, job_args: Sequence[str], spark_config: Mapping) -> None:
     command = spark_submit_command(job, job_args, spark_config)
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env = spark_env()
     print("running:", " ".join(command), flush=True)
     process = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     print(process.stdout, flush=True)

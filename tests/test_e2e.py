@@ -1,0 +1,134 @@
+"""End to end: synthetic raw data -> one real `airflow dags test` run of the nightly DAG (dbt, GE, Spark,
+scikit-learn, publish) on small data -> assertions on the published tables, read back through the SQL catalog."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from precision_marketing.catalog import open_catalog
+from precision_marketing.publish import published_partitions, read_manifest
+from precision_marketing.storage import LocalStorage
+
+pytestmark = pytest.mark.e2e
+
+DS = "2026-11-22"
+TOP_K = 10
+PM = str(Path(sys.executable).with_name("pm"))
+
+
+def pm(args, env, log: Path):
+    result = subprocess.run([PM, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log.write_text(result.stdout)
+    return result
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    state = tmp_path_factory.mktemp("e2e")
+    env = {**os.environ,
+           "PM__WORK_DIR": str(state / "work"), "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
+           "PM__SPARK__MASTER": "local[2]", "PM__SPARK__DRIVER_MEMORY": "2g", "PM__SPARK__SHUFFLE_PARTITIONS": "4"}
+    generated = pm(["generate", "--ds", DS, "--users", "800", "--items", "200", "--days", "21", "--seed", "7"],
+                   env, state / "generate.log")
+    assert generated.returncode == 0, generated.stdout[-3000:]
+    summary = json.loads(generated.stdout[generated.stdout.index("{"):])
+    result = pm(["run", "--ds", DS], env, state / "run.log")
+    assert result.returncode == 0, f"nightly run failed; log: {state / 'run.log'}\n" + result.stdout[-6000:]
+    lake = LocalStorage(state / "lake")
+    con = open_catalog(lake, ["recommendations", "audiences", "user_segments"])
+    features = state / "lake" / "features"
+    for table in ("user_features", "interactions", "suppressions", "campaigns", "data_reconciliation"):
+        con.execute(f"CREATE VIEW f_{table} AS SELECT * FROM read_parquet('{features}/{table}/ds={DS}/*.parquet')")
+    yield {"lake": lake, "con": con, "state": state, "summary": summary, "log": result.stdout}
+    con.close()
+
+
+def scalar(run, sql):
+    return run["con"].execute(sql).fetchone()[0]
+
+
+def test_every_user_gets_k_distinct_recommendations(run):
+    n_users = scalar(run, "select count(*) from f_user_features")
+    assert n_users > 700
+    bad = run["con"].execute("""
+        select u.user_id, count(r.product_id) n, count(distinct r.product_id) nd
+        from f_user_features u left join recommendations r using (user_id)
+        group by u.user_id having n <> ? or nd <> ?""", [TOP_K, TOP_K]).fetchall()
+    assert bad == []
+    assert scalar(run, "select count(*) from recommendations") == n_users * TOP_K
+    assert scalar(run, "select count(distinct source) from recommendations") == 2  # als + cold-start popularity
+
+
+def test_no_already_bought_items_are_recommended(run):
+    assert scalar(run, "select count(*) from f_interactions where n_purchases > 0") > 0
+    assert scalar(run, """select count(*) from recommendations r join f_interactions i
+                          on i.user_id = r.user_id and i.product_id = r.product_id and i.n_purchases > 0""") == 0
+
+
+def test_models_beat_trivial_baselines(run):
+    als = json.loads(run["lake"].get_bytes(f"models/als/ds={DS}/metrics.json"))
+    ctr = json.loads(run["lake"].get_bytes(f"models/ctr/ds={DS}/metrics.json"))
+    assert als["n_eval_users"] > 100
+    assert als["precision_at_k"] > 1.2 * als["baseline_precision_at_k"], als
+    assert ctr["auc"] > 0.6 and ctr["auc"] > ctr["baseline_auc"], ctr
+
+
+def test_audiences_never_include_suppressed_users(run):
+    assert scalar(run, "select count(*) from f_suppressions") > 0
+    assert scalar(run, "select count(*) from audiences") > 0
+    assert scalar(run, """select count(*) from audiences a join f_suppressions s
+                          on s.user_id = a.user_id and s.channel in (a.channel, 'all')""") == 0
+    oversized = run["con"].execute("""select a.campaign_id from audiences a join f_campaigns c using (campaign_id)
+                                      group by a.campaign_id, c.audience_size having count(*) > c.audience_size""")
+    assert oversized.fetchall() == []
+    assert scalar(run, "select count(*) from audiences where segment is null") == 0
+
+
+def test_manifest_row_counts_match_the_files(run):
+    lake = run["lake"]
+    for table in ("recommendations", "audiences", "user_segments"):
+        assert published_partitions(lake, table) == [DS]
+        manifest = read_manifest(lake, table, DS)
+        files = [str(lake.path(f"marts/{table}/ds={DS}/{f['file']}")) for f in manifest["files"]]
+        assert manifest["row_count"] == duckdb.sql(f"select count(*) from read_parquet({files})").fetchone()[0]
+        assert lake.exists(f"marts/{table}/ds={DS}/_SUCCESS")
+
+
+def test_raw_rows_reconcile_and_dirty_rows_are_quarantined_with_a_reason(run):
+    rows = run["con"].execute("select source, raw_rows, clean_rows, quarantined_rows, duplicate_rows "
+                              "from f_data_reconciliation").fetchall()
+    assert {r[0] for r in rows} == {"users", "products", "events", "impressions", "campaigns", "consent"}
+    for source, raw, clean, quarantined, duplicates in rows:
+        assert raw == clean + quarantined + duplicates, source
+    events = {r[0]: r for r in rows}["events"]
+    assert events[3] > 0 and events[4] > 0
+    quarantine = run["state"] / "lake" / "quarantine" / "events" / f"ds={DS}"
+    reasons = duckdb.sql(f"select reject_reason, count(*) from read_parquet('{quarantine}/*.parquet') "
+                         "group by all").fetchall()
+    assert sum(n for _, n in reasons) == events[3]
+    assert all(reason for reason, _ in reasons)
+
+
+def test_run_report_and_data_docs_are_published(run):
+    lake = run["lake"]
+    report = json.loads(lake.get_bytes(f"reports/ds={DS}/report.json"))
+    assert report["published"]["recommendations"] == scalar(run, "select count(*) from recommendations")
+    assert lake.exists(f"reports/ds={DS}/report.md")
+    assert lake.exists(f"reports/ds={DS}/data_docs/marts/index.html")
+    assert lake.exists(f"reports/ds={DS}/data_docs/outputs/index.html")
+    assert b"CREATE OR REPLACE VIEW recommendations" in lake.get_bytes("catalog/views.sql")
+
+
+def test_query_command_over_the_published_tables(run):
+    env = {**os.environ, "PM__WORK_DIR": str(run["state"] / "work"),
+           "PM__LAKE__LOCAL_ROOT": str(run["state"] / "lake")}
+    out = subprocess.run([PM, "query", "select user_id, count(*) n from recommendations group by 1 order by 1 limit 3"],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert f"| {TOP_K}" in out.stdout and "(3 rows)" in out.stdout
+    bad = subprocess.run([PM, "query", "select * from no_such_table"], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "no_such_table" in bad.stderr and "Traceback" not in bad.stderr
