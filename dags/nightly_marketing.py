@@ -25,7 +25,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import Asset, Param, dag
 
 from precision_marketing import pipeline
-from precision_marketing.orchestration import DAG_ID, cosmos_dbt_group
+from precision_marketing.orchestration import DAG_ID, cosmos_dbt_group, default_args
 
 PUBLISHED = [Asset(f"lake://marts/{table}") for table in ("recommendations", "audiences", "user_segments")]
 
@@ -37,7 +37,7 @@ PUBLISHED = [Asset(f"lake://marts/{table}") for table in ("recommendations", "au
     catchup=False,  # backfills are explicit (`airflow dags backfill`), never a surprise after a pause
     max_active_runs=1,
     max_active_tasks=1,  # DuckDB allows one writer; Spark jobs already use every core
-    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5)},
+    default_args=default_args(),
     tags=["marketing", "dbt", "spark", "nightly"],
     doc_md=__doc__,
     params={

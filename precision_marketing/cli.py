@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,9 @@ def cmd_setup(args, config) -> None:
 def cmd_run(args, config) -> None:
     from precision_marketing.orchestration import DAG_ID
 
+    # a run by hand should fail fast rather than sleep through retry delays; an explicit setting wins
+    os.environ.setdefault("PM__ORCHESTRATION__RETRIES", "0")
+    config = load_config()
     cmd_setup(args, config)
     started = time.monotonic()
     result = airflow(["dags", "test", DAG_ID, args.ds], config, check=False)

@@ -2,6 +2,7 @@
 environment an in-repo Airflow runs with. No logic here runs at DAG-parse time beyond reading config."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def dbt_parse(config: Mapping | None = None) -> Path:
 def cosmos_dbt_group(group_id: str = "dbt"):
     """The dbt project as an Airflow task group: one task per model, running `dbt build` on it (model + its tests)."""
     from cosmos import DbtTaskGroup, ExecutionConfig, LoadMode, ProfileConfig, ProjectConfig, RenderConfig
-    from cosmos.constants import ExecutionMode, InvocationMode, TestBehavior
+    from cosmos.constants import ExecutionMode, InvocationMode, TestBehavior, TestIndirectSelection
 
     config = load_config()
     project = Path(config["dbt"]["project_dir"])
@@ -67,10 +68,19 @@ def cosmos_dbt_group(group_id: str = "dbt"):
                                      profiles_yml_filepath=project / "profiles.yml"),
         execution_config=ExecutionConfig(execution_mode=ExecutionMode.LOCAL,
                                          invocation_mode=InvocationMode.DBT_RUNNER,
+                                         # a model's task runs the tests whose other parents are its ancestors
+                                         # (already built); a relationship test runs with its child model
+                                         test_indirect_selection=TestIndirectSelection.BUILDABLE,
                                          dbt_executable_path=str(dbt_executable())),
         render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.BUILD),
         operator_args={"vars": dbt_vars, "env": dbt_env(config), "install_deps": False},
     )
+
+
+def default_args(config: Mapping | None = None) -> dict:
+    orchestration = (config or load_config())["orchestration"]
+    return {"retries": int(orchestration["retries"]),
+            "retry_delay": dt.timedelta(minutes=float(orchestration["retry_delay_minutes"]))}
 
 
 def airflow_env(config: Mapping | None = None) -> dict[str, str]:

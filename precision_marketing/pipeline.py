@@ -133,7 +133,9 @@ def export_features(ds: str, params: Mapping | None = None) -> dict:
     exports += [("audit", t, paths.feature(t)) for t in AUDIT_TABLES]
     exports += [("quarantine", f"quarantine_{s}", paths.quarantine(s)) for s in raw_sources()]
     counts = {}
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    # default (read-write) mode: under `airflow dags test` dbt runs in this process and DuckDB refuses a
+    # second connection to the same file with a different configuration
+    con = duckdb.connect(str(paths.warehouse))
     try:
         for schema, relation, target in exports:
             shutil.rmtree(target.parent, ignore_errors=True)
