@@ -1,0 +1,1 @@
+"""spark-submit-able PySpark jobs (ALS recommendations, CTR audiences); each file runs on its own."""

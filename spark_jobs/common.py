@@ -1,0 +1,106 @@
+"""Plumbing shared by the Spark jobs: the session, reading dbt feature tables with readable errors,
+and writing metrics.json. Imported on the driver only (no Python UDFs), so client-mode spark-submit
+of a job file needs nothing shipped with --py-files."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+
+def iso_date(value: str) -> dt.date:
+    """argparse type for --ds: a YYYY-MM-DD date."""
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+def get_spark(app_name: str) -> SparkSession:
+    """The active session or a new one; the master comes from spark-submit / the environment, never from here."""
+    spark = SparkSession.builder.appName(app_name).config("spark.sql.session.timeZone", "UTC").getOrCreate()
+    # An already running session (tests, notebooks) ignores builder options: set the time zone explicitly.
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    return spark
+
+
+def feature_table_path(features_dir: str, table: str, ds: dt.date) -> str:
+    """`<features_dir>/<table>/ds=YYYY-MM-DD` (string join so s3a:// and file:// URIs stay intact)."""
+    return f"{str(features_dir).rstrip('/')}/{table}/ds={ds.isoformat()}"
+
+
+def read_parquet_table(spark: SparkSession, path: str, table: str, columns: Sequence[str]) -> DataFrame:
+    """Read a Parquet file or directory and select `columns`; a missing path or column exits with a
+    message naming the table, the path and the problem instead of a Java stack trace."""
+    try:
+        frame = spark.read.parquet(path)
+    except AnalysisException as error:
+        reason = str(error).strip().splitlines()[0]
+        raise SystemExit(f"input table {table!r} cannot be read at {path}: {reason}") from None
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise SystemExit(
+            f"input table {table!r} at {path} is missing required column(s) {missing} (has {frame.columns})"
+        )
+    return frame.select(*columns)
+
+
+def read_feature_table(
+    spark: SparkSession, features_dir: str, table: str, ds: dt.date, columns: Sequence[str]
+) -> DataFrame:
+    return read_parquet_table(spark, feature_table_path(features_dir, table, ds), table, columns)
+
+
+def check_columns(
+    frame: DataFrame,
+    *,
+    table: str,
+    path: str,
+    not_null: Sequence[str] = (),
+    non_negative: Sequence[str] = (),
+    allowed_values: Mapping[str, Sequence[Any]] | None = None,
+) -> int:
+    """Count rule violations per column in one pass; exit naming table, path, column and rule if any.
+    Returns the row count (callers need it anyway)."""
+    rules: dict[str, Column] = {}
+    for name in not_null:
+        rules[f"{name} is null"] = F.col(name).isNull()
+    for name in non_negative:
+        rules[f"{name} < 0"] = F.col(name) < 0
+    for name, values in (allowed_values or {}).items():
+        rules[f"{name} not in {list(values)}"] = ~F.col(name).isin(list(values))
+    aggregates = [F.count(F.lit(1)).alias("__rows")] + [
+        F.sum(F.when(condition, 1).otherwise(0)).alias(f"__rule{index}")
+        for index, condition in enumerate(rules.values())
+    ]
+    counts = frame.agg(*aggregates).first()
+    violations = [
+        f"{counts[f'__rule{index}']} row(s) where {rule}"
+        for index, rule in enumerate(rules)
+        if counts[f"__rule{index}"]
+    ]
+    if violations:
+        raise SystemExit(f"input table {table!r} at {path} breaks its contract: " + "; ".join(violations))
+    return counts["__rows"]
+
+
+def finite_or_none(value: float | None, digits: int = 6) -> float | None:
+    """JSON-safe metric: NaN/inf/None become null, floats are rounded for readable diffs."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return round(float(value), digits)
+
+
+def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any]) -> None:
+    """metrics.json on the driver's local disk (the work dir); publishing copies it to the lake."""
+    target = Path(str(path).removeprefix("file://"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n")
