@@ -76,7 +76,8 @@ def cmd_run(args, config) -> None:
     config = load_config()
     cmd_setup(args, config)
     started = time.monotonic()
-    result = airflow(["dags", "test", DAG_ID, args.ds], config, check=False)
+    conf = ["--conf", args.conf] if getattr(args, "conf", None) else []
+    result = airflow(["dags", "test", DAG_ID, args.ds, *conf], config, check=False)
     if result.returncode != 0:
         raise SystemExit(f"the nightly run for ds={args.ds} failed (airflow exit {result.returncode}); "
                          "the task log above names the failing step. Published tables were left as they were.")
@@ -125,6 +126,15 @@ def cmd_demo(args, config) -> None:
     print(f"\ndemo finished in {time.monotonic() - started:.0f} s; try: .venv/bin/pm query \"select * from audiences limit 5\"")
 
 
+def _json_object(text: str) -> str:
+    try:
+        if not isinstance(json.loads(text), dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--conf must be a JSON object, got {text!r} ({exc})")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_datagen(with_ds(sub.add_parser("demo", help="generate data, run the DAG, show the results")))
     with_datagen(with_ds(sub.add_parser("generate", help="write synthetic raw data into the lake")))
     sub.add_parser("setup", help="airflow db migrate + dbt parse")
-    with_ds(sub.add_parser("run", help="run the nightly DAG for one ds"))
+    run = with_ds(sub.add_parser("run", help="run the nightly DAG for one ds"))
+    run.add_argument("--conf", type=_json_object, help='DAG params as JSON, e.g. \'{"top_k": 20}\'')
     sub.add_parser("status", help="list published partitions")
     query = sub.add_parser("query", help="SQL over the published tables")
     query.add_argument("sql")

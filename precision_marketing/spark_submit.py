@@ -25,15 +25,13 @@ def spark_submit_command(job: str, job_args: Sequence[str], spark_config: Mappin
         "spark.sql.shuffle.partitions": str(spark_config["shuffle_partitions"]),
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "false",
+        "spark.log.level": "WARN",  # INFO drowns the task log; the jobs print their own progress
         **{k: str(v) for k, v in (spark_config.get("conf") or {}).items()},
     }
     command = [str(spark_submit), "--master", spark_config["master"],
                "--driver-memory", str(spark_config["driver_memory"])]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
-    common = SPARK_JOBS_DIR / "common.py"
-    if common.exists():  # executors import shared job code only if it is shipped with the job
-        command += ["--py-files", str(common)]
     return command + [str(SPARK_JOBS_DIR / f"{job}.py"), *map(str, job_args)]
 
 

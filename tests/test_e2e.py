@@ -132,3 +132,63 @@ def test_query_command_over_the_published_tables(run):
     assert f"| {TOP_K}" in out.stdout and "(3 rows)" in out.stdout
     bad = subprocess.run([PM, "query", "select * from no_such_table"], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "no_such_table" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ---- the same ds again: an empty day for the behaviour sources and a different K through the DAG params
+
+
+@pytest.fixture(scope="module")
+def rerun(run):
+    state = run["state"]
+    first_run_id = read_manifest(run["lake"], "recommendations", DS)["run_id"]
+    for source in ("events", "impressions"):
+        landing = state / "lake" / "raw" / source / f"ds={DS}" / f"{source}.csv"
+        header = landing.read_text().splitlines()[0]
+        landing.write_text(header + "\n")  # nothing happened on ds: a header-only file is a valid empty day
+    env = {**os.environ, "PM__WORK_DIR": str(state / "work"), "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
+           "PM__SPARK__MASTER": "local[2]", "PM__SPARK__DRIVER_MEMORY": "2g", "PM__SPARK__SHUFFLE_PARTITIONS": "4"}
+    result = pm(["run", "--ds", DS, "--conf", '{"top_k": 5}'], env, state / "rerun.log")
+    assert result.returncode == 0, f"rerun failed; log: {state / 'rerun.log'}\n" + result.stdout[-6000:]
+    con = open_catalog(run["lake"], ["recommendations", "audiences", "user_segments"])
+    yield {**run, "con": con, "first_run_id": first_run_id, "env": env}
+    con.close()
+
+
+def test_rerun_of_the_same_ds_replaces_the_partitions_whole(rerun):
+    lake = rerun["lake"]
+    manifest = read_manifest(lake, "recommendations", DS)
+    assert manifest["run_id"] != rerun["first_run_id"]
+    files = lake.list_keys(f"marts/recommendations/ds={DS}/")
+    assert all(f.rsplit("/", 1)[1] in {"_SUCCESS", "_manifest.json"} | {e["file"] for e in manifest["files"]}
+               for f in files)
+    n_users = scalar(rerun, f"select count(*) from read_parquet('{rerun['state']}/lake/features/user_features/ds={DS}/*.parquet')")
+    assert scalar(rerun, "select count(*) from recommendations_history") == n_users * 5 == manifest["row_count"]
+    assert scalar(rerun, "select max(rank) from recommendations") == 5
+
+
+def test_empty_day_is_processed_and_reconciled(rerun):
+    recon = dict(rerun["con"].execute(
+        f"select source, raw_rows from read_parquet('{rerun['state']}/lake/features/data_reconciliation/ds={DS}/*.parquet')"
+    ).fetchall())
+    # every landing row of the window (ds is now header-only) is accounted for
+    raw_events = sum(len(p.read_text().splitlines()) - 1
+                     for p in (rerun["state"] / "lake" / "raw" / "events").glob("ds=*/events.csv"))
+    assert recon["events"] == raw_events
+    assert scalar(rerun, "select count(*) from audiences") > 0
+
+
+# ---- a broken landing file: the run stops at the contract check, naming file and column; last good tables stay
+
+
+def test_missing_required_column_fails_clearly_and_keeps_last_good_tables(rerun):
+    state, lake = rerun["state"], rerun["lake"]
+    good = read_manifest(lake, "recommendations", DS)
+    landing = state / "lake" / "raw" / "events" / f"ds={DS}" / "events.csv"
+    landing.write_text(landing.read_text().replace("event_type", "kind", 1))
+    result = pm(["run", "--ds", DS], rerun["env"], state / "broken.log")
+    assert result.returncode != 0
+    assert f"events/ds={DS}/events.csv: missing required column 'event_type'" in result.stdout
+    assert "the nightly run for ds=2026-11-22 failed" in result.stdout
+    assert read_manifest(lake, "recommendations", DS) == good
+    con = open_catalog(lake, ["recommendations"])
+    assert con.execute("select count(*) from recommendations").fetchone()[0] == good["row_count"]
