@@ -84,22 +84,22 @@ def default_args(config: Mapping | None = None) -> dict:
 
 
 def airflow_env(config: Mapping | None = None) -> dict[str, str]:
-    """Environment for an Airflow that lives inside the repo's ignored state folder (SQLite, no examples)."""
+    """Environment for running Airflow: by default an Airflow inside the repo's ignored state folder (SQLite,
+    no examples). Settings already in the environment win, so the compose stack's Postgres etc. are kept."""
     config = config or load_config()
-    home = Path(config["work_dir"]).parent / "airflow"
-    venv_bin = str(Path(sys.executable).parent)
-    return {
-        **os.environ,
-        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+    home = Path(os.environ.get("AIRFLOW_HOME") or Path(config["work_dir"]).parent / "airflow")
+    defaults = {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "2"),
+        "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__COSMOS__ENABLE_CACHE": "False",
         "GX_ANALYTICS_ENABLED": "false",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "DO_NOT_TRACK": "1",
         "SCARF_ANALYTICS": "false",
-        "AIRFLOW__COSMOS__ENABLE_CACHE": "False",
     }
+    venv_bin = str(Path(sys.executable).parent)  # `airflow standalone` and spark-submit look for tools on PATH
+    return {**defaults, **os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}

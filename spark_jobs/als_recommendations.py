@@ -38,6 +38,7 @@ from spark_jobs.common import (  # noqa: E402
     get_spark,
     iso_date,
     read_feature_table,
+    run_as_script,
     write_metrics,
 )
 
@@ -359,9 +360,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        active = SparkSession.getActiveSession()
-        if active is not None:
-            active.stop()
+    run_as_script(main)

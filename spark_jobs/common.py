@@ -9,7 +9,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -104,3 +104,13 @@ def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any]) -> None:
     target = Path(str(path).removeprefix("file://"))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def run_as_script(main: Callable[[], Any]) -> None:
+    """spark-submit entry point: run the job, then stop the session it created (tests call main() and keep theirs)."""
+    try:
+        main()
+    finally:
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.stop()

@@ -45,6 +45,7 @@ from spark_jobs.common import (  # noqa: E402
     iso_date,
     read_feature_table,
     read_parquet_table,
+    run_as_script,
     write_metrics,
 )
 
@@ -309,9 +310,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        active = SparkSession.getActiveSession()
-        if active is not None:
-            active.stop()
+    run_as_script(main)

@@ -1,4 +1,5 @@
 """Session-wide fixtures: one SparkSession for all tests (starting Spark costs seconds)."""
+import logging
 import os
 
 import pytest
@@ -21,6 +22,8 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+    # py4j logs from __del__ at interpreter exit, after pytest has closed the streams it captured
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")

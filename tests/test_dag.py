@@ -15,6 +15,7 @@ EXPECTED_STEPS = ["check_raw", "export_features", "validate_marts", "train_als",
 @pytest.fixture(scope="module")
 def dagbag(tmp_path_factory):
     work = tmp_path_factory.mktemp("state") / "work"
+    saved = dict(os.environ)
     os.environ["PM__WORK_DIR"] = str(work)
     try:
         from precision_marketing.config import load_config
@@ -26,8 +27,9 @@ def dagbag(tmp_path_factory):
         from airflow.dag_processing.dagbag import DagBag
 
         yield DagBag(dag_folder=str(REPO / "dags"))
-    finally:
-        os.environ.pop("PM__WORK_DIR", None)
+    finally:  # later tests start their own Airflow: leave no AIRFLOW_* or PM__* behind
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def test_dag_imports_without_errors(dagbag):
