@@ -73,7 +73,8 @@ def cosmos_dbt_group(group_id: str = "dbt"):
                                          test_indirect_selection=TestIndirectSelection.BUILDABLE,
                                          dbt_executable_path=str(dbt_executable())),
         render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.BUILD),
-        operator_args={"vars": dbt_vars, "env": dbt_env(config), "install_deps": False},
+        # emit_datasets off: the published tables are the DAG's Assets, not every intermediate DuckDB relation
+        operator_args={"vars": dbt_vars, "env": dbt_env(config), "install_deps": False, "emit_datasets": False},
     )
 
 
