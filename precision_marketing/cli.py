@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 
 from precision_marketing.config import ConfigError, load_config
-from precision_marketing.storage import LocalStorage, storage_from_config
+from precision_marketing.storage import storage_from_config
 
-EXAMPLE_QUERY = ("SELECT r.user_id, r.rank, r.product_id, round(r.score, 4) AS score, r.source "
-                 "FROM recommendations r WHERE r.user_id = (SELECT min(user_id) FROM recommendations) "
-                 "ORDER BY r.rank")
+# over the history view, for the demo's own ds: `recommendations` alone is the latest ds in the lake
+EXAMPLE_QUERY = ("SELECT user_id, rank, product_id, round(score, 4) AS score, source FROM recommendations_history "
+                 "WHERE ds = DATE '{ds}' AND user_id = (SELECT min(user_id) FROM recommendations_history "
+                 "WHERE ds = DATE '{ds}') ORDER BY rank")
 
 
 def _yesterday() -> str:
@@ -33,6 +34,8 @@ def _yesterday() -> str:
 
 
 def cmd_generate(args, config) -> dict:
+    """Land synthetic files in the raw zone. Landing files are immutable, as delivered files are: a partition
+    already in the lake is kept (unless --overwrite), so runs for neighbouring dates read the same history."""
     from precision_marketing.datagen import generate
 
     gen = {**config["datagen"], **{k: v for k, v in vars(args).items()
@@ -40,17 +43,20 @@ def cmd_generate(args, config) -> dict:
     storage = storage_from_config(config)
     options = dict(users=int(gen["users"]), items=int(gen["items"]), days=int(gen["days"]),
                    campaigns=int(gen["campaigns"]), dirty_rate=float(gen["dirty_rate"]), seed=int(gen["seed"]))
-    if isinstance(storage, LocalStorage):
-        summary = generate(storage.path("raw"), args.ds, **options)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            summary = generate(Path(tmp) / "raw", args.ds, **options)
-            for source_dir in sorted((Path(tmp) / "raw").iterdir()):
-                for part in sorted(source_dir.iterdir()):
-                    storage.upload_tree(part, f"raw/{source_dir.name}/{part.name}")
-    print(f"generated synthetic raw data for the {options['days']} days up to {args.ds} in {storage.uri('raw')}",
-          file=sys.stderr)
-    return summary
+    written, kept = 0, 0
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = generate(Path(tmp) / "raw", args.ds, **options)
+        for source_dir in sorted((Path(tmp) / "raw").iterdir()):
+            for part in sorted(source_dir.iterdir()):
+                prefix = f"raw/{source_dir.name}/{part.name}"
+                if storage.list_keys(prefix + "/") and not args.overwrite:
+                    kept += 1
+                    continue
+                storage.upload_tree(part, prefix)
+                written += 1
+    print(f"synthetic raw data for the {options['days']} days up to {args.ds} in {storage.uri('raw')}: "
+          f"{written} landing partitions written, {kept} already there kept", file=sys.stderr)
+    return {**summary, "partitions_written": written, "partitions_kept": kept}
 
 
 def airflow(args: list[str], config, check: bool = True) -> subprocess.CompletedProcess:
@@ -120,8 +126,8 @@ def cmd_demo(args, config) -> None:
         shown = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
         print(f"{model}: {json.dumps(shown)}")
     print(f"\nrun report: {storage.uri(f'reports/ds={args.ds}/report.md')}")
-    print(f"\n=== example query ===\n{EXAMPLE_QUERY}")
-    args.sql, args.max_rows = EXAMPLE_QUERY, 20
+    args.sql, args.max_rows = EXAMPLE_QUERY.format(ds=args.ds), 20
+    print(f"\n=== example query ===\n{args.sql}")
     cmd_query(args, config)
     print(f"\ndemo finished in {time.monotonic() - started:.0f} s; try: .venv/bin/pm query \"select * from audiences limit 5\"")
 
@@ -145,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def with_datagen(p):
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace landing partitions that already exist (default: keep them)")
         for name, kind in (("users", int), ("items", int), ("days", int), ("campaigns", int),
                            ("dirty_rate", float), ("seed", int)):
             p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,

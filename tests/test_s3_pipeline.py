@@ -1,5 +1,7 @@
 """The lake on a real S3 API (moto server): synthetic landing files go to the bucket, the run stages the
 window's raw partitions to local disk for dbt and checks them against the contract."""
+import json
+
 import pytest
 
 from precision_marketing import cli
@@ -44,3 +46,21 @@ def test_missing_column_in_s3_landing_file_is_named(s3_lake):
     s3_lake.put_bytes(key, s3_lake.get_bytes(key).replace(b"price", b"cost", 1))
     with pytest.raises(RawContractError, match=f"products/ds={DS}/products.csv: missing required column 'price'"):
         stage_and_check_raw(DS)
+
+
+def test_landing_partitions_are_immutable_across_generations(s3_lake, capsys):
+    args = ["--users", "60", "--items", "30", "--days", "3", "--seed", "1"]
+    cli.main(["generate", "--ds", DS, *args])
+    before = {k: s3_lake.get_bytes(k) for k in s3_lake.list_keys("raw/")}
+    capsys.readouterr()
+
+    cli.main(["generate", "--ds", "2026-11-23", *args])
+    summary = json.loads(capsys.readouterr().out)
+    # only the new day is landed: 6 sources for 11-23; the 11-21 and 11-22 partitions were already there
+    assert (summary["partitions_written"], summary["partitions_kept"]) == (6, 2 * 6)
+    assert {k: s3_lake.get_bytes(k) for k in before} == before
+    assert s3_lake.list_keys("raw/events/ds=2026-11-23/") == ["raw/events/ds=2026-11-23/events.csv"]
+
+    cli.main(["generate", "--ds", "2026-11-23", "--overwrite", *args])
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["partitions_written"], summary["partitions_kept"]) == (3 * 6, 0)
