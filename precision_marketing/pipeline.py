@@ -19,7 +19,7 @@ import duckdb
 from precision_marketing.config import load_config
 from precision_marketing.storage import LocalStorage, Storage, storage_from_config
 
-# dbt relations exported for Spark / scikit-learn / GE: (schema, relation, lake table name)
+# dbt relations exported as Parquet for Spark, scikit-learn and GE: marts.<table> and audit.<table>
 MART_TABLES = ["user_features", "user_category_affinity", "item_features", "interactions",
                "ctr_train", "ctr_score", "campaigns", "suppressions"]
 AUDIT_TABLES = ["data_reconciliation"]
