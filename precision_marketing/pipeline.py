@@ -145,8 +145,8 @@ def export_features(ds: str, params: Mapping | None = None) -> dict:
         for schema, relation, target in exports:
             shutil.rmtree(target.parent, ignore_errors=True)
             target.parent.mkdir(parents=True)
-            con.execute(f'COPY (SELECT * FROM "{schema}"."{relation}") TO \'{target}\' (FORMAT parquet)')
-            counts[relation] = con.execute(f"SELECT count(*) FROM '{target}'").fetchone()[0]
+            copied = con.execute(f'COPY (SELECT * FROM "{schema}"."{relation}") TO \'{target}\' (FORMAT parquet)')
+            counts[relation] = copied.fetchone()[0]  # COPY reports the rows it wrote
     finally:
         con.close()
     for _, _, target in exports:
