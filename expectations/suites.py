@@ -90,8 +90,8 @@ def item_features() -> list[Expectation]:
 
 def interactions() -> list[Expectation]:
     return [
-        *_columns("user_id", "product_id", "event_date", "weight", "n_purchases"),
-        *_not_empty(), *_key("user_id", "product_id", "event_date"),
+        *_columns("user_id", "product_id", "event_date", "event_hour", "weight", "n_purchases"),
+        *_not_empty(), *_key("user_id", "product_id", "event_hour"),
         _between("weight", 0, strict_low=True),
         *_non_negative("n_purchases"),
     ]

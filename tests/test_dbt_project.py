@@ -280,7 +280,7 @@ def test_mart_columns_match_docs(warehouse):
         "user_category_affinity": ["user_id", "category", "affinity"],
         "item_features": ["product_id", "category", "brand", "price", "n_views", "n_carts", "n_purchases",
                           "n_users", "popularity_rank"],
-        "interactions": ["user_id", "product_id", "event_date", "weight", "n_purchases"],
+        "interactions": ["user_id", "product_id", "event_date", "event_hour", "weight", "n_purchases"],
         "ctr_train": ["impression_id", "user_id", "campaign_id", "impression_date", "placement", "channel",
                       "target_category", "affinity", "recency_days", "frequency", "monetary", "clicked"],
         "ctr_score": ["user_id", "campaign_id", "placement", "channel", "target_category", "affinity",

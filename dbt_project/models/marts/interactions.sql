@@ -1,4 +1,5 @@
--- Implicit feedback for ALS: one row per (user_id, product_id, event_date).
+-- Implicit feedback for the recommenders: one row per (user_id, product_id, event_hour). The hour grain lets
+-- the evaluation hold out the last hours of a short data set, not only whole days.
 with weighted_events as (
     select * from {{ ref('int_weighted_events') }}
 )
@@ -7,7 +8,8 @@ select
     user_id,
     product_id,
     event_date,
+    date_trunc('hour', event_ts)                                as event_hour,
     sum(weight)                                                 as weight,
     cast(count(*) filter (where event_type = 'purchase') as integer) as n_purchases
 from weighted_events
-group by user_id, product_id, event_date
+group by user_id, product_id, event_date, date_trunc('hour', event_ts)
