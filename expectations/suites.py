@@ -20,7 +20,7 @@ from great_expectations.expectations import Expectation
 
 CHANNELS = ["email", "push", "onsite"]
 PLACEMENTS = ["homepage_banner", "product_page", "search_results", "email", "push"]
-RECOMMENDATION_SOURCES = ["als", "popularity"]
+RECOMMENDATION_SOURCES = ["als", "item_cf", "blend", "category_popularity", "popularity"]
 SHA256_HEX = r"^[0-9a-f]{64}$"
 
 

@@ -7,6 +7,7 @@
   pm query "SQL"              run SQL over the published tables (DuckDB views; local folder or S3)
   pm status                   published partitions and their row counts
   pm airflow ARGS...          the airflow CLI with the in-repo AIRFLOW_HOME
+  pm spark-submit JOB ARGS... a job of spark_jobs/ through spark-submit, with the configured master and memory
 """
 from __future__ import annotations
 
@@ -170,7 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--max-rows", type=int, default=50)
     af = sub.add_parser("airflow", help="airflow CLI with the in-repo AIRFLOW_HOME")
     af.add_argument("airflow_args", nargs=argparse.REMAINDER)
+    submit = sub.add_parser("spark-submit", help="run a Spark job (spark_jobs/JOB.py) with the configured Spark")
+    submit.add_argument("job", help="als_recommendations or ctr_audiences")
+    submit.add_argument("job_args", nargs=argparse.REMAINDER, help="the job's own arguments (see JOB --help)")
     return parser
+
+
+def cmd_spark_submit(args, config) -> None:
+    from precision_marketing.spark_submit import SPARK_JOBS_DIR, SparkJobError, run_spark_job
+
+    if not (SPARK_JOBS_DIR / f"{args.job}.py").is_file():
+        jobs = sorted(p.stem for p in SPARK_JOBS_DIR.glob("*.py") if "main(" in p.read_text())
+        raise SystemExit(f"no Spark job {args.job!r} in {SPARK_JOBS_DIR} (jobs: {', '.join(jobs)})")
+    try:
+        run_spark_job(args.job, args.job_args, config["spark"])
+    except SparkJobError as exc:
+        raise SystemExit(str(exc))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "airflow":
         raise SystemExit(airflow(args.airflow_args, config, check=False).returncode)
     handler = {"demo": cmd_demo, "generate": cmd_generate, "setup": cmd_setup, "run": cmd_run,
-               "status": cmd_status, "query": cmd_query}[args.command]
+               "status": cmd_status, "query": cmd_query, "spark-submit": cmd_spark_submit}[args.command]
     result = handler(args, config)
     if args.command == "generate":
         print(json.dumps(result, indent=2, default=str))

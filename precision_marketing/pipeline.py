@@ -39,7 +39,7 @@ def run_config(params: Mapping | None = None) -> dict:
         overrides.setdefault("als", {})["top_k"] = int(params["top_k"])
     if params.get("holdout_days") is not None:
         days = int(params["holdout_days"])
-        overrides.setdefault("als", {})["holdout_days"] = days
+        overrides.setdefault("als", {})["holdout"] = f"{days}d"
         overrides.setdefault("ctr", {})["holdout_days"] = days
     if params.get("spark_master"):
         overrides.setdefault("spark", {})["master"] = params["spark_master"]
@@ -163,20 +163,67 @@ def validate_marts(ds: str, params: Mapping | None = None) -> dict:
     return run_checkpoint("marts", tables, docs_dir=paths.report_dir / "data_docs" / "marts", ds=ds)
 
 
+class RecommendationGateError(RuntimeError):
+    """The recommendations did not pass the publish gate and the configured gate level is 'fail'."""
+
+
+def als_job_args(config: Mapping, paths: RunPaths, previous_metrics: Path | None) -> list:
+    """The recommendation job's command line from the `als` section of the configuration."""
+    als, search, tuning, gate = config["als"], config["als"]["search"], config["als"]["tuning"], config["als"]["gate"]
+    args = [
+        "--features-dir", paths.work / "features", "--ds", paths.ds, "--output-dir", paths.model_dir("als"),
+        "--top-k", als["top_k"], "--holdout", als["holdout"], "--max-iter", als["max_iter"], "--seed", als["seed"],
+        "--alpha-range", *search["alpha"], "--reg-range", *search["reg_param"], "--rank-range", *search["rank"],
+        "--neighbours-choices", *search["item_cf_neighbours"],
+        "--tune-max-fits", tuning["max_fits"], "--tune-max-minutes", tuning["max_minutes"],
+        "--tune-every-days", tuning["every_days"], "--tune-max-pairs", tuning["max_pairs"],
+        "--max-eval-users", als["max_eval_users"], "--selection-metric", als["selection_metric"],
+        "--min-history", als["min_history"], "--min-score", als["min_score"],
+        "--heavy-min-items", als["heavy_min_items"],
+        "--gate-min-lift", gate["min_lift"], "--gate-max-drop", gate["max_drop"],
+        "--gate-action", gate["action"], "--gate-level", gate["level"],
+        "--checkpoint-interval", als["checkpoint_interval"], "--broadcast-max-mb", als["broadcast_max_mb"],
+        "--max-user-items-cf", als["max_user_items_cf"],
+    ]
+    if previous_metrics is not None:
+        args += ["--previous-metrics", previous_metrics]
+    return args
+
+
+def last_published_metrics(storage: Storage, model: str, ds: str, target: Path) -> Path | None:
+    """The metrics.json of the newest published run of `model` before `ds` (published by `publish`),
+    copied to `target`; None on a first run."""
+    earlier = sorted({key.split("/")[2][3:] for key in storage.list_keys(f"models/{model}/")
+                      if key.endswith("/metrics.json") and key.split("/")[2].startswith("ds=")} - {ds})
+    earlier = [day for day in earlier if day < ds]
+    if not earlier:
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(storage.get_bytes(f"models/{model}/ds={earlier[-1]}/metrics.json"))
+    return target
+
+
 def train_als(ds: str, params: Mapping | None = None) -> dict:
+    """Tune, evaluate, gate and serve the recommendations (spark_jobs/als_recommendations.py). A gate
+    failure is logged as a structured warning; with gate level 'fail' the task fails."""
     from precision_marketing.spark_submit import run_spark_job
 
     config = run_config(params)
     paths = paths_for(config, ds)
-    als = config["als"]
     out = paths.model_dir("als")
-    run_spark_job("als_recommendations", [
-        "--features-dir", paths.work / "features", "--ds", ds, "--output-dir", out,
-        "--top-k", als["top_k"], "--holdout-days", als["holdout_days"], "--rank", als["rank"],
-        "--reg-param", als["reg_param"], "--alpha", als["alpha"], "--max-iter", als["max_iter"],
-        "--seed", als["seed"], "--candidate-buffer", als["candidate_buffer"],
-    ], config["spark"])
-    return json.loads((out / "metrics.json").read_text())
+    previous = last_published_metrics(storage_from_config(config), "als", ds, paths.work / "previous" / "als.json")
+    run_spark_job("als_recommendations", als_job_args(config, paths, previous), config["spark"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    gate = metrics["gate"]
+    if not gate["passed"]:
+        print(json.dumps({"event": "recommendation_gate_failed", "ds": ds, "level": gate["level"],
+                          "published": gate["published"], "reasons": gate["reasons"]}), flush=True)
+        if gate["level"] == "fail":
+            raise RecommendationGateError(f"recommendations for ds={ds} failed the publish gate: "
+                                          + "; ".join(gate["reasons"]))
+    return {key: metrics.get(key) for key in (
+        "model", "precision_at_k", "baseline_precision_at_k", "ndcg_at_k", "baseline_ndcg_at_k", "n_eval_users",
+        "min_history", "recommendations_by_source", "catalog_coverage")} | {"gate": gate["published"]}
 
 
 def segment_users(ds: str, params: Mapping | None = None) -> dict:
@@ -207,12 +254,17 @@ def train_ctr_and_build_audiences(ds: str, params: Mapping | None = None) -> dic
 
 
 def output_tables(paths: RunPaths) -> dict[str, Path]:
-    """The run's publishable outputs: table name -> local Parquet file or Spark folder."""
-    return {
+    """The run's publishable outputs: table name -> local Parquet file or Spark folder. Recommendations are
+    left out when the publish gate kept the last published partition (gate action keep_last)."""
+    outputs = {
         "recommendations": paths.model_dir("als") / "recommendations",
         "audiences": paths.model_dir("ctr") / "audiences",
         "user_segments": paths.model_dir("segments") / "user_segments.parquet",
     }
+    als_metrics = paths.model_dir("als") / "metrics.json"
+    if als_metrics.exists() and json.loads(als_metrics.read_text()).get("gate", {}).get("published") == "none":
+        del outputs["recommendations"]
+    return outputs
 
 
 def validate_outputs(ds: str, params: Mapping | None = None) -> dict:
@@ -236,6 +288,9 @@ def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
     outputs = output_tables(paths)
     manifests = {}
     for table in config["publish"]["tables"]:
+        if table not in outputs:  # held back by the recommendation gate: the last good partition stays
+            manifests[table] = {"row_count": None, "files": 0, "kept_last_published": True}
+            continue
         manifest = publish_table(storage, table, ds, outputs[table], run_id)
         manifests[table] = {"row_count": manifest["row_count"], "files": len(manifest["files"])}
     for model in ("als", "ctr", "segments"):

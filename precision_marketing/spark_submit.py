@@ -26,6 +26,8 @@ def spark_submit_command(job: str, job_args: Sequence[str], spark_config: Mappin
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "false",
         "spark.log.level": "WARN",  # INFO drowns the task log; the jobs print their own progress
+        "spark.serializer": "org.apache.spark.serializer.KryoSerializer",  # ALS shuffles factor blocks
+        "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
         **{k: str(v) for k, v in (spark_config.get("conf") or {}).items()},
     }
     command = [str(spark_submit), "--master", spark_config["master"],

@@ -1,13 +1,16 @@
-"""Plumbing shared by the Spark jobs: the session, reading dbt feature tables with readable errors,
-and writing metrics.json. Imported on the driver only (no Python UDFs), so client-mode spark-submit
-of a job file needs nothing shipped with --py-files."""
+"""Plumbing shared by the Spark jobs: the session, shipping this package to the executors, reading dbt
+feature tables with readable errors, and writing metrics.json."""
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
+import io
 import json
 import math
 import os
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -30,6 +33,27 @@ def get_spark(app_name: str) -> SparkSession:
     # An already running session (tests, notebooks) ignores builder options: set the time zone explicitly.
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     return spark
+
+
+def ship_package(spark: SparkSession) -> str:
+    """Make `spark_jobs` importable by the executors' Python workers (mapInPandas code lives here), on
+    local[*] and on a cluster alike, without --py-files: a zip of the package, named by its content so a
+    changed package is a new file, added once per SparkContext."""
+    package = Path(__file__).resolve().parent
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for source in sorted(package.glob("*.py")):
+            archive.writestr(zipfile.ZipInfo(f"spark_jobs/{source.name}", (2026, 1, 1, 0, 0, 0)),
+                             source.read_bytes())
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()[:16]
+    target = Path(tempfile.gettempdir()) / f"spark_jobs-{digest}.zip"
+    if not target.exists():
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_bytes(buffer.getvalue())
+        partial.replace(target)
+    if target.name not in {Path(path).name for path in spark.sparkContext.listFiles}:
+        spark.sparkContext.addPyFile(str(target))
+    return str(target)
 
 
 def feature_table_path(features_dir: str, table: str, ds: dt.date) -> str:

@@ -1,10 +1,13 @@
 """Session-wide fixtures: one SparkSession for all tests (starting Spark costs seconds)."""
 import logging
 import os
+import sys
 
 import pytest
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# Spark's Python workers (mapInPandas) must run this interpreter, the one with numpy/pandas/scipy
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 @pytest.fixture(scope="session")

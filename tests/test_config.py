@@ -15,7 +15,7 @@ def test_environment_overrides_the_file_and_parses_scalars():
     assert config["spark"]["master"] == "spark://h:7077"
     assert config["als"]["top_k"] == 25
     assert config["lake"]["s3"]["endpoint_url"] == "http://minio:9000"
-    assert config["als"]["rank"] == 32  # untouched keys keep the file's value
+    assert config["als"]["max_iter"] == 10  # untouched keys keep the file's value
 
 
 def test_relative_paths_resolve_against_the_repo():
@@ -36,7 +36,7 @@ def test_invalid_backend_and_missing_file_are_named(tmp_path):
 def test_airflow_params_override_per_run():
     config = run_config({"top_k": 5, "holdout_days": 3, "spark_master": None})
     assert config["als"]["top_k"] == 5
-    assert config["als"]["holdout_days"] == config["ctr"]["holdout_days"] == 3
+    assert config["als"]["holdout"] == "3d" and config["ctr"]["holdout_days"] == 3
     assert config["spark"]["master"] == load_config()["spark"]["master"]
 
 

@@ -1,0 +1,384 @@
+"""Recommendations: the top-K engine and ranking metrics against plain references, holdout rules, item-CF
+similarity, and the job end to end on tiny planted data (shared `spark` fixture): tuning, evaluation,
+fallbacks, the publish gate's branches, item-blocked scoring, checkpointed long fits, a 3-hour data set."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spark_jobs import als_recommendations as job
+from spark_jobs import ranking
+from spark_jobs.topk import CHUNK, ItemSide, ServePolicy, TopK, top_k_per_column
+
+DS = dt.date(2026, 11, 22)
+TOP_K = 3
+GROUP_A_USERS, GROUP_B_USERS, COLD_USERS = range(1, 41), range(41, 61), range(61, 64)
+GROUP_A_ITEMS, GROUP_B_ITEMS, UNSEEN_ITEMS = range(101, 113), range(201, 213), (301, 302)
+
+
+def write_feature(features_dir: Path, table: str, frame: pd.DataFrame) -> Path:
+    partition = features_dir / table / f"ds={DS.isoformat()}"
+    partition.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(partition / f"{table}.parquet", index=False, coerce_timestamps="us",
+                     allow_truncated_timestamps=True)
+    return partition
+
+
+# ------------------------------------------------------------------------------------ ranking metrics
+def ranking_reference(recs: dict[int, list[int]], relevant: dict[int, set[int]], k: int) -> dict[str, float]:
+    """Textbook precision / recall / NDCG / MAP @k, averaged over users with relevant items."""
+    totals = dict.fromkeys(ranking.METRICS, 0.0)
+    for user, items in relevant.items():
+        top = recs.get(user, [])[:k]
+        hits = [1 if item in items else 0 for item in top]
+        totals["precision"] += sum(hits) / k
+        totals["recall"] += sum(hits) / len(items)
+        ideal = sum(1 / np.log2(i + 2) for i in range(min(k, len(items))))
+        totals["ndcg"] += sum(h / np.log2(i + 2) for i, h in enumerate(hits)) / ideal
+        precisions = [sum(hits[:i + 1]) / (i + 1) for i, h in enumerate(hits) if h]
+        totals["map"] += sum(precisions) / min(k, len(items))
+    return {metric: value / len(relevant) for metric, value in totals.items()}
+
+
+def test_ranking_metrics_match_the_reference_and_spark_ranking_evaluator(spark):
+    from pyspark.ml.evaluation import RankingEvaluator
+
+    rng = np.random.default_rng(7)
+    recs = {user: [int(i) for i in rng.choice(30, size=8, replace=False)] for user in range(1, 21)}
+    relevant = {user: {int(i) for i in rng.choice(30, size=rng.integers(1, 9), replace=False)}
+                for user in range(1, 26)}  # users 21..25 have relevant items and no recommendations
+    frame = spark.createDataFrame(
+        [(u, recs.get(u, []), sorted(relevant[u]), "even" if u % 2 == 0 else "odd") for u in relevant],
+        "user_id long, recs array<long>, relevant array<long>, activity string")
+    from pyspark.sql import functions as F
+
+    for k in (3, 8):
+        result = ranking.evaluate_lists(frame, {"model": F.col("recs")}, k=k)["model"]
+        expected = ranking_reference(recs, relevant, k)
+        for metric in ranking.METRICS:
+            assert result["all"][metric] == pytest.approx(expected[metric], abs=1e-12), (k, metric)
+        odd = ranking_reference(recs, {u: r for u, r in relevant.items() if u % 2}, k)
+        assert result["odd"]["ndcg"] == pytest.approx(odd["ndcg"], abs=1e-12)
+        assert result["all"]["n_users"] == 25 and result["odd"]["n_users"] == 13
+        as_doubles = frame.select(F.col("recs").cast("array<double>").alias("prediction"),
+                                  F.col("relevant").cast("array<double>").alias("label"))
+        for metric, spark_name in (("precision", "precisionAtK"), ("recall", "recallAtK"), ("ndcg", "ndcgAtK"),
+                                   ("map", "meanAveragePrecisionAtK")):
+            evaluator = RankingEvaluator(metricName=spark_name, k=k, predictionCol="prediction", labelCol="label")
+            assert result["all"][metric] == pytest.approx(evaluator.evaluate(as_doubles), abs=1e-12), metric
+    coverage = ranking.coverage(frame, {"model": F.col("recs")}, n_items=60)
+    assert coverage["model"] == pytest.approx(len({i for r in recs.values() for i in r}) / 60)
+
+
+# ------------------------------------------------------------------------------------- top-K engine
+@pytest.mark.parametrize("n_items", [50, 40 * CHUNK, 40 * CHUNK + 17])
+def test_top_k_per_column_matches_a_full_sort(n_items):
+    rng = np.random.default_rng(n_items)
+    scores = rng.standard_normal((n_items, 37)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    scores[:, 0] = -np.inf           # a user with nothing allowed
+    scores[:n_items - 2, 1] = -np.inf  # a user with fewer than k allowed
+    padded = np.full((-(-n_items // CHUNK) * CHUNK, 37), -np.inf, np.float32)
+    padded[:n_items] = scores
+    items, values = top_k_per_column(padded, 5)
+    for user in range(37):
+        finite = [(-scores[i, user], i) for i in range(n_items) if np.isfinite(scores[i, user])]
+        expected = [i for _, i in sorted(finite)[:5]]
+        assert list(items[user][items[user] >= 0]) == expected
+        assert list(values[user][:len(expected)]) == [scores[i, user] for i in expected]
+
+
+def engine(model: str | None, **policy) -> TopK:
+    """6 items in popularity order; categories: items 0, 2, 4 in category 0, items 1, 3 in 1, item 5 unknown."""
+    items = ItemSide(product_ids=np.array([10, 11, 12, 13, 14, 15]),
+                     popularity=np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4], np.float32),
+                     category=np.array([0, 1, 0, 1, 0, -1], np.int32), n_categories=2,
+                     factors=np.array([[0, 0], [0, 0], [0, 0], [1, 0], [0, 1], [0.5, 0.5]], np.float32))
+    return TopK(items, ServePolicy(k=4, model=model, **policy))
+
+
+def users_frame(rows) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["user_id", "n_history", "history", "history_weights", "purchased", "factors"])
+
+
+def test_served_lists_fill_model_then_category_then_popularity():
+    frame = users_frame([
+        # likes item 13 (factor 0): model tier 13, 15; bought 13 -> excluded; category of history: 1
+        (1, 2, [3, 1], [5.0, 1.0], [True, False], [1.0, 0.0]),
+        # cold: no history, no factors -> popularity only
+        (2, 0, [], [], [], None),
+        # one history item, but min_history=2 -> no model tier; history in category 0, bought item 0
+        (3, 1, [0], [3.0], [True], [0.0, 1.0]),
+        # scores all at or below min_score -> fallback
+        (4, 2, [4, 2], [1.0, 1.0], [False, False], [1e-9, 0.0]),
+    ])
+    rows = engine("als", min_history=2).served(frame)
+    lists = {u: list(zip(g["product_id"], g["source"])) for u, g in rows.groupby("user_id")}
+    assert lists[1] == [(15, "als"), (11, "category_popularity"), (10, "popularity"), (12, "popularity")]
+    assert lists[2] == [(10, "popularity"), (11, "popularity"), (12, "popularity"), (13, "popularity")]
+    assert lists[3] == [(12, "category_popularity"), (14, "category_popularity"), (11, "popularity"),
+                        (13, "popularity")]
+    assert [s for _, s in lists[4]] == ["category_popularity"] * 3 + ["popularity"]
+    assert all(list(g["rank"]) == [1, 2, 3, 4] for _, g in rows.groupby("user_id"))
+
+
+def test_item_blocks_give_the_same_model_tier_as_one_broadcast():
+    rng = np.random.default_rng(3)
+    n_items, rank = 700, 8
+    factors = rng.standard_normal((n_items, rank)).astype(np.float32)
+    full = ItemSide(product_ids=np.arange(1000, 1000 + n_items), popularity=np.linspace(1, 0.1, n_items, dtype=np.float32),
+                    category=np.zeros(n_items, np.int32), n_categories=1, factors=factors)
+    frame = users_frame([(u, 3, list(rng.choice(n_items, 3, replace=False)), [1.0] * 3, [True, False, True],
+                          list(rng.standard_normal(rank))) for u in range(25)])
+    policy = ServePolicy(k=5, model="als", min_score=-np.inf)
+    whole = TopK(full, policy).model_tier(frame, TopK(full, policy)._history(frame))
+    parts = []
+    for start in range(0, n_items, 300):
+        block = ItemSide(full.product_ids, full.popularity, full.category, 1, factors[start:start + 300], start)
+        parts.append(TopK(block, policy).candidates(frame))
+    merged = pd.concat(parts).sort_values(["user_id", "score"], ascending=[True, False]).groupby("user_id").head(5)
+    for user, group in merged.groupby("user_id"):
+        assert list(group["item_index"]) == list(whole[0][user])
+
+
+# -------------------------------------------------------------------------------------------- splits
+def test_holdout_rules_days_hours_share_and_short_spans():
+    start = dt.datetime(2026, 11, 1)
+    end = dt.datetime(2026, 11, 23)
+    assert job.split_cutoff(start, end, "7d") == (dt.datetime(2026, 11, 16), "last 168 h")
+    assert job.split_cutoff(start, end, "36h")[0] == dt.datetime(2026, 11, 21, 12)
+    assert job.split_cutoff(start, end, "25%")[0] == end - dt.timedelta(hours=132)
+    three_hours = (dt.datetime(2026, 11, 22, 9), dt.datetime(2026, 11, 22, 12))
+    cutoff, rule = job.split_cutoff(*three_hours, "7d")
+    assert cutoff == dt.datetime(2026, 11, 22, 11) and "20%" in rule
+    assert job.split_cutoff(dt.datetime(2026, 11, 22, 9), dt.datetime(2026, 11, 22, 10), "7d")[0] is None
+    with pytest.raises(ValueError, match="7d', '36h' or '20%'"):
+        job.parse_holdout("a week")
+
+
+def test_tuning_choice_is_reused_within_the_cadence():
+    previous = {"k": 3, "ds": "2026-11-20", "tuning": {"tuned_on": "2026-11-18", "chosen": {"model": "als"}}}
+    config = job.RecConfig(top_k=3, tune_every_days=7)
+    assert job.reusable_choice(previous, DS, config) == {"model": "als"}
+    assert job.reusable_choice(previous, DS, job.RecConfig(top_k=3, tune_every_days=4)) is None  # 4 days old
+    assert job.reusable_choice(previous, DS, job.RecConfig(top_k=5, tune_every_days=7)) is None  # other K
+    assert job.reusable_choice(None, DS, config) is None
+
+
+def test_gate_compares_with_the_best_baseline_and_the_last_published_run():
+    def holdout(served, popularity, category):
+        return {"lists": {"served": {"all": {"ndcg": served}}, "popularity": {"all": {"ndcg": popularity}},
+                          "category_popularity": {"all": {"ndcg": category}}}}
+
+    config = job.RecConfig(gate_min_lift=0.1, gate_max_drop=0.2)
+    assert job.gate(holdout(0.30, 0.20, 0.25), None, config)["passed"]
+    failed = job.gate(holdout(0.26, 0.20, 0.25), None, config)
+    assert not failed["passed"] and "category_popularity 0.2500 by 10%" in failed["reasons"][0]
+    previous = {"ds": "2026-11-21", "holdout": holdout(0.50, 0.2, 0.2)}
+    dropped = job.gate(holdout(0.30, 0.20, 0.25), previous, config)
+    assert not dropped["passed"] and "below the last published run (2026-11-21: 0.5000)" in dropped["reasons"][0]
+    assert job.gate({"lists": {}}, None, config)["passed"]  # nothing to evaluate on: publish, with a note
+
+
+# ------------------------------------------------------------------------------------------ item-CF
+def test_item_neighbours_match_a_dense_cosine(spark):
+    from spark_jobs.item_cf import item_neighbours
+
+    rng = np.random.default_rng(5)
+    n_users, n_items = 40, 12
+    dense = (rng.random((n_users, n_items)) < 0.3) * rng.integers(1, 6, (n_users, n_items))
+    rows = [(u, [int(i) for i in np.flatnonzero(dense[u])], [float(w) for w in dense[u][dense[u] > 0]])
+            for u in range(n_users)]
+    frame = spark.createDataFrame(rows, "user_id long, history array<int>, history_weights array<float>")
+    similarity = item_neighbours(frame, n_items, neighbours=3).toarray()
+    values = np.log1p(dense)
+    norms = np.linalg.norm(values, axis=0)
+    cosine = (values.T @ values) / np.outer(norms, norms)
+    np.fill_diagonal(cosine, -1)
+    for item in range(n_items):
+        expected = sorted(range(n_items), key=lambda j: (-cosine[item, j], j))[:3]
+        assert sorted(np.flatnonzero(similarity[item])) == sorted(expected)
+        assert similarity[item, expected] == pytest.approx(cosine[item, expected], rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------- the job (Spark)
+def planted_interactions(hours: int | None = None) -> pd.DataFrame:
+    """Two taste groups with their own items (categories cut across groups, so the category fallback
+    cannot tell them apart; group A is larger, so popularity favours its items). Each user views 8 of the
+    group's items over days ds-20..ds-8 (buying the first) and 4 others in the last 5 days. With `hours`,
+    the same story squeezed into the last `hours` hours of ds."""
+    rng = random.Random(11)
+    rows = []
+    end = dt.datetime.combine(DS, dt.time(23))
+    for users, items in ((GROUP_A_USERS, GROUP_A_ITEMS), (GROUP_B_USERS, GROUP_B_ITEMS)):
+        for user in users:
+            shuffled = rng.sample(list(items), len(items))
+            for position, item in enumerate(shuffled[:8]):
+                ago = (rng.randint(1, hours - 1) if hours else rng.randint(8 * 24, 20 * 24))
+                rows.append((user, item, end - dt.timedelta(hours=ago), 6.0 if position == 0 else 1.0, int(position == 0)))
+            for item in shuffled[8:12]:
+                ago = 0 if hours else rng.randint(0, 5 * 24)
+                rows.append((user, item, end - dt.timedelta(hours=ago), 1.0, 0))
+    frame = pd.DataFrame(rows, columns=["user_id", "product_id", "event_hour", "weight", "n_purchases"])
+    frame["event_date"] = frame["event_hour"].dt.date
+    frame = frame.groupby(["user_id", "product_id", "event_date", "event_hour"], as_index=False).agg(
+        weight=("weight", "sum"), n_purchases=("n_purchases", "sum"))
+    return frame.astype({"n_purchases": "int32", "event_hour": "datetime64[us]"})
+
+
+def write_features(features_dir: Path, interactions: pd.DataFrame) -> Path:
+    write_feature(features_dir, "interactions", interactions)
+    write_feature(features_dir, "user_features",
+                  pd.DataFrame({"user_id": [*GROUP_A_USERS, *GROUP_B_USERS, *COLD_USERS]}))
+    items = [*GROUP_A_ITEMS, *GROUP_B_ITEMS, *UNSEEN_ITEMS]
+    write_feature(features_dir, "item_features",
+                  pd.DataFrame({"product_id": items, "category": ["odd" if i % 2 else "even" for i in items]}))
+    return features_dir
+
+
+def job_args(features_dir: Path, output_dir: Path, *extra: str) -> list[str]:
+    return ["--features-dir", str(features_dir), "--ds", DS.isoformat(), "--output-dir", str(output_dir),
+            "--top-k", str(TOP_K), "--max-iter", "5", "--rank-range", "8", "16", "--tune-max-fits", "3", *extra]
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory) -> Path:
+    return write_features(tmp_path_factory.mktemp("recs") / "features", planted_interactions())
+
+
+@pytest.fixture(scope="module")
+def tuned_run(spark, features, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("recs_out")
+    metrics = job.main(job_args(features, output_dir))
+    recommendations = spark.read.parquet(str(output_dir / "recommendations")).toPandas()
+    return metrics, recommendations, output_dir
+
+
+def test_tuned_model_beats_both_baselines_on_the_holdout(tuned_run):
+    metrics, _, output_dir = tuned_run
+    lists = metrics["holdout"]["lists"]
+    for baseline in ("popularity", "category_popularity"):
+        assert lists["served"]["all"]["ndcg"] > lists[baseline]["all"]["ndcg"] + 0.1, baseline
+    assert metrics["ndcg_at_k"] == lists["served"]["all"]["ndcg"]
+    assert metrics["lift"] > 1.2 and metrics["n_eval_users"] == 60
+    assert set(lists["served"]) == {"all", "light"}  # 8 history items < heavy_min_items
+    assert set(lists["served"]["all"]) == {"n_users", "precision", "recall", "ndcg", "map"}
+    assert set(metrics["holdout"]["coverage"]) == set(lists)
+    assert metrics["gate"]["passed"] and metrics["gate"]["published"] == "model"
+    assert json.loads((output_dir / "metrics.json").read_text()) == metrics
+
+
+def test_tuning_records_candidates_scores_and_the_choice(tuned_run):
+    metrics, _, _ = tuned_run
+    tuning = metrics["tuning"]
+    assert tuning["tuned"] and tuning["tuned_on"] == DS.isoformat()
+    fitted = [c for c in tuning["candidates"] if c["model"] != "blend"]
+    assert len(fitted) == 3 and {c["model"] for c in fitted} == {"als", "item_cf"}
+    assert all(c["validation_ndcg"] is not None for c in tuning["candidates"])
+    best = max(tuning["candidates"], key=lambda c: c["validation_ndcg"])
+    assert tuning["chosen"]["model"] == best["model"] == metrics["model"]
+    assert tuning["chosen"]["min_history"] in job.HISTORY_THRESHOLDS
+    assert tuning["validation_cutoff"] < metrics["holdout"]["cutoff"]  # carved from the training period
+
+
+def test_every_user_gets_k_distinct_products_and_cold_users_the_fallback(tuned_run):
+    metrics, recs, _ = tuned_run
+    assert set(recs["user_id"]) == {*GROUP_A_USERS, *GROUP_B_USERS, *COLD_USERS}
+    per_user = recs.groupby("user_id").agg(n=("product_id", "size"), distinct=("product_id", "nunique"),
+                                           ranks=("rank", sorted))
+    assert (per_user["n"] == TOP_K).all() and (per_user["distinct"] == TOP_K).all()
+    assert all(ranks == list(range(1, TOP_K + 1)) for ranks in per_user["ranks"])
+    cold = recs[recs["user_id"].isin(COLD_USERS)]
+    assert set(cold["source"]) == {"popularity"}
+    warm = recs[~recs["user_id"].isin(COLD_USERS)]
+    assert (warm["source"] == metrics["model"]).mean() > 0.9
+    assert metrics["recommendations_by_source"] == recs["source"].value_counts().to_dict()
+
+
+def test_purchased_items_are_never_recommended_and_groups_get_their_own_items(tuned_run):
+    _, recs, _ = tuned_run
+    interactions = planted_interactions()
+    purchases = interactions.loc[interactions["n_purchases"] > 0, ["user_id", "product_id"]]
+    assert len(purchases) == len(GROUP_A_USERS) + len(GROUP_B_USERS)
+    assert recs.merge(purchases, on=["user_id", "product_id"]).empty
+    group_b = recs[recs["user_id"].isin(GROUP_B_USERS)]
+    assert group_b["product_id"].isin(GROUP_B_ITEMS).mean() > 0.9
+
+
+def test_gate_failure_publishes_the_fallback_or_keeps_the_last_partition(spark, features, tuned_run, tmp_path):
+    previous = tuned_run[2] / "metrics.json"  # reused choice: no tuning in these runs
+    fallback = job.main(job_args(features, tmp_path / "fallback", "--previous-metrics", str(previous),
+                                 "--gate-min-lift", "50"))
+    assert fallback["tuning"]["reused_from"] == DS.isoformat() and "candidates" not in fallback["tuning"]
+    assert not fallback["gate"]["passed"] and fallback["gate"]["published"] == "fallback"
+    assert "does not beat" in fallback["gate"]["reasons"][0] and fallback["model"] == "fallback"
+    recs = spark.read.parquet(str(tmp_path / "fallback" / "recommendations")).toPandas()
+    assert set(recs["source"]) <= {"category_popularity", "popularity"} and len(recs) == 63 * TOP_K
+
+    kept = job.main(job_args(features, tmp_path / "kept", "--previous-metrics", str(previous),
+                             "--gate-min-lift", "50", "--gate-action", "keep_last", "--gate-level", "fail"))
+    assert kept["gate"]["published"] == "none" and kept["gate"]["level"] == "fail"
+    assert not (tmp_path / "kept" / "recommendations").exists() and kept["recommendations_path"] is None
+
+
+def test_a_three_hour_data_set_is_evaluated_and_long_fits_are_checkpointed(spark, tmp_path):
+    features = write_features(tmp_path / "features", planted_interactions(hours=3))
+    metrics = job.main(job_args(features, tmp_path / "out", "--max-iter", "30", "--tune-max-fits", "1"))
+    assert "20%" in metrics["holdout"]["rule"]
+    assert metrics["n_eval_users"] == 60 and metrics["ndcg_at_k"] is not None
+    assert metrics["tuning"]["tuned"]
+    assert not (tmp_path / "out" / "_checkpoints").exists()
+
+
+def test_item_blocked_scoring_serves_the_same_lists(spark, features, tuned_run, tmp_path):
+    from pyspark.sql import functions as F
+
+    config = job.RecConfig(top_k=TOP_K, max_iter=5, broadcast_max_mb=0.0001)  # 6 items per block
+    interactions = spark.read.parquet(str(features / "interactions"))
+    items = spark.read.parquet(str(features / "item_features"))
+    split = job.prepare_split(job.user_item_pairs(interactions), items)
+    fitted = job.fit_candidate(job.Candidate("als", {"alpha": 5.0, "reg_param": 0.05, "rank": 4}), split, config)
+    users = spark.read.parquet(str(features / "user_features"))
+    policy = ServePolicy(k=TOP_K, model="als")
+    blocked = job.recommend(spark, split, users, fitted, policy, config, mode="served").toPandas()
+    whole = job.recommend(spark, split, users, fitted, policy, dataclasses_replace(config, broadcast_max_mb=256),
+                          mode="served").toPandas()
+    assert len(job._item_blocks(split.items.n_items, 4, config)) > 3
+    key = ["user_id", "rank"]
+    pd.testing.assert_frame_equal(blocked.sort_values(key).reset_index(drop=True)[["user_id", "rank", "product_id"]],
+                                  whole.sort_values(key).reset_index(drop=True)[["user_id", "rank", "product_id"]])
+    assert split.pairs.filter(F.col("purchased")).count() == 60
+    split.release()
+
+
+def dataclasses_replace(config, **changes):
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+def test_no_interactions_and_missing_inputs_fail_clearly(spark, tmp_path):
+    features_dir = tmp_path / "features"
+    empty = spark.createDataFrame(
+        [], "user_id bigint, product_id bigint, event_date date, event_hour timestamp, weight double, n_purchases int")
+    empty.write.parquet(str(features_dir / "interactions" / f"ds={DS}"))
+    write_feature(features_dir, "user_features", pd.DataFrame({"user_id": [1, 2]}))
+    write_feature(features_dir, "item_features", pd.DataFrame({"product_id": [7], "category": ["x"]}))
+    with pytest.raises(SystemExit, match=r"'interactions' at .*interactions/ds=2026-11-22 has no rows"):
+        job.main(job_args(features_dir, tmp_path / "out"))
+    other = tmp_path / "other"
+    write_feature(other, "interactions", planted_interactions())
+    with pytest.raises(SystemExit, match=r"'user_features' cannot be read at .*user_features/ds=2026-11-22"):
+        job.main(job_args(other, tmp_path / "out"))
+
+
+def test_bad_arguments_are_one_clear_line(capsys):
+    with pytest.raises(SystemExit) as exited:
+        job.parse_args(["--features-dir", "f", "--ds", DS.isoformat(), "--output-dir", "o", "--holdout", "soon"])
+    assert exited.value.code == 2 and "holdout must look like '7d', '36h' or '20%'" in capsys.readouterr().err
