@@ -125,6 +125,11 @@ class Candidate:
         return {"model": self.model, "params": self.params}
 
 
+def log(message: str) -> None:
+    """One progress line for the task log (the job's stdout)."""
+    print(f"[recommendations {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
 # ------------------------------------------------------------------------------------------------ splits
 def parse_holdout(spec: str | int) -> tuple[str, float]:
     """'7d' -> ('hours', 168), '36h' -> ('hours', 36), '20%' -> ('share', 0.2); a bare number means days."""
@@ -448,13 +453,14 @@ def candidate_plan(config: RecConfig) -> list[Candidate]:
     plan = [als_candidate((0.5, 0.5, 0.5, 0.0), config)]
     cf_choices = sorted(config.neighbours_choices, key=lambda n: abs(n - 50))
     plan.append(Candidate("item_cf", {"neighbours": cf_choices[0]}))
-    index, cf_next = 1, 1
+    index, cf_next = 3, 1  # Halton points 1 and 2 sit on the centre's axes
     while len(plan) < max(config.tune_max_fits, 2) + 8:
         if len(plan) % 4 == 3 and cf_next < len(cf_choices):
             plan.append(Candidate("item_cf", {"neighbours": cf_choices[cf_next]}))
             cf_next += 1
             continue
-        plan.append(als_candidate((halton(index, 2), halton(index, 3), halton(index, 5), halton(index, 7)), config))
+        # the weight transform alternates, so both are tried early whatever the budget
+        plan.append(als_candidate((halton(index, 2), halton(index, 3), halton(index, 5), 0.75 * (index % 2)), config))
         index += 1
     return plan
 
@@ -504,6 +510,8 @@ def tune(spark: SparkSession, split: Split, evaluation: EvalSet, config: RecConf
                                        k=config.top_k)["model"]["all"][metric]
         tried.append({**candidate.describe(), f"validation_{metric}": finite_or_none(value),
                       "seconds": round(time.perf_counter() - fit_started, 1)})
+        log(f"candidate {fits}/{config.tune_max_fits} {candidate.model} {candidate.params}: validation "
+            f"{metric}@{config.top_k} {_fmt(value)} ({tried[-1]['seconds']} s)")
         if value is not None and (candidate.model not in best or value > best[candidate.model][0]):
             best[candidate.model] = (value, fitted)
     if not best:
@@ -521,6 +529,8 @@ def tune(spark: SparkSession, split: Split, evaluation: EvalSet, config: RecConf
         if value is not None:
             options.append((value, blend))
     chosen_value, chosen = max(options, key=lambda option: option[0])
+    log(f"chosen {chosen.candidate.model} {chosen.candidate.params} (validation {metric} {_fmt(chosen_value)}, "
+        f"fallback {_fmt(fallback_metric)})")
     if config.min_history == "auto":
         scored = score_tiers(spark, evaluation, chosen, config, min_score=config.min_score)
         min_history, threshold_scores = choose_min_history(scored, config.top_k, metric)
@@ -537,6 +547,10 @@ def tune(spark: SparkSession, split: Split, evaluation: EvalSet, config: RecConf
                    f"validation_{metric}": finite_or_none(chosen_value)},
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def reusable_choice(previous: dict | None, ds: dt.date, config: RecConfig) -> dict | None:
@@ -636,6 +650,9 @@ def evaluate_holdout(spark: SparkSession, interactions: DataFrame, item_categori
              "popularity": F.slice("popularity_items", 1, config.top_k)}
     record["lists"] = ranking.evaluate_lists(scored, lists, k=config.top_k)
     record["coverage"] = ranking.coverage(scored, lists, n_items=n_catalogue)
+    log(f"holdout ({rule}, {evaluation.n_users} users): " + ", ".join(
+        f"{name} {config.selection_metric}@{config.top_k} {_fmt(values['all'][config.selection_metric])}"
+        for name, values in record["lists"].items()))
     scored.unpersist()
     evaluation.users.unpersist()
     split.release()
@@ -715,6 +732,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     gate_result = gate(holdout, previous, config)
     publish = "model" if gate_result["passed"] else ("fallback" if config.gate_action == "fallback" else "none")
     gate_result["published"] = publish
+    log(f"gate {'passed' if gate_result['passed'] else 'failed: ' + '; '.join(gate_result['reasons'])}; "
+        f"publishing {publish}")
 
     output_path = f"{str(args.output_dir).rstrip('/')}/recommendations"
     sources: dict[str, int] = {}
@@ -734,6 +753,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         recommendations = recommend(spark, split, users, fitted, policy, config, mode="served")
         recommendations.write.mode("overwrite").parquet(output_path)
         timings["top_k_and_write"] = time.perf_counter() - mark
+        log(f"top-{config.top_k} lists written in {timings['top_k_and_write']:.1f} s")
         written = spark.read.parquet(output_path)
         summary = written.groupBy("source").agg(F.count(F.lit(1)).alias("n"),
                                                 F.countDistinct(ITEM_COL).alias("items")).collect()
