@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo test lock clean check-java
+.PHONY: venv demo test bench bench-als bench-retail lock clean check-java
 
 venv: $(STAMP)
 
@@ -30,6 +30,15 @@ demo: venv check-java
 
 test: venv check-java
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Benchmarks (figures, not tests; run them alone: parallel jobs slow each other). Results in bench/results/.
+bench: bench-als bench-retail
+
+bench-als: venv check-java
+	$(BIN)/python bench/als_bench.py $(BENCH_ARGS)
+
+bench-retail: venv check-java
+	$(BIN)/python bench/online_retail_eval.py
 
 # Re-resolve the direct dependencies (requirements.in) into the lock file, in a throwaway venv.
 lock:

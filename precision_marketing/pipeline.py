@@ -180,7 +180,7 @@ def als_job_args(config: Mapping, paths: RunPaths, previous_metrics: Path | None
         "--max-eval-users", als["max_eval_users"], "--selection-metric", als["selection_metric"],
         "--min-history", als["min_history"], "--min-score", als["min_score"],
         "--heavy-min-items", als["heavy_min_items"],
-        "--gate-min-lift", gate["min_lift"], "--gate-max-drop", gate["max_drop"],
+        "--gate-baseline", gate["baseline"], "--gate-min-lift", gate["min_lift"], "--gate-max-drop", gate["max_drop"],
         "--gate-action", gate["action"], "--gate-level", gate["level"],
         "--checkpoint-interval", als["checkpoint_interval"], "--broadcast-max-mb", als["broadcast_max_mb"],
         "--max-user-items-cf", als["max_user_items_cf"],

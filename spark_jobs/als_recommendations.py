@@ -11,7 +11,7 @@ Reads the dbt features `interactions` (hour grain), `user_features` and `item_fe
 3. refits the choice on the training period and evaluates on the holdout: precision / recall / NDCG / MAP
    @K and catalogue coverage, overall and per user activity (cold / light / heavy), for the served lists,
    the model alone, category popularity and global popularity;
-4. gates: unless the served lists beat the best baseline by `--gate-min-lift` and do not fall more than
+4. gates: unless the served lists beat the `--gate-baseline` by `--gate-min-lift` and do not fall more than
    `--gate-max-drop` below the last published run, the fallback ranking (or nothing: `--gate-action
    keep_last`) is written instead, and metrics.json says so (the pipeline marks the task);
 5. refits on the whole window and writes `<output-dir>/recommendations/` (overwritten): exactly K rows per
@@ -106,6 +106,7 @@ class RecConfig:
     heavy_min_items: int = 10
     gate_min_lift: float = 0.05
     gate_max_drop: float = 0.2
+    gate_baseline: str = "popularity"  # popularity | best (the better of popularity and category popularity)
     gate_action: str = "fallback"  # fallback | keep_last
     gate_level: str = "warn"       # warn | fail
     checkpoint_interval: int = 5
@@ -330,7 +331,8 @@ def recommend(spark: SparkSession, split: Split, users: DataFrame, fitted: Fitte
     schema = SERVED_SCHEMA if mode == "served" else TIERS_SCHEMA
     if fitted is None or fitted.item_factors is None:
         return run_engine(spark, frame, items, policy, mode, schema)
-    rank = len(fitted.item_factors.first()[FACTORS])
+    params = fitted.candidate.params
+    rank = int(params["rank"] if fitted.candidate.model == "als" else params["als"]["rank"])
     # only plain ALS is scored in item blocks; a blend's item-CF half needs the whole catalogue at once
     blocks = _item_blocks(items.n_items, rank, config) if fitted.candidate.model == "als" else [(0, items.n_items)]
     if len(blocks) == 1:
@@ -567,7 +569,8 @@ def reusable_choice(previous: dict | None, ds: dt.date, config: RecConfig) -> di
 
 # ------------------------------------------------------------------------------------------------ gate
 def gate(holdout: dict, previous: dict | None, config: RecConfig) -> dict:
-    """Pass when the served lists beat the best baseline by gate_min_lift and do not fall more than
+    """Pass when the served lists beat the gate baseline (popularity, or the better of popularity and
+    category popularity) by gate_min_lift and do not fall more than
     gate_max_drop below the last published run (on the selection metric)."""
     metric = config.selection_metric
     result = {"metric": metric, "min_lift": config.gate_min_lift, "max_drop": config.gate_max_drop,
@@ -577,7 +580,8 @@ def gate(holdout: dict, previous: dict | None, config: RecConfig) -> dict:
     if served is None:
         result.update(passed=True, note="not evaluated: the holdout has no users with relevant items")
         return result
-    baselines = {name: lists[name]["all"][metric] for name in ("popularity", SOURCE_CATEGORY) if name in lists}
+    compared = ("popularity", SOURCE_CATEGORY) if config.gate_baseline == "best" else ("popularity",)
+    baselines = {name: lists[name]["all"][metric] for name in compared if name in lists}
     best_name = max(baselines, key=baselines.get)
     result.update(served=served, baseline=best_name, baseline_value=baselines[best_name])
     if served < baselines[best_name] * (1 + config.gate_min_lift):
@@ -755,12 +759,12 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         timings["top_k_and_write"] = time.perf_counter() - mark
         log(f"top-{config.top_k} lists written in {timings['top_k_and_write']:.1f} s")
         written = spark.read.parquet(output_path)
-        summary = written.groupBy("source").agg(F.count(F.lit(1)).alias("n"),
-                                                F.countDistinct(ITEM_COL).alias("items")).collect()
-        sources = {row["source"]: row["n"] for row in summary}
+        sources = {row["source"]: row["n"] for row in
+                   written.groupBy("source").agg(F.count(F.lit(1)).alias("n")).collect()}
         n_recommendations = sum(sources.values())
-        coverage = written.select(ITEM_COL).distinct().count() / n_catalogue if n_catalogue else None
-        n_users = written.select(USER_COL).distinct().count()
+        distinct = written.agg(F.countDistinct(USER_COL), F.countDistinct(ITEM_COL)).first()
+        n_users = distinct[0]
+        coverage = distinct[1] / n_catalogue if n_catalogue else None
     split.release()
     _remove_local(checkpoint_dir)
 
@@ -844,6 +848,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="history items from which a user counts as heavy in the evaluation (light below, cold at 0)")
     add("--gate-min-lift", type=float, default=defaults.gate_min_lift)
     add("--gate-max-drop", type=float, default=defaults.gate_max_drop)
+    add("--gate-baseline", choices=("popularity", "best"), default=defaults.gate_baseline,
+        help="what the served lists must beat: popularity, or the better of popularity and category popularity")
     add("--gate-action", choices=("fallback", "keep_last"), default=defaults.gate_action)
     add("--gate-level", choices=("warn", "fail"), default=defaults.gate_level)
     add("--checkpoint-interval", type=int, default=defaults.checkpoint_interval)

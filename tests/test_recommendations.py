@@ -176,10 +176,13 @@ def test_gate_compares_with_the_best_baseline_and_the_last_published_run():
         return {"lists": {"served": {"all": {"ndcg": served}}, "popularity": {"all": {"ndcg": popularity}},
                           "category_popularity": {"all": {"ndcg": category}}}}
 
-    config = job.RecConfig(gate_min_lift=0.1, gate_max_drop=0.2)
+    config = job.RecConfig(gate_min_lift=0.1, gate_max_drop=0.2, gate_baseline="best")
     assert job.gate(holdout(0.30, 0.20, 0.25), None, config)["passed"]
     failed = job.gate(holdout(0.26, 0.20, 0.25), None, config)
     assert not failed["passed"] and "category_popularity 0.2500 by 10%" in failed["reasons"][0]
+    popularity_only = job.RecConfig(gate_min_lift=0.1)  # the default baseline: global popularity
+    assert job.gate(holdout(0.26, 0.20, 0.25), None, popularity_only)["passed"]
+    assert not job.gate(holdout(0.21, 0.20, 0.25), None, popularity_only)["passed"]
     previous = {"ds": "2026-11-21", "holdout": holdout(0.50, 0.2, 0.2)}
     dropped = job.gate(holdout(0.30, 0.20, 0.25), previous, config)
     assert not dropped["passed"] and "below the last published run (2026-11-21: 0.5000)" in dropped["reasons"][0]
