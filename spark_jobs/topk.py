@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-CHUNK = 64  # items per chunk for the chunk-maximum pre-selection
+CHUNK = 16  # items per chunk for the chunk-maximum pre-selection
 SOURCE_CATEGORY = "category_popularity"
 SOURCE_POPULARITY = "popularity"
 MODEL_KINDS = ("als", "item_cf", "blend")
@@ -59,36 +59,88 @@ class ServePolicy:
     min_score: float = 1e-6            # model scores at or below this are noise, not a recommendation
     blend_weight: float = 0.5          # blend = w * als + (1 - w) * item_cf, each scaled to its user's best
     top_categories: int = 3
-    block_floats: int = 1 << 23        # score-matrix floats per user block (32 MB)
+    block_floats: int = 1 << 24        # score-matrix floats per user block (64 MB)
 
 
 # ------------------------------------------------------------------------------------------ selection
-def top_k_per_column(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best rows of every column of `scores` (n_items x n_users, -inf = not allowed): (items, values),
-    each n_users x k, best first, ties by lower item index; item -1 where a column has fewer finite scores.
-    When n_items is a multiple of CHUNK and large, only the k chunks with the largest maxima are ranked."""
+def top_k_per_column(scores: np.ndarray, k: int, *, floor: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """The k best rows of every column of `scores` (n_items x n_users, -inf = not allowed) whose value is
+    above `floor`: (items, values), each n_users x k, best first, ties by lower item index; item -1 where a
+    column has fewer. When n_items is a multiple of CHUNK and large, only the k chunks with the largest
+    maxima are ranked: one pass over the matrix, then work on k x CHUNK values per user."""
     n, b = scores.shape
     k_eff = min(k, n)
     if b == 0 or k_eff == 0:
         return np.full((b, k), -1, np.int64), np.full((b, k), -np.inf, np.float32)
+    columns = np.arange(b)[:, None]
     if n % CHUNK == 0 and n >= 4 * CHUNK * k_eff:
-        chunk_max = scores.reshape(n // CHUNK, CHUNK, b).max(axis=1)
-        best_chunks = np.argpartition(chunk_max, -k_eff, axis=0)[-k_eff:]               # (k, b)
-        candidates = (best_chunks[:, None, :] * CHUNK + np.arange(CHUNK)[None, :, None]).reshape(-1, b)
+        chunk_max = scores.reshape(n // CHUNK, CHUNK, b).max(axis=1).T                    # (b, n_chunks)
+        best_chunks = np.argpartition(chunk_max, -k_eff, axis=1)[:, -k_eff:]                # (b, k)
+        candidates = (best_chunks[:, :, None] * CHUNK + np.arange(CHUNK)).reshape(b, -1)   # (b, k * CHUNK)
+        values = scores[candidates, columns]
     else:
-        candidates = np.broadcast_to(np.arange(n)[:, None], (n, b))
-    values = np.take_along_axis(scores, candidates, axis=0)
-    if len(candidates) > k_eff:
-        keep = np.argpartition(values, -k_eff, axis=0)[-k_eff:]
-        candidates = np.take_along_axis(candidates, keep, axis=0)
-        values = np.take_along_axis(values, keep, axis=0)
-    order = np.lexsort((candidates, -values), axis=0)
-    items = np.take_along_axis(candidates, order, axis=0).T.astype(np.int64)
-    values = np.take_along_axis(values, order, axis=0).T.astype(np.float32)
-    items[~np.isfinite(values)] = -1
+        candidates = np.broadcast_to(np.arange(n), (b, n))
+        values = np.ascontiguousarray(scores.T)
+    if candidates.shape[1] > k_eff:
+        keep = np.argpartition(values, -k_eff, axis=1)[:, -k_eff:]
+        candidates = np.take_along_axis(candidates, keep, axis=1)
+        values = np.take_along_axis(values, keep, axis=1)
+    order = np.lexsort((candidates, -values), axis=1)
+    items = np.take_along_axis(candidates, order, axis=1).astype(np.int64)
+    values = np.take_along_axis(values, order, axis=1).astype(np.float32)
+    dropped = ~(values > floor)
+    items[dropped], values[dropped] = -1, -np.inf
     if k_eff < k:
         items = np.pad(items, ((0, 0), (0, k - k_eff)), constant_values=-1)
         values = np.pad(values, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
+    return items, values
+
+
+TILE_BYTES = 1 << 22  # an item tile's scores stay in cache while their chunk maxima are taken
+
+
+def als_top_k(item_factors: np.ndarray, user_factors: np.ndarray, excluded_users: np.ndarray,
+              excluded_items: np.ndarray, k: int, *, floor: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """top_k_per_column(item_factors @ user_factors.T with the excluded (item, user) pairs at -inf) without
+    writing the items x users score matrix to memory: the product is taken one cache-sized tile of items at
+    a time and only each chunk's maximum is kept; the k best chunks' items are then scored again exactly
+    (k x CHUNK dot products per user). Same result, ties by lower item index."""
+    n, b = len(item_factors), len(user_factors)
+    if n < 4 * CHUNK * k or b == 0:
+        scores = np.full((_padded(n), b), -np.inf, np.float32)
+        np.matmul(item_factors, user_factors.T, out=scores[:n])
+        scores[excluded_items, excluded_users] = -np.inf
+        return top_k_per_column(scores, k, floor=floor)
+    order = np.argsort(excluded_items, kind="stable")
+    ex_items, ex_users = excluded_items[order], excluded_users[order]
+    n_chunks = -(-n // CHUNK)
+    tile = max(CHUNK, min(n_chunks * CHUNK, TILE_BYTES // (4 * b) // CHUNK * CHUNK))
+    buffer = np.empty((tile, b), np.float32)
+    chunk_max = np.empty((b, n_chunks), np.float32)  # users x chunks: each user's row contiguous
+    for start in range(0, n, tile):
+        stop = min(n, start + tile)
+        scores = buffer[: -(-(stop - start) // CHUNK) * CHUNK]
+        np.matmul(item_factors[start:stop], user_factors.T, out=scores[: stop - start])
+        scores[stop - start:] = -np.inf
+        low, high = np.searchsorted(ex_items, (start, stop))
+        scores[ex_items[low:high] - start, ex_users[low:high]] = -np.inf
+        chunk_max[:, start // CHUNK: start // CHUNK + len(scores) // CHUNK] = scores.reshape(-1, CHUNK, b).max(axis=1).T
+    best_chunks = np.argpartition(chunk_max, -k, axis=1)[:, -k:]
+    candidates = (best_chunks[:, :, None] * CHUNK + np.arange(CHUNK)).reshape(b, -1)
+    inside = candidates < n
+    values = np.einsum("ucr,ur->uc", item_factors[np.minimum(candidates, n - 1)], user_factors)
+    keys = np.sort(ex_users.astype(np.int64) * n + ex_items)
+    wanted = np.arange(b)[:, None] * n + candidates
+    position = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    excluded = keys[position] == wanted if len(keys) else np.zeros_like(inside)
+    values[~inside | excluded] = -np.inf
+    keep = np.argpartition(values, -k, axis=1)[:, -k:]
+    candidates, values = np.take_along_axis(candidates, keep, axis=1), np.take_along_axis(values, keep, axis=1)
+    ranked = np.lexsort((candidates, -values), axis=1)
+    items = np.take_along_axis(candidates, ranked, axis=1).astype(np.int64)
+    values = np.take_along_axis(values, ranked, axis=1).astype(np.float32)
+    dropped = ~(values > floor)
+    items[dropped], values[dropped] = -1, -np.inf
     return items, values
 
 
@@ -113,7 +165,11 @@ class TopK:
         n = items.n_items
         self.pop_order = np.arange(n)  # items are indexed in popularity order
         n_block = len(items.factors) if items.factors is not None else n
-        self.block_users = max(1, policy.block_floats // max(_padded(n_block), 1))
+        if policy.model == "als" and items.factors is not None:  # chunk maxima + k x CHUNK rescored factors
+            per_user = -(-n_block // CHUNK) + CHUNK * policy.k * items.factors.shape[1]
+        else:  # a whole score column per user
+            per_user = _padded(n_block)
+        self.block_users = max(1, policy.block_floats // max(per_user, 1))
 
     # -- per-user inputs of a block
     def _history(self, block: pd.DataFrame):
@@ -163,7 +219,7 @@ class TopK:
         remap[model_rows] = np.arange(len(model_rows))
         sub_rows, sub_items = remap[rows[subset]], items[subset]
         if kind in ("als", "blend"):
-            factors = np.stack([np.asarray(block[FACTORS].iat[r], np.float32) for r in model_rows])
+            factors = np.stack(block[FACTORS].to_numpy()[model_rows]).astype(np.float32, copy=False)
             als = self._als_scores(factors)
             if kind == "als":
                 return als
@@ -198,13 +254,19 @@ class TopK:
         if len(model_rows) == 0:
             return items_out, scores_out
         rows, items, _, purchased = history
-        scores = self._model_scores(block, model_rows, history)
         remap = np.full(len(block), -1)
         remap[model_rows] = np.arange(len(model_rows))
         bought = purchased & (remap[rows] >= 0)
-        self._mask(scores, remap[rows[bought]], items[bought], self.items.block_start)
-        scores[scores <= self.policy.min_score] = -np.inf
-        top_items, top_scores = top_k_per_column(scores, k)
+        if self.policy.model == "als":
+            factors = np.stack(block[FACTORS].to_numpy()[model_rows]).astype(np.float32, copy=False)
+            local = items[bought] - self.items.block_start
+            inside = (local >= 0) & (local < len(self.items.factors))
+            top_items, top_scores = als_top_k(self.items.factors, factors, remap[rows[bought]][inside],
+                                              local[inside], k, floor=self.policy.min_score)
+        else:
+            scores = self._model_scores(block, model_rows, history)
+            self._mask(scores, remap[rows[bought]], items[bought], self.items.block_start)
+            top_items, top_scores = top_k_per_column(scores, k, floor=self.policy.min_score)
         top_items[top_items >= 0] += self.items.block_start
         items_out[model_rows], scores_out[model_rows] = top_items, top_scores
         return items_out, scores_out
@@ -216,11 +278,10 @@ class TopK:
         n = self.items.n_items
         scores = np.full((_padded(n), n_rows), -np.inf, np.float32)
         scores[:n] = affinity.T[category] * self.items.popularity[:, None]
-        scores[scores <= 0] = -np.inf
         self._mask(scores, rows[purchased], items[purchased])
         chosen_rows, chosen_items = np.nonzero(chosen >= 0)
         self._mask(scores, chosen_rows, chosen[chosen_rows, chosen_items])
-        return top_k_per_column(scores, self.policy.k)
+        return top_k_per_column(scores, self.policy.k, floor=0.0)  # 0: outside the user's top categories
 
     def popularity_tier(self, history, n_rows, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The most popular items the user neither purchased nor already got (a short walk per user)."""

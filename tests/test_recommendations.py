@@ -94,6 +94,26 @@ def test_top_k_per_column_matches_a_full_sort(n_items):
         assert list(values[user][:len(expected)]) == [scores[i, user] for i in expected]
 
 
+@pytest.mark.parametrize("n_items", [300, 1000, 1003])
+def test_tiled_als_top_k_equals_scoring_the_whole_matrix(n_items, monkeypatch):
+    from spark_jobs import topk
+    from spark_jobs.topk import als_top_k
+
+    monkeypatch.setattr(topk, "TILE_BYTES", 4 * 50 * 64)  # 64-item tiles: many tiles, a partial last one
+
+    rng = np.random.default_rng(n_items)
+    items, users = rng.standard_normal((n_items, 8), dtype=np.float32), rng.standard_normal((50, 8), dtype=np.float32)
+    excluded_users = np.repeat(np.arange(50), 20)
+    excluded_items = rng.integers(0, n_items, 1000)
+    scores = np.full((-(-n_items // CHUNK) * CHUNK, 50), -np.inf, np.float32)
+    scores[:n_items] = items @ users.T
+    scores[excluded_items, excluded_users] = -np.inf
+    expected = top_k_per_column(scores, 7, floor=0.5)
+    tiled = als_top_k(items, users, excluded_users, excluded_items, 7, floor=0.5)
+    np.testing.assert_array_equal(tiled[0], expected[0])
+    np.testing.assert_allclose(tiled[1], expected[1], rtol=1e-5)
+
+
 def engine(model: str | None, **policy) -> TopK:
     """6 items in popularity order; categories: items 0, 2, 4 in category 0, items 1, 3 in 1, item 5 unknown."""
     items = ItemSide(product_ids=np.array([10, 11, 12, 13, 14, 15]),
