@@ -2,12 +2,14 @@
 
 The raw zone plants one defect per bad row (an exact duplicate, a NULL user_id, an unknown product_id,
 a malformed timestamp, an invalid event_type, ...) beside clean rows whose features are computed by
-hand below. One `dbt build` (models, data tests, unit tests) runs per module; the assertions read the
-DuckDB warehouse it wrote.
+hand below. The ingest step lands it (precision_marketing/ingest.py), then one `dbt build` (models, data
+tests, unit tests) runs per module; the assertions read the DuckDB warehouse it wrote. Marts carry internal
+keys: users 1, 2, 3 keep 1, 2, 3; products 10, 11, 12 become keys 1, 2, 3 (PRODUCT_KEY).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -17,10 +19,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from precision_marketing.ingest import land_window
+from precision_marketing.mapping import Mapping
+
 PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
 DBT = Path(sys.executable).with_name("dbt")
 DS = "2026-01-03"
 DAY1, DAY2, DAY3 = "2026-01-01", "2026-01-02", "2026-01-03"
+PRODUCT_KEY = {10: 1, 11: 2, 12: 3}  # keys follow the ids' numeric order
 
 # <source>/ds=<day> -> CSV text. Comments name the defect a row carries; line numbers matter (source_row).
 RAW_FILES = {
@@ -32,7 +38,7 @@ RAW_FILES = {
         ",nobody@example.com,US,2025-01-01",       # row 4: user_id is null
         "2,bob.again@example.com,GB,2025-12-20",   # row 5: duplicate key of row 2
         "4,dee@example.com,usa,2025-12-01",        # row 6: invalid country
-        "5.0,eve@example.com,US,2025-12-01",       # row 7: malformed user_id (not an integer)
+        "5.5,eve@example.com,US,2025-12-01",       # row 7: malformed user_id (not an integer)
     ],
     ("products", DS): [
         "product_id,title,category,brand,price,warehouse_note",  # an extra column is ignored
@@ -78,7 +84,7 @@ RAW_FILES = {
         "s5,2026-01-02 10:00:00,click,12,1,e8",    # row 4: invalid event_type
         "s6,2026-01-02 11:00:00,purchase,12,1,e9",
         "s6,2026-01-02 11:01:00,favourite,11,1,e10",
-        "s7,2026-01-02 12:00:00",                  # row 7: a short line (padded with NULLs)
+        "s7,2026-01-02 12:00:00",                  # row 7: a short line
     ],
     ("events", DAY3): ["event_id,user_id,product_id,event_type,event_ts,session_id"],  # empty day
     ("events", "2026-01-04"): [                    # after ds: not read
@@ -106,6 +112,7 @@ EXPECTED_RECONCILIATION = {  # source: (raw, clean, quarantined, duplicates)
     "campaigns": (4, 3, 1, 0),
     "consent": (7, 5, 1, 1),
     "events": (12, 6, 5, 1),
+    "orders": (0, 0, 0, 0),
     "impressions": (6, 2, 3, 1),
 }
 
@@ -132,8 +139,13 @@ def run_dbt(command: str, work: Path, *args: str, check: bool = True) -> subproc
     return result
 
 
-def run_vars(raw_dir: Path, ds: str = DS) -> str:
-    return f'{{"ds": "{ds}", "raw_dir": "{raw_dir}"}}'
+def run_vars(raw_dir: Path, ds: str = DS, history_days: int = 30, mapping: Mapping | None = None) -> str:
+    """Land the raw zone for ds (as the check_raw step does) and return the dbt vars that read it."""
+    mapping = mapping or Mapping()
+    landed = raw_dir.parent / "landed"
+    land_window(raw_dir, landed, ds, history_days, mapping)
+    return json.dumps({"ds": ds, "landed_dir": str(landed), "history_days": history_days,
+                       "id_types": mapping.as_dbt_var()})
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +186,7 @@ def test_reconciliation_counts_every_raw_row_once(warehouse):
     ("users", DS, 4, "user_id is null"),
     ("users", DS, 6, "invalid country"),
     ("users", DS, 7, "malformed user_id"),
-    ("events", DAY2, 7, "event_id is null"),
+    ("events", DAY2, 7, "row has 2 fields, the header has 6"),
     ("products", DS, 4, "non-positive price"),
     ("campaigns", DS, 4, "end_date before start_date"),
     ("consent", DS, 6, "unknown user_id"),
@@ -242,14 +254,15 @@ def test_affinity_sums_to_one_per_user(warehouse):
 def test_interaction_weights(warehouse):
     rows = query(warehouse, "select product_id, cast(event_date as varchar), weight, n_purchases "
                             "from marts.interactions where user_id = 1 order by event_date, product_id")
-    assert rows == [(10, DAY1, 6.0, 1), (11, DAY1, 3.0, 0), (11, DAY2, 2.0, 0), (12, DAY2, 5.0, 1)]
+    assert rows == [(PRODUCT_KEY[10], DAY1, 6.0, 1), (PRODUCT_KEY[11], DAY1, 3.0, 0), (PRODUCT_KEY[11], DAY2, 2.0, 0),
+                    (PRODUCT_KEY[12], DAY2, 5.0, 1)]
 
 
 def test_item_features_and_popularity_rank(warehouse):
     rows = query(warehouse, "select product_id, n_views, n_carts, n_purchases, n_users, popularity_rank "
                             "from marts.item_features order by product_id")
-    # total weight: product 10 = 6, 11 = 5, 12 = 6 (tie broken by product_id)
-    assert rows == [(10, 1, 0, 1, 1, 1), (11, 0, 1, 0, 1, 3), (12, 1, 0, 1, 2, 2)]
+    # total weight: product 10 = 6, 11 = 5, 12 = 6 (tie broken by the key)
+    assert rows == [(PRODUCT_KEY[10], 1, 0, 1, 1, 1), (PRODUCT_KEY[11], 0, 1, 0, 1, 3), (PRODUCT_KEY[12], 1, 0, 1, 2, 2)]
 
 
 def test_suppressions_use_the_latest_consent(warehouse):
@@ -275,7 +288,7 @@ def test_ctr_train_has_one_row_per_clean_impression(warehouse):
 def test_mart_columns_match_docs(warehouse):
     expected = {
         "user_features": ["user_id", "country", "signup_date", "email_sha256", "has_history", "recency_days",
-                          "frequency", "monetary", "n_views", "n_carts", "n_purchases", "n_favourites",
+                          "frequency", "monetary", "n_views", "n_carts", "n_purchases", "n_favourites", "n_returns",
                           "top_category", "top_category_affinity"],
         "user_category_affinity": ["user_id", "category", "affinity"],
         "item_features": ["product_id", "category", "brand", "price", "n_views", "n_carts", "n_purchases",
@@ -310,6 +323,9 @@ def test_a_later_ds_runs_on_the_same_warehouse(warehouse, tmp_path):
     next_ds = "2026-01-04"
     for source in ("users", "products", "campaigns", "consent"):
         shutil.copytree(work / "raw" / source / f"ds={DS}", work / "raw" / source / f"ds={next_ds}")
+    empty_day = work / "raw" / "impressions" / f"ds={next_ds}" / "impressions.csv"
+    empty_day.parent.mkdir(parents=True)
+    empty_day.write_text(RAW_FILES[("impressions", DAY3)][0] + "\n")
     run_dbt("run", work, "--vars", run_vars(work / "raw", next_ds))
     # the window now includes day 4's e_future (user 1 buys product 10 for 10.00 in session s_future)
     assert reconciliation(work)["events"] == (13, 7, 5, 1)

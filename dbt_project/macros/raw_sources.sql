@@ -1,5 +1,5 @@
-{#- The raw landing files, declared once (docs/data_contract.md; expectations/raw_contract.py is the same
-    contract in Python). Snapshots are read for ds only, increments for the history window. -#}
+{#- The contract's sources, declared once for dbt (docs/data_contract.md; expectations/raw_contract.py is the
+    same contract in Python). `key` names the checked_ columns that identify a row (duplicates repeat it). -#}
 
 {% macro raw_sources() -%}
     {{ return({
@@ -7,8 +7,10 @@
                         'columns': ['user_id', 'email', 'country', 'signup_date']},
         'products':    {'kind': 'snapshot',  'key': ['product_id'],
                         'columns': ['product_id', 'title', 'category', 'brand', 'price']},
-        'events':      {'kind': 'increment', 'key': ['event_id'],
+        'events':      {'kind': 'increment', 'key': ['event_key'],
                         'columns': ['event_id', 'user_id', 'product_id', 'event_type', 'event_ts', 'session_id']},
+        'orders':      {'kind': 'increment', 'key': ['order_id', 'line_key'],
+                        'columns': ['order_id', 'line', 'user_id', 'product_id', 'quantity', 'unit_price', 'order_ts']},
         'impressions': {'kind': 'increment', 'key': ['impression_id'],
                         'columns': ['impression_id', 'user_id', 'campaign_id', 'placement', 'impression_ts', 'clicked']},
         'campaigns':   {'kind': 'snapshot',  'key': ['campaign_id'],
@@ -19,40 +21,35 @@
     }) }}
 {%- endmacro %}
 
-{#- One row per raw data row of the source's partitions for this run:
-      raw_values  STRUCT of the contract's columns as delivered (VARCHAR; extra columns are ignored)
-      source_file the landing file, source_row the 1-based data row within it, partition_date its ds.
-    A header-only file gives no rows. Malformed lines never fail the read: short lines are padded with
-    NULLs and then rejected by the checked model's rules. -#}
-{% macro read_raw(source_name) -%}
+{#- One row per landed data row of the source's partitions for this run (precision_marketing/ingest.py wrote
+    them from the landing files through the mapping: text values, enumerations and timestamps normalised):
+      raw_values     STRUCT of the contract's columns (VARCHAR, as landed)
+      source_file    the landing file (raw/<source>/ds=D/<file>), source_row its 1-based data row
+      ingest_error   why the row could not be read cleanly (undecodable bytes, field count, quoting, excluded), or NULL
+      partition_date the landing partition's ds.
+    Snapshots read ds only, increments the history window. A source that was not delivered reads as empty. -#}
+{% macro read_landed(source_name) -%}
     {%- set source = raw_sources()[source_name] -%}
     {%- set ds = run_ds() -%}
-    {%- if source.kind == 'snapshot' -%}
-        {%- set path = raw_dir() ~ '/' ~ source_name ~ '/ds=' ~ ds ~ '/' ~ source_name ~ '.csv' -%}
-    {%- else -%}
-        {%- set path = raw_dir() ~ '/' ~ source_name ~ '/ds=*/' ~ source_name ~ '.csv' -%}
-    {%- endif %}
-    with scanned as (
-        -- row_number() over () follows the scan order (files in path order, rows in file order)
-        select *, row_number() over () as scan_row
-        from read_csv(
-            '{{ path | replace("'", "''") }}',
-            all_varchar = true, header = true, filename = true,
-            hive_partitioning = true, hive_types = {'ds': 'DATE'},
-            union_by_name = true, null_padding = true, strict_mode = false
-        )
-        {%- if source.kind == 'increment' %}
-        where ds > date '{{ ds }}' - {{ history_days() }} and ds <= date '{{ ds }}'
-        {%- endif %}
-    )
+    {%- set partitions = ('ds=' ~ ds) if source.kind == 'snapshot' else 'ds=*' -%}
+    {%- set path = landed_dir() ~ '/' ~ source_name ~ '/' ~ partitions ~ '/*.parquet' %}
     select
         {
             {%- for column in source.columns %}
             '{{ column }}': "{{ column }}"{{ "," if not loop.last }}
             {%- endfor %}
         } as raw_values,
-        filename as source_file,
-        scan_row - min(scan_row) over (partition by filename) + 1 as source_row,
+        source_file,
+        source_row,
+        ingest_error,
         ds as partition_date
-    from scanned
+    from read_parquet('{{ path | replace("'", "''") }}', hive_partitioning = true, hive_types = {'ds': 'DATE'})
+    {%- if source.kind == 'increment' %}
+    where ds > date '{{ ds }}' - {{ history_days() }} and ds <= date '{{ ds }}'
+    {%- endif %}
+{%- endmacro %}
+
+{#- SQL boolean: the source was delivered for this run (landed_sources). -#}
+{% macro delivered(source_name) -%}
+    (select coalesce(bool_or(delivered), false) from {{ ref('landed_sources') }} where source = '{{ source_name }}')
 {%- endmacro %}

@@ -4,7 +4,7 @@
     {%- set ds = var('ds', none) -%}
     {%- if ds is none -%}
         {%- if execute -%}
-            {{ exceptions.raise_compiler_error("dbt var 'ds' is required: --vars '{ds: YYYY-MM-DD, raw_dir: /abs/path/raw}'") }}
+            {{ exceptions.raise_compiler_error("dbt var 'ds' is required: --vars '{ds: YYYY-MM-DD, landed_dir: /abs/path/landed}'") }}
         {%- endif -%}
         {{ return('1970-01-01') }}
     {%- endif -%}
@@ -16,13 +16,13 @@
     {{ return(ds) }}
 {%- endmacro %}
 
-{% macro raw_dir() -%}
-    {%- set path = var('raw_dir', none) -%}
+{% macro landed_dir() -%}
+    {%- set path = var('landed_dir', none) -%}
     {%- if path is none -%}
         {%- if execute -%}
-            {{ exceptions.raise_compiler_error("dbt var 'raw_dir' is required: the raw zone root holding <source>/ds=YYYY-MM-DD/<source>.csv") }}
+            {{ exceptions.raise_compiler_error("dbt var 'landed_dir' is required: the folder the check_raw step (precision_marketing/ingest.py) landed the raw zone into") }}
         {%- endif -%}
-        {{ return('raw') }}
+        {{ return('landed') }}
     {%- endif -%}
     {{ return((path | string).rstrip('/')) }}
 {%- endmacro %}
@@ -35,12 +35,14 @@
     {{ return(days) }}
 {%- endmacro %}
 
-{#- The weight of one event of this type in interactions and affinities (dbt var event_weights). -#}
+{#- The weight of one event of this type in interactions and affinities (dbt var event_weights).
+    A return (an order line with a negative quantity) adds no implicit feedback: weight 0. -#}
 {% macro event_weight(event_type_column) -%}
     {%- set weights = var('event_weights') -%}
     case {{ event_type_column }}
         {%- for event_type in ['view', 'favourite', 'cart', 'purchase'] %}
         when '{{ event_type }}' then cast({{ weights[event_type] }} as double)
         {%- endfor %}
+        when 'return' then cast(0 as double)
     end
 {%- endmacro %}

@@ -5,3 +5,9 @@
     group by {{ columns | join(', ') }}
     having count(*) > 1
 {% endtest %}
+
+{#- Generic test: the internal keys stay within what MLlib ALS accepts (1 .. 2^31 - 1). -#}
+{% test fits_in_int32(model, column_name) %}
+    select {{ column_name }} from {{ model }}
+    where {{ column_name }} < 1 or {{ column_name }} > 2147483647
+{% endtest %}

@@ -1,6 +1,9 @@
--- CTR training set: one row per clean impression of the window, with the user's features as of ds.
+-- CTR training set: one row per clean impression of the window, with the user's features as of ds
+-- (user_id = the internal user key).
 with impressions as (
-    select * from {{ ref('stg_impressions') }}
+    select user_keys.user_key, stg_impressions.*
+    from {{ ref('stg_impressions') }} as stg_impressions
+    inner join {{ ref('user_keys') }} as user_keys on stg_impressions.user_id = user_keys.user_id
 ),
 
 campaigns as (
@@ -17,7 +20,7 @@ affinities as (
 
 select
     impressions.impression_id,
-    impressions.user_id,
+    impressions.user_key                as user_id,
     impressions.campaign_id,
     impressions.impression_date,
     impressions.placement,
@@ -31,7 +34,7 @@ select
 from impressions
 -- checked_impressions rejects unknown users and campaigns: the inner joins keep every clean impression
 inner join campaigns on impressions.campaign_id = campaigns.campaign_id
-inner join user_features on impressions.user_id = user_features.user_id
+inner join user_features on impressions.user_key = user_features.user_id
 left join affinities
-    on impressions.user_id = affinities.user_id
+    on impressions.user_key = affinities.user_id
     and campaigns.target_category = affinities.category

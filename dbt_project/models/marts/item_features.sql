@@ -1,10 +1,14 @@
--- One row per clean product: its interaction counts over the window and its popularity rank.
+-- One row per product of the run (int_products) on its internal key: interaction counts over the window and its
+-- popularity rank.
 with products as (
-    select * from {{ ref('stg_products') }}
+    select product_keys.product_key, int_products.*
+    from {{ ref('int_products') }} as int_products
+    inner join {{ ref('product_keys') }} as product_keys on int_products.product_id = product_keys.product_id
 ),
 
 weighted_events as (
     select * from {{ ref('int_weighted_events') }}
+    where weight > 0
 ),
 
 product_activity as (
@@ -20,7 +24,7 @@ product_activity as (
 )
 
 select
-    products.product_id,
+    products.product_key                                        as product_id,
     products.category,
     products.brand,
     products.price,
@@ -30,7 +34,7 @@ select
     cast(coalesce(product_activity.n_users, 0) as integer)      as n_users,
     -- "most interacted" = highest total event weight; product_id breaks ties so ranks are unique
     cast(row_number() over (
-        order by coalesce(product_activity.total_weight, 0) desc, products.product_id
+        order by coalesce(product_activity.total_weight, 0) desc, products.product_key
     ) as integer)                                               as popularity_rank
 from products
-left join product_activity on products.product_id = product_activity.product_id
+left join product_activity on products.product_key = product_activity.product_id

@@ -2,6 +2,7 @@
 -- weighted interactions (sums to 1 per user).
 with weighted_events as (
     select * from {{ ref('int_weighted_events') }}
+    where weight > 0
 ),
 
 category_weights as (

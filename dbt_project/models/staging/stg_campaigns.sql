@@ -1,6 +1,6 @@
 -- Clean campaigns: valid rows of checked_campaigns, one per (campaign_id); a repeated key is a duplicate of the first delivered row.
 with valid_rows as (
-    select * exclude (raw_values, reject_reason)
+    select * exclude (raw_values, reject_reason, ingest_error)
     from {{ ref('checked_campaigns') }}
     where reject_reason is null
 )

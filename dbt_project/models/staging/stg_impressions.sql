@@ -1,6 +1,6 @@
 -- Clean impressions: valid rows of checked_impressions, one per (impression_id); a repeated key is a duplicate of the first delivered row.
 with valid_rows as (
-    select * exclude (raw_values, reject_reason)
+    select * exclude (raw_values, reject_reason, ingest_error)
     from {{ ref('checked_impressions') }}
     where reject_reason is null
 )

@@ -1,6 +1,6 @@
 -- Clean products: valid rows of checked_products, one per (product_id); a repeated key is a duplicate of the first delivered row.
 with valid_rows as (
-    select * exclude (raw_values, reject_reason)
+    select * exclude (raw_values, reject_reason, ingest_error)
     from {{ ref('checked_products') }}
     where reject_reason is null
 )

@@ -1,6 +1,6 @@
 -- Clean users: valid rows of checked_users, one per (user_id); a repeated key is a duplicate of the first delivered row.
 with valid_rows as (
-    select * exclude (raw_values, reject_reason)
+    select * exclude (raw_values, reject_reason, ingest_error)
     from {{ ref('checked_users') }}
     where reject_reason is null
 )

@@ -1,6 +1,6 @@
--- Every raw campaigns row of the ds snapshot, typed, with the first contract rule it breaks (NULL = valid).
+-- Every landed campaigns row of the ds snapshot, typed, with the first contract rule it breaks (NULL = valid).
 with raw_rows as (
-    {{ read_raw('campaigns') }}
+    {{ read_landed('campaigns') }}
 ),
 
 typed as (
@@ -12,16 +12,21 @@ typed as (
         raw_values.placement                            as placement,
         {{ parse_date('raw_values.start_date') }}       as start_date,
         {{ parse_date('raw_values.end_date') }}         as end_date,
-        cast({{ parse_integer('raw_values.audience_size') }} as integer) as audience_size,
+        cast(case when {{ parse_integer('raw_values.audience_size') }} between 1 and {{ max_audience_size() }}
+                  then {{ parse_integer('raw_values.audience_size') }} end as integer) as audience_size,
+        {{ parse_integer('raw_values.audience_size') }} as delivered_audience_size,
+        partition_date,
         source_file,
         source_row,
+        ingest_error,
         raw_values
     from raw_rows
 )
 
 select
-    *,
+    * exclude (delivered_audience_size),
     case
+        when ingest_error is not null then ingest_error
         when campaign_id is null then 'campaign_id is null'
         when channel is null then 'channel is null'
         when channel not in ('email', 'push', 'onsite') then 'invalid channel'
@@ -34,7 +39,8 @@ select
         when end_date is null then 'malformed end_date'
         when end_date < start_date then 'end_date before start_date'
         when raw_values.audience_size is null then 'audience_size is null'
-        when audience_size is null then 'malformed audience_size'
-        when audience_size <= 0 then 'non-positive audience_size'
+        when delivered_audience_size is null then 'malformed audience_size'
+        when delivered_audience_size <= 0 then 'non-positive audience_size'
+        when delivered_audience_size > {{ max_audience_size() }} then 'absurd audience_size (above {{ max_audience_size() }})'
     end as reject_reason
 from typed

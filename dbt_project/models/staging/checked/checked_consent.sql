@@ -1,36 +1,77 @@
--- Every raw consent row of the ds snapshot, typed, with the first contract rule it breaks (NULL = valid).
+-- Every landed consent row of the ds snapshot, typed, with the first contract rule it breaks (NULL = valid).
+-- Consent fails safe: a row that breaks a rule but names a usable user suppresses that user on every
+-- channel it could mean (its channel when that is valid, else all channels), from its time when that is
+-- valid, else for good (suppress_channel, suppress_ts; the suppressions mart reads them). Its
+-- reject_reason says so. Only a row without a usable user suppresses nobody.
 with raw_rows as (
-    {{ read_raw('consent') }}
+    {{ read_landed('consent') }}
 ),
 
 known_users as (
     select user_id from {{ ref('stg_users') }}
 ),
 
+delivery as (
+    select {{ delivered('users') }} as users_delivered
+),
+
 typed as (
     select
-        {{ parse_integer('raw_values.user_id') }}       as user_id,
+        {{ parse_id('raw_values.user_id', 'user_id') }} as user_id,
         raw_values.channel                              as channel,
         raw_values.status                               as status,
         {{ parse_timestamp('raw_values.updated_ts') }}  as updated_ts,
+        partition_date,
         source_file,
         source_row,
+        ingest_error,
         raw_values
     from raw_rows
+),
+
+checked as (
+    select
+        typed.*,
+        typed.user_id is not null
+            and (known_users.user_id is not null or not delivery.users_delivered) as has_usable_user,
+        case
+            when typed.ingest_error is not null then typed.ingest_error
+            when raw_values.user_id is null then 'user_id is null'
+            when typed.user_id is null then {{ id_problem('raw_values.user_id', 'typed.user_id', 'user_id') }}
+            when delivery.users_delivered and known_users.user_id is null then 'unknown user_id'
+            when typed.channel is null then 'channel is null'
+            when typed.channel not in ('email', 'push', 'onsite', 'all') then 'invalid channel'
+            when typed.status is null then 'status is null'
+            when typed.status not in ('opt_in', 'opt_out') then 'invalid status'
+            when raw_values.updated_ts is null then 'updated_ts is null'
+            when typed.updated_ts is null then 'malformed updated_ts'
+            when typed.updated_ts > {{ future_limit("date '" ~ run_ds() ~ "'") }} then 'updated_ts in the future'
+        end as rule_broken
+    from typed
+    cross join delivery
+    left join known_users on typed.user_id = known_users.user_id
+),
+
+fail_safe as (
+    select
+        *,
+        case
+            when rule_broken is null or not has_usable_user then null
+            -- a garbled row (ingest_error) may have its values in the wrong columns: suppress everywhere
+            when ingest_error is null and channel in ('email', 'push', 'onsite', 'all') then channel
+            else 'all'
+        end as suppress_channel
+    from checked
 )
 
 select
-    typed.*,
+    * exclude (rule_broken, has_usable_user),
+    case when suppress_channel is not null
+         and updated_ts is not null and updated_ts <= {{ future_limit("date '" ~ run_ds() ~ "'") }}
+         then updated_ts end as suppress_ts,
     case
-        when raw_values.user_id is null then 'user_id is null'
-        when typed.user_id is null then 'malformed user_id'
-        when known_users.user_id is null then 'unknown user_id'
-        when typed.channel is null then 'channel is null'
-        when typed.channel not in ('email', 'push', 'onsite', 'all') then 'invalid channel'
-        when typed.status is null then 'status is null'
-        when typed.status not in ('opt_in', 'opt_out') then 'invalid status'
-        when raw_values.updated_ts is null then 'updated_ts is null'
-        when typed.updated_ts is null then 'malformed updated_ts'
+        when suppress_channel = 'all' then rule_broken || '; user suppressed on all channels'
+        when suppress_channel is not null then rule_broken || '; user suppressed on ' || suppress_channel
+        else rule_broken
     end as reject_reason
-from typed
-left join known_users on typed.user_id = known_users.user_id
+from fail_safe

@@ -1,7 +1,7 @@
--- Every raw impressions row of the history window, typed, with the first contract rule it breaks (NULL = valid).
--- Known users/campaigns are the clean snapshots of ds.
+-- Every landed impressions row of the history window, typed, with the first contract rule it breaks (NULL = valid).
+-- Known users/campaigns are the clean snapshots of ds (users: when delivered).
 with raw_rows as (
-    {{ read_raw('impressions') }}
+    {{ read_landed('impressions') }}
 ),
 
 known_users as (
@@ -12,10 +12,14 @@ known_campaigns as (
     select campaign_id from {{ ref('stg_campaigns') }}
 ),
 
+delivery as (
+    select {{ delivered('users') }} as users_delivered
+),
+
 typed as (
     select
         raw_values.impression_id                            as impression_id,
-        {{ parse_integer('raw_values.user_id') }}           as user_id,
+        {{ parse_id('raw_values.user_id', 'user_id') }}     as user_id,
         raw_values.campaign_id                              as campaign_id,
         raw_values.placement                                as placement,
         {{ parse_timestamp('raw_values.impression_ts') }}   as impression_ts,
@@ -24,6 +28,7 @@ typed as (
         partition_date,
         source_file,
         source_row,
+        ingest_error,
         raw_values
     from raw_rows
 )
@@ -31,10 +36,11 @@ typed as (
 select
     typed.*,
     case
+        when typed.ingest_error is not null then typed.ingest_error
         when typed.impression_id is null then 'impression_id is null'
         when raw_values.user_id is null then 'user_id is null'
-        when typed.user_id is null then 'malformed user_id'
-        when known_users.user_id is null then 'unknown user_id'
+        when typed.user_id is null then {{ id_problem('raw_values.user_id', 'typed.user_id', 'user_id') }}
+        when delivery.users_delivered and known_users.user_id is null then 'unknown user_id'
         when typed.campaign_id is null then 'campaign_id is null'
         when known_campaigns.campaign_id is null then 'unknown campaign_id'
         when typed.placement is null then 'placement is null'
@@ -42,9 +48,11 @@ select
             then 'invalid placement'
         when raw_values.impression_ts is null then 'impression_ts is null'
         when typed.impression_ts is null then 'malformed impression_ts'
+        when typed.impression_ts > {{ future_limit('typed.partition_date') }} then 'impression_ts in the future'
         when raw_values.clicked is null then 'clicked is null'
         when typed.clicked is null then 'invalid clicked'
     end as reject_reason
 from typed
+cross join delivery
 left join known_users on typed.user_id = known_users.user_id
 left join known_campaigns on typed.campaign_id = known_campaigns.campaign_id

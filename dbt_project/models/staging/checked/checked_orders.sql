@@ -1,0 +1,66 @@
+-- Every landed order line of the history window, typed, with the first contract rule it breaks (NULL = valid).
+-- A negative quantity is a return. Known users/products as for events.
+with raw_rows as (
+    {{ read_landed('orders') }}
+),
+
+known_users as (
+    select user_id from {{ ref('stg_users') }}
+),
+
+known_products as (
+    select product_id from {{ ref('stg_products') }}
+),
+
+delivery as (
+    select {{ delivered('users') }} as users_delivered, {{ delivered('products') }} as products_delivered
+),
+
+typed as (
+    select
+        raw_values.order_id                                 as order_id,
+        raw_values.line                                     as line,
+        {{ parse_id('raw_values.user_id', 'user_id') }}     as user_id,
+        {{ parse_id('raw_values.product_id', 'product_id') }} as product_id,
+        {{ parse_integer('raw_values.quantity') }}          as quantity,
+        {{ parse_decimal('raw_values.unit_price') }}        as unit_price,
+        {{ parse_timestamp('raw_values.order_ts') }}        as order_ts,
+        cast(order_ts as date)                              as order_date,
+        partition_date,
+        source_file,
+        source_row,
+        ingest_error,
+        raw_values
+    from raw_rows
+)
+
+select
+    typed.*,
+    -- without a line number, a line is identified by its content: an exact repeat is a duplicate
+    coalesce(typed.line, 'row:' || md5(concat_ws('|', typed.user_id, typed.product_id, typed.quantity,
+                                                 typed.unit_price, typed.order_ts))) as line_key,
+    case
+        when typed.ingest_error is not null then typed.ingest_error
+        when typed.order_id is null then 'order_id is null'
+        when raw_values.user_id is null then 'user_id is null'
+        when typed.user_id is null then {{ id_problem('raw_values.user_id', 'typed.user_id', 'user_id') }}
+        when delivery.users_delivered and known_users.user_id is null then 'unknown user_id'
+        when raw_values.product_id is null then 'product_id is null'
+        when typed.product_id is null then {{ id_problem('raw_values.product_id', 'typed.product_id', 'product_id') }}
+        when delivery.products_delivered and known_products.product_id is null then 'unknown product_id'
+        when raw_values.quantity is null then 'quantity is null'
+        when typed.quantity is null then 'malformed quantity'
+        when typed.quantity = 0 then 'zero quantity'
+        when abs(typed.quantity) > {{ max_abs_quantity() }} then 'absurd quantity (beyond {{ max_abs_quantity() }} either way)'
+        when raw_values.unit_price is null then 'unit_price is null'
+        when typed.unit_price is null then 'malformed unit_price'
+        when typed.unit_price <= 0 then 'non-positive unit_price'
+        when typed.unit_price > {{ max_price() }} then 'absurd unit_price (above {{ max_price() }})'
+        when raw_values.order_ts is null then 'order_ts is null'
+        when typed.order_ts is null then 'malformed order_ts'
+        when typed.order_ts > {{ future_limit('typed.partition_date') }} then 'order_ts in the future'
+    end as reject_reason
+from typed
+cross join delivery
+left join known_users on typed.user_id = known_users.user_id
+left join known_products on typed.product_id = known_products.product_id

@@ -1,0 +1,400 @@
+"""Landing files -> normalised Parquet that dbt reads: the mapping applied, every row kept.
+
+For each landing file of the run's window (expectations/raw_contract.py decides which, and stops on
+file-level problems), rows are read one record at a time so that one bad row never costs the file:
+
+- bytes are decoded per line with the mapping's encoding; a line that does not decode is kept with
+  `ingest_error` = "undecodable byte 0xE9 at byte 1234 of the file (utf-8: invalid continuation byte)";
+- records follow CSV quoting (embedded delimiters, quotes and newlines); a record whose quoting is
+  broken, or whose field count differs from the header's, is kept with the reason;
+- headers are matched to the contract by name (case and surrounding spaces ignored) after the
+  mapping's renames; extra columns are ignored, column order does not matter;
+- enumerations are matched case-insensitively, then through the mapping's and the contract's synonyms;
+- timestamps are parsed with the mapping's formats (ISO-8601 with offsets by default, epoch on request),
+  converted to UTC and written as 'YYYY-MM-DD HH:MM:SS'; dates with the mapping's formats to 'YYYY-MM-DD';
+- a value the mapping excludes marks the row (`excluded by the mapping: product_id = 'POST'`).
+
+A value that cannot be parsed is left exactly as delivered: dbt's rules then quarantine the row with
+the raw value. Blank lines are not rows. Output per landing partition:
+`<landed>/<source>/ds=D/part-NNNNN.parquet` (every contract column as text, source_file, source_row,
+ingest_error) + `_landed.json`; a partition whose landing files and mapping are unchanged is not read
+again (landing files are immutable). `<landed>/_status/ds=D.json` records what was delivered.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import hashlib
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from expectations.raw_contract import SOURCES, SYNONYMS, SourceContract
+from precision_marketing.mapping import ISO, Mapping, SourceMapping
+
+INGEST_VERSION = "1"  # bump when the normalisation changes: cached partitions are then rebuilt
+LINEAGE_COLUMNS = ("source_file", "source_row", "ingest_error")
+MAX_RECORD_CHARS = 1 << 20  # a quoted field running longer than this is broken quoting, not data
+BATCH_ROWS = 65_536
+CANONICAL_TS = "%Y-%m-%d %H:%M:%S"
+_ISO_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*([Zz]|[+-]\d{2}(:?\d{2})?)?")
+_CANONICAL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_EPOCH = re.compile(r"-?\d+(\.\d+)?")
+
+csv.field_size_limit(MAX_RECORD_CHARS)
+
+
+def landed_schema(source: SourceContract) -> pa.Schema:
+    return pa.schema([*[(name, pa.string()) for name in source.column_names],
+                      ("source_file", pa.string()), ("source_row", pa.int64()), ("ingest_error", pa.string())])
+
+
+# ----------------------------------------------------------------------------------------- reading
+def open_binary(path: Path):
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
+
+
+@dataclass
+class Record:
+    row: int                 # 1-based data record number in the file
+    byte_offset: int         # where the record starts in the (decompressed) file
+    fields: list[str]
+    error: str | None = None
+
+
+class _Lines:
+    """Decoded lines with replay: the CSV reader is restarted after a broken record."""
+
+    def __init__(self, handle, encoding: str):
+        self.errors: list[str | None] = []
+        self.offsets: list[int] = []
+        self._source = self._track(handle, encoding)
+        self._replay: list[tuple[int, str]] = []
+        self.consumed: list[tuple[int, str]] = []  # lines handed out since the last mark
+
+    def _track(self, handle, encoding):
+        offset = 0
+        for index, raw in enumerate(handle):
+            if index == 0:
+                stripped = raw.removeprefix(b"\xef\xbb\xbf") if encoding.lower().replace("_", "-") in (
+                    "utf-8", "utf8", "utf-8-sig") else raw
+                offset += len(raw) - len(stripped)
+                raw = stripped
+            self.offsets.append(offset)
+            try:
+                text = raw.decode(encoding)
+                self.errors.append(None)
+            except UnicodeDecodeError as error:
+                bad = raw[error.start:error.end].hex().upper()
+                self.errors.append(f"undecodable byte 0x{bad[:8]} at byte {offset + error.start} of the file "
+                                   f"({encoding}: {error.reason})")
+                text = raw.decode(encoding, errors="replace")
+            offset += len(raw)
+            yield index, text
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if self._replay:
+            item = self._replay.pop(0)
+        else:
+            item = next(self._source)
+        self.consumed.append(item)
+        return item[1]
+
+    def mark(self) -> None:
+        self.consumed = []
+
+    def replay_after_first(self) -> int:
+        """Forget the first consumed line (the start of a broken record) and replay the rest; its index."""
+        first, rest = self.consumed[0], self.consumed[1:]
+        self._replay = rest + self._replay
+        self.consumed = []
+        return first[0]
+
+
+def read_records(path: Path, mapping: SourceMapping) -> tuple[list[str], Iterator[Record]]:
+    """(header, records) of a landing file; records carry their row number, byte offset and any error."""
+    handle = open_binary(path)
+    lines = _Lines(handle, mapping.encoding)
+    dialect = dict(delimiter=mapping.delimiter, quotechar=mapping.quotechar, strict=True)
+    header: list[str] = []
+    for text in lines:  # the first non-blank line is the header
+        if text.strip():
+            header = next(csv.reader([text], **dialect), [])
+            break
+    lines.mark()
+
+    def records() -> Iterator[Record]:
+        row = 0
+        try:
+            while True:
+                reader = csv.reader(lines, **dialect)
+                try:
+                    for fields in reader:
+                        first_line = lines.consumed[0][0]
+                        line_errors = [lines.errors[i] for i, _ in lines.consumed if lines.errors[i]]
+                        lines.mark()
+                        if not fields or (len(fields) == 1 and not fields[0].strip()):
+                            continue  # a blank line is not a row
+                        row += 1
+                        yield Record(row, lines.offsets[first_line], fields, line_errors[0] if line_errors else None)
+                    return
+                except csv.Error as error:
+                    if not lines.consumed:
+                        return
+                    first_line = lines.replay_after_first()
+                    row += 1
+                    reason = ("unterminated quoted field (the quote opened on this row is never closed)"
+                              if "end of data" in str(error) or "field limit" in str(error)
+                              else f"broken CSV quoting ({error})")
+                    if lines.errors[first_line]:
+                        reason = lines.errors[first_line]
+                    text = _line_text(path, mapping, first_line)
+                    yield Record(row, lines.offsets[first_line], text.rstrip("\r\n").split(mapping.delimiter), reason)
+        finally:
+            handle.close()
+
+    return [name for name in header], records()
+
+
+def _line_text(path: Path, mapping: SourceMapping, index: int) -> str:
+    with open_binary(path) as handle:
+        for i, raw in enumerate(handle):
+            if i == index:
+                return raw.decode(mapping.encoding, errors="replace")
+    return ""
+
+
+def read_header(path: Path, mapping: SourceMapping) -> list[str]:
+    header, records = read_records(path, mapping)
+    records.close()
+    return header
+
+
+def match_header(header: list[str], source: SourceContract, mapping: SourceMapping) -> dict[str, int]:
+    """Contract column -> index in the export's header (names compared trimmed and case-insensitively)."""
+    positions: dict[str, int] = {}
+    for index, name in enumerate(header):
+        positions.setdefault(name.strip().lower(), index)
+    return {column: positions[mapping.header_name(column).strip().lower()]
+            for column in source.column_names if mapping.header_name(column).strip().lower() in positions}
+
+
+# ------------------------------------------------------------------------------------- normalising
+class _Normaliser:
+    """Per-column functions text -> text (None = NULL) built once per source from the contract and mapping."""
+
+    def __init__(self, source: SourceContract, mapping: SourceMapping):
+        self.source, self.mapping = source, mapping
+        self.zone = ZoneInfo(mapping.timestamps.timezone)
+        self.functions = {column.name: self._function(column) for column in source.columns}
+        self.excluded = {column: {v.strip() for v in values} for column, values in mapping.exclude.items()}
+
+    def _function(self, column):
+        mapped = {k.strip(): v for k, v in self.mapping.values.get(column.name, {}).items()}
+        if column.is_enum:
+            allowed = set(column.allowed)
+            lookup = {**SYNONYMS.get(column.synonyms, {}), **{k.lower(): v for k, v in mapped.items()}}
+            cache: dict[str, str] = {}
+
+            def enum(value: str) -> str:
+                if value not in cache:
+                    key = value.strip().lower()
+                    cache[value] = key if key in allowed else lookup.get(key, value)
+                return cache[value]
+            return enum
+        base = {"timestamp": self._timestamp, "date": self._date}.get(column.type, None)
+        if mapped:
+            def remapped(value: str) -> str:
+                value = mapped.get(value.strip(), value)
+                return base(value) if base else value
+            return remapped
+        return base
+
+    def _timestamp(self, value: str) -> str:
+        text = value.strip()
+        rule = self.mapping.timestamps
+        if rule.epoch and _EPOCH.fullmatch(text):
+            seconds = float(text) / (1000 if rule.epoch == "milliseconds" else 1)
+            try:
+                return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime(CANONICAL_TS)
+            except (OverflowError, OSError, ValueError):
+                return value
+        for fmt in rule.formats:
+            try:
+                if fmt == ISO:
+                    if not _ISO_TIMESTAMP.fullmatch(text):
+                        continue
+                    text_iso = re.sub(r"(\.\d{6})\d+", r"\1", text.replace(" Z", "Z").replace("z", "Z"))
+                    parsed = dt.datetime.fromisoformat(text_iso.replace("t", "T"))
+                else:
+                    parsed = dt.datetime.strptime(text, fmt)
+            except ValueError:
+                continue
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=self.zone)
+            return parsed.astimezone(dt.timezone.utc).strftime(CANONICAL_TS)
+        return value
+
+    def _date(self, value: str) -> str:
+        text = value.strip()
+        if _CANONICAL_DATE.fullmatch(text):
+            return text  # dbt checks it is a real date
+        for fmt in self.mapping.dates.formats:
+            try:
+                return dt.datetime.strptime(text, fmt).date().isoformat()
+            except ValueError:
+                continue
+        return value
+
+    def excluded_reason(self, values: dict[str, str | None]) -> str | None:
+        for column, excluded in self.excluded.items():
+            value = values.get(column)
+            if value is not None and value.strip() in excluded:
+                return f"excluded by the mapping: {column} = '{value.strip()}'"
+        return None
+
+
+def normalise_file(path: Path, relative: str, source: SourceContract, mapping: SourceMapping,
+                   out: Path) -> dict:
+    """Write one landing file as normalised Parquet at `out`; return its counts."""
+    header, records = read_records(path, mapping)
+    positions = match_header(header, source, mapping)
+    normaliser = _Normaliser(source, mapping)
+    schema = landed_schema(source)
+    n_fields = len(header)
+    counts = {"rows": 0, "ingest_errors": 0}
+    columns = {name: [] for name in schema.names}
+    writer = pq.ParquetWriter(out, schema)
+
+    def flush():
+        writer.write_table(pa.table(columns, schema=schema))
+        for values in columns.values():
+            values.clear()
+
+    try:
+        for record in records:
+            fields = record.fields
+            error = record.error
+            if error is None and len(fields) != n_fields:
+                extra_empty = len(fields) > n_fields and not any(f.strip() for f in fields[n_fields:])
+                if not extra_empty:
+                    error = f"row has {len(fields)} fields, the header has {n_fields}"
+            values: dict[str, str | None] = {}
+            for column in source.column_names:
+                index = positions.get(column)
+                value = fields[index] if index is not None and index < len(fields) else None
+                if value == "" or (value is not None and not value.strip() and column != "title"):
+                    value = None
+                function = normaliser.functions[column]
+                values[column] = function(value) if (value is not None and function and error is None) else value
+            if error is None:
+                error = normaliser.excluded_reason(values)
+            for column in source.column_names:
+                columns[column].append(values[column])
+            columns["source_file"].append(relative)
+            columns["source_row"].append(record.row)
+            columns["ingest_error"].append(error)
+            counts["rows"] += 1
+            counts["ingest_errors"] += error is not None
+            if len(columns["source_row"]) >= BATCH_ROWS:
+                flush()
+        flush()
+    finally:
+        writer.close()
+    return counts
+
+
+# ------------------------------------------------------------------------------------------ landing
+def _sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def land_partition(raw_root: Path, landed_root: Path, source: SourceContract, day: str, files: list[Path],
+                   mapping: SourceMapping) -> dict:
+    """Normalise the landing files of one partition unless the same files were landed with the same mapping."""
+    target = landed_root / source.name / f"ds={day}"
+    fingerprint = {"version": INGEST_VERSION, "mapping": mapping.fingerprint(),
+                   "files": [[path.relative_to(raw_root).as_posix(), _sha256(path)] for path in files]}
+    marker = target / "_landed.json"
+    if marker.exists():
+        landed = json.loads(marker.read_text())
+        if landed.get("fingerprint") == fingerprint:
+            return {**landed["counts"], "cached": True}
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    counts = {"rows": 0, "ingest_errors": 0}
+    for index, path in enumerate(files):
+        relative = "raw/" + path.relative_to(raw_root).as_posix()
+        file_counts = normalise_file(path, relative, source, mapping, target / f"part-{index:05d}.parquet")
+        for key in counts:
+            counts[key] += file_counts[key]
+    if not files:  # a source not delivered: an empty table with the schema, so dbt always has a file to read
+        pq.write_table(landed_schema(source).empty_table(), target / "part-00000.parquet")
+    marker.write_text(json.dumps({"fingerprint": fingerprint, "counts": counts}, indent=2))
+    return {**counts, "cached": False}
+
+
+def status_path(landed_root: Path, ds: str) -> Path:
+    return Path(landed_root) / "_status" / f"ds={ds}.json"
+
+
+def land_window(raw_root: Path, landed_root: Path, ds: str, history_days: int, mapping: Mapping) -> dict:
+    """Check the window's landing files (raising RawContractError on file-level problems), normalise them
+    into `landed_root`, remove landed partitions of the window whose landing partition is gone, and write
+    the status of ds. Returns that status."""
+    from expectations.raw_contract import plan_window
+
+    raw_root, landed_root = Path(raw_root), Path(landed_root)
+    plan = plan_window(raw_root, ds, history_days, mapping)
+    sources = []
+    for name, source in SOURCES.items():
+        planned = plan["sources"][name]
+        source_mapping = mapping.source(name)
+        rows = rows_ds = errors = cached = 0
+        landed_days = set()
+        for day, files in planned["partitions"].items():
+            counts = land_partition(raw_root, landed_root, source, day, [raw_root / f for f in files], source_mapping)
+            landed_days.add(day)
+            rows += counts["rows"]
+            errors += counts["ingest_errors"]
+            cached += counts["cached"]
+            if day == ds:
+                rows_ds = counts["rows"]
+        if not planned["delivered"]:
+            land_partition(raw_root, landed_root, source, ds, [], source_mapping)
+            landed_days.add(ds)
+        for day in plan["window"] if source.kind == "increment" else [ds]:
+            if day not in landed_days:  # its landing partition was removed: so is what was landed from it
+                shutil.rmtree(landed_root / name / f"ds={day}", ignore_errors=True)
+        sources.append({"source": name, "kind": source.kind, "role": source.role, "delivered": planned["delivered"],
+                        "files": sum(len(f) for f in planned["partitions"].values()), "rows": rows,
+                        "rows_ds": rows_ds, "ingest_errors": errors, "partitions_cached": cached})
+    status = {"ds": ds, "history_days": history_days, "mapping": mapping.path, "ids": dict(mapping.ids),
+              "sources": sources, "capabilities": plan["capabilities"], "notes": plan["notes"],
+              "warnings": plan["warnings"]}
+    path = status_path(landed_root, ds)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(status, indent=2))
+    # the same rows as JSON lines for dbt (model landed_sources)
+    path.with_suffix(".ndjson").write_text("".join(json.dumps(s) + "\n" for s in sources))
+    return status
+
+
+def read_status(landed_root: Path, ds: str) -> dict:
+    path = status_path(landed_root, ds)
+    if not path.exists():
+        raise FileNotFoundError(f"no landing status for ds={ds} at {path}: the check_raw step has not run for it")
+    return json.loads(path.read_text())
