@@ -4,15 +4,20 @@
 One run = one logical date `ds`. From the raw landing files of `ds` (and the behaviour history window
 before it) to published, queryable recommendation, audience and segment tables:
 
-1. **check_raw** — stage the raw partitions locally and check them against the raw data contract
-   (`docs/data_contract.md`); a missing file or required column fails here, naming the file and column.
+1. **check_raw** — stage the raw partitions locally, check them against the raw data contract
+   (`docs/data_contract.md`; a missing file or required column fails here, naming the file and column) and
+   land them through the mapping file (`ingest.mapping`) for dbt. Sources that were not delivered are noted.
 2. **dbt** — one task per dbt model (`dbt build`: the model and its tests): staging (typed, de-duplicated,
    bad rows quarantined with a reason), marts (features, interactions, CTR sets), audit (reconciliation).
 3. **export_features** → **validate_marts** (Great Expectations): a failure stops the run before anything is published.
 4. **train_als** (Spark ALS → top-K recommendations) | **segment_users** (scikit-learn) →
    **train_ctr_and_build_audiences** (Spark logistic regression → per-campaign audiences).
-5. **validate_outputs** (Great Expectations) → **publish** (atomic per partition: manifest + `_SUCCESS`)
-   → **refresh_catalog_and_report**.
+5. **validate_outputs** (Great Expectations) → **publish** (atomic per partition: manifest + `_SUCCESS`,
+   original ids restored) → **refresh_catalog_and_report**.
+
+Without impressions, campaigns or consent, **train_ctr_and_build_audiences** is skipped (the log and the
+report say why) and the rest publishes. A source's quarantine share above `ingest.max_quarantine_share`
+stops the run at **validate_marts**.
 
 Re-running a `ds` replaces its partitions whole; a failed run leaves the last good tables published.
 Configuration: `config/platform.yaml` + `PM__SECTION__KEY` environment variables + the params below.
@@ -25,7 +30,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import Asset, Param, dag
 
 from precision_marketing import pipeline
-from precision_marketing.orchestration import DAG_ID, cosmos_dbt_group, default_args
+from precision_marketing.orchestration import DAG_ID, cosmos_dbt_group, default_args, skippable
 
 PUBLISHED = [Asset(f"lake://marts/{table}") for table in ("recommendations", "audiences", "user_segments")]
 
@@ -49,7 +54,7 @@ PUBLISHED = [Asset(f"lake://marts/{table}") for table in ("recommendations", "au
 )
 def nightly_marketing():
     def step(task_id, callable_, op_kwargs=None, **operator_kwargs):
-        return PythonOperator(task_id=task_id, python_callable=callable_,
+        return PythonOperator(task_id=task_id, python_callable=skippable(callable_),
                               op_kwargs={"ds": "{{ ds }}", **(op_kwargs or {})}, **operator_kwargs)
 
     check_raw = step("check_raw", pipeline.stage_and_check_raw)
@@ -59,7 +64,8 @@ def nightly_marketing():
     train_als = step("train_als", pipeline.train_als)
     segment_users = step("segment_users", pipeline.segment_users)
     train_ctr = step("train_ctr_and_build_audiences", pipeline.train_ctr_and_build_audiences)
-    validate_outputs = step("validate_outputs", pipeline.validate_outputs)
+    # runs when audiences were skipped for lack of their sources, not when a step failed
+    validate_outputs = step("validate_outputs", pipeline.validate_outputs, trigger_rule="none_failed_min_one_success")
     publish = step("publish", pipeline.publish, {"run_id": "{{ run_id }}"}, outlets=PUBLISHED)
     report = step("refresh_catalog_and_report", pipeline.refresh_catalog_and_report, {"run_id": "{{ run_id }}"})
 

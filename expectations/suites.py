@@ -140,9 +140,21 @@ def suppressions() -> list[Expectation]:
     return [*_columns("user_id", "channel"), *_key("user_id", "channel"), _in_set("channel", [*CHANNELS, "all"])]
 
 
+def user_keys() -> list[Expectation]:
+    # the internal keys Spark's ALS needs: 32-bit, one per delivered id
+    return [*_columns("user_key", "user_id", "first_seen_ds"), *_key("user_key"), *_key("user_id"),
+            _between("user_key", 1, 2**31 - 1)]
+
+
+def product_keys() -> list[Expectation]:
+    return [*_columns("product_key", "product_id", "first_seen_ds"), *_key("product_key"), *_key("product_id"),
+            _between("product_key", 1, 2**31 - 1)]
+
+
 def data_reconciliation() -> list[Expectation]:
     return [
-        *_columns("source", "raw_rows", "clean_rows", "quarantined_rows", "duplicate_rows"),
+        *_columns("source", "delivered", "raw_rows", "clean_rows", "quarantined_rows", "duplicate_rows",
+                  "ds_raw_rows", "ds_quarantined_rows"),
         *_not_empty(), *_key("source"),
         *_non_negative("raw_rows", "clean_rows", "quarantined_rows", "duplicate_rows"),
         gxe.ExpectColumnValuesToBeInSet(column="reconciles", value_set=[True],
@@ -210,7 +222,7 @@ LAYERS: dict[str, dict[str, SuiteFunction]] = {
         "user_features": user_features, "user_category_affinity": user_category_affinity,
         "item_features": item_features, "interactions": interactions, "ctr_train": ctr_train,
         "ctr_score": ctr_score, "campaigns": campaigns, "suppressions": suppressions,
-        "data_reconciliation": data_reconciliation,
+        "user_keys": user_keys, "product_keys": product_keys, "data_reconciliation": data_reconciliation,
     },
     "outputs": {
         "recommendations": recommendations, "recommendations_per_user": recommendations_per_user,

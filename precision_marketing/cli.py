@@ -123,7 +123,11 @@ def cmd_demo(args, config) -> None:
     cmd_status(args, config)
     print("\n=== model metrics ===")
     for model in ("als", "ctr", "segments"):
-        metrics = json.loads(storage.get_bytes(f"models/{model}/ds={args.ds}/metrics.json"))
+        key = f"models/{model}/ds={args.ds}/metrics.json"
+        if not storage.exists(key):  # a model skipped for lack of its sources (the run report says why)
+            print(f"{model}: skipped")
+            continue
+        metrics = json.loads(storage.get_bytes(key))
         shown = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
         print(f"{model}: {json.dumps(shown)}")
     print(f"\nrun report: {storage.uri(f'reports/ds={args.ds}/report.md')}")

@@ -3,6 +3,7 @@ environment an in-repo Airflow runs with. No logic here runs at DAG-parse time b
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Mapping
 
 from precision_marketing.config import REPO_ROOT, load_config
-from precision_marketing.pipeline import local_raw_dir
+from precision_marketing.pipeline import StepSkipped, dbt_vars as run_dbt_vars
 
 DAG_ID = "nightly_marketing"
 DBT_PROFILE = "precision_marketing"
@@ -56,11 +57,7 @@ def cosmos_dbt_group(group_id: str = "dbt"):
     if not manifest.exists():
         raise FileNotFoundError(
             f"dbt manifest not found at {manifest}: run `pm setup` (or `make demo`), which runs `dbt parse`")
-    dbt_vars = {
-        "ds": "{{ ds }}",
-        "raw_dir": str(local_raw_dir(config)),
-        "history_days": int(config["dbt"]["history_days"]),
-    }
+    dbt_vars = run_dbt_vars(config, "{{ ds }}")  # the same vars as a run by hand, ds templated
     return DbtTaskGroup(
         group_id=group_id,
         project_config=ProjectConfig(dbt_project_path=project, manifest_path=manifest, install_dbt_deps=False),
@@ -76,6 +73,21 @@ def cosmos_dbt_group(group_id: str = "dbt"):
         # emit_datasets off: the published tables are the DAG's Assets, not every intermediate DuckDB relation
         operator_args={"vars": dbt_vars, "env": dbt_env(config), "install_deps": False, "emit_datasets": False},
     )
+
+
+def skippable(step):
+    """A pipeline step for a PythonOperator: StepSkipped (a source it needs was not delivered) makes the task
+    skipped, with the reason in its log, instead of failed."""
+    @functools.wraps(step)
+    def run(*args, **kwargs):
+        try:
+            return step(*args, **kwargs)
+        except StepSkipped as skipped:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            print(f"skipped: {skipped}", flush=True)
+            raise AirflowSkipException(str(skipped)) from None
+    return run
 
 
 def default_args(config: Mapping | None = None) -> dict:

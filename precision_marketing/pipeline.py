@@ -4,6 +4,10 @@ a notebook or a test. Each step reads and writes the work dir and/or the lake; n
 Order: stage_and_check_raw -> dbt (Cosmos, one task per model) -> export_features -> validate_marts
        -> train_als | segment_users -> train_ctr_and_build_audiences -> validate_outputs -> publish
        -> refresh_catalog_and_report
+
+What a run can build depends on what was delivered (the landing status stage_and_check_raw writes): without
+the audience sources (impressions, campaigns, consent) train_ctr_and_build_audiences raises StepSkipped and
+the audiences are neither validated nor published; the notes say why in the task logs and the report.
 """
 from __future__ import annotations
 
@@ -21,8 +25,17 @@ from precision_marketing.storage import LocalStorage, Storage, storage_from_conf
 
 # dbt relations exported as Parquet for Spark, scikit-learn and GE: marts.<table> and audit.<table>
 MART_TABLES = ["user_features", "user_category_affinity", "item_features", "interactions",
-               "ctr_train", "ctr_score", "campaigns", "suppressions"]
+               "ctr_train", "ctr_score", "campaigns", "suppressions", "user_keys", "product_keys"]
 AUDIT_TABLES = ["data_reconciliation"]
+# marts that only mean something when the audience sources were delivered (else empty, not validated)
+AUDIENCE_MARTS = ["ctr_train", "ctr_score", "campaigns"]
+# model -> the published table it produces
+MODEL_OUTPUTS = {"als": "recommendations", "ctr": "audiences", "segments": "user_segments"}
+
+
+class StepSkipped(Exception):
+    """The step cannot run for this ds (a source it needs was not delivered); the message says why.
+    Airflow shows the task as skipped (orchestration.skippable)."""
 
 
 def raw_sources() -> list[str]:
@@ -88,10 +101,26 @@ def window_days(ds: str, history_days: int) -> list[str]:
 
 
 def local_raw_dir(config: Mapping) -> Path:
-    """The raw zone as a local folder dbt can read: the lake itself when it is local, else a staged copy."""
+    """The raw zone as a local folder the ingest step can read: the lake itself when it is local, else a staged copy."""
     if config["lake"]["backend"] == "local":
         return Path(config["lake"]["local_root"]) / "raw"
     return Path(config["work_dir"]) / "raw"
+
+
+def landed_dir(config: Mapping) -> Path:
+    """Where the ingest step writes the normalised landing files dbt reads (precision_marketing/ingest.py)."""
+    return Path(config["work_dir"]) / "landed"
+
+
+def landing_status(config: Mapping, ds: str) -> dict:
+    """What was delivered for ds and what the run can build (written by stage_and_check_raw)."""
+    from precision_marketing.ingest import read_status
+
+    return read_status(landed_dir(config), ds)
+
+
+def _ingest(config: Mapping) -> Mapping:
+    return config.get("ingest") or {}
 
 
 def _upload(storage: Storage, paths: RunPaths, local_dir: Path) -> None:
@@ -104,8 +133,10 @@ def _upload(storage: Storage, paths: RunPaths, local_dir: Path) -> None:
 
 
 def stage_and_check_raw(ds: str, params: Mapping | None = None) -> dict:
-    """Bring the window's raw partitions to local disk (S3 lake only) and check them against the raw contract."""
-    from expectations.raw_contract import check_raw
+    """Bring the window's raw partitions to local disk (S3 lake only), check them against the raw contract
+    (file-level problems stop the run here) and land them through the mapping for dbt (ingest.land_window)."""
+    from precision_marketing.ingest import land_window
+    from precision_marketing.mapping import mapping_from_config
 
     config = run_config(params)
     history_days = int(config["dbt"]["history_days"])
@@ -117,16 +148,23 @@ def stage_and_check_raw(ds: str, params: Mapping | None = None) -> dict:
                 target = raw_dir / source / f"ds={day}"
                 shutil.rmtree(target, ignore_errors=True)
                 storage.download_tree(f"raw/{source}/ds={day}", target)
-    report = check_raw(raw_dir, ds, history_days)
-    rows: dict[str, int] = {}
-    for landing in report["files"]:
-        rows[landing["source"]] = rows.get(landing["source"], 0) + landing["rows"]
-    # a compact summary for the task log / XCom; the per-file list stays in the function's report
-    return {"files_checked": report["files_checked"], "rows_per_source": rows, "warnings": report["warnings"]}
+    status = land_window(raw_dir, landed_dir(config), ds, history_days, mapping_from_config(config))
+    for note in status["notes"]:
+        print(f"note: {note}", flush=True)
+    # a compact summary for the task log / XCom; the per-source status stays in <work>/landed/_status/
+    return {"delivered": [s["source"] for s in status["sources"] if s["delivered"]],
+            "rows_per_source": {s["source"]: s["rows"] for s in status["sources"] if s["delivered"]},
+            "ingest_errors": {s["source"]: s["ingest_errors"] for s in status["sources"] if s["ingest_errors"]},
+            "capabilities": status["capabilities"], "notes": status["notes"], "warnings": status["warnings"]}
 
 
 def dbt_vars(config: Mapping, ds: str) -> dict:
-    return {"ds": ds, "raw_dir": str(local_raw_dir(config)), "history_days": int(config["dbt"]["history_days"])}
+    """The dbt vars of a run (orchestration.cosmos_dbt_group passes the same, with ds templated)."""
+    from precision_marketing.mapping import mapping_from_config
+
+    return {"ds": ds, "landed_dir": str(landed_dir(config)), "history_days": int(config["dbt"]["history_days"]),
+            "id_types": mapping_from_config(config).as_dbt_var(),
+            "future_tolerance_hours": int(_ingest(config).get("future_tolerance_hours", 24))}
 
 
 def export_features(ds: str, params: Mapping | None = None) -> dict:
@@ -154,13 +192,47 @@ def export_features(ds: str, params: Mapping | None = None) -> dict:
     return counts
 
 
+def check_quarantine(ds: str, params: Mapping | None = None) -> dict:
+    """Stop the run when a source quarantined more of the ds delivery than its limit (expectations/quarantine_share.py)."""
+    from expectations.quarantine_share import check_quarantine_share
+    from precision_marketing.mapping import mapping_from_config
+
+    config = run_config(params)
+    paths = paths_for(config, ds)
+    mapping = mapping_from_config(config)
+    con = duckdb.connect()
+    try:
+        reconciliation = con.execute(f"SELECT * FROM read_parquet('{paths.feature('data_reconciliation')}')").df()
+        reasons = {}
+        for source in raw_sources():
+            rows = con.execute(
+                f"SELECT reject_reason, count(*) AS n FROM read_parquet('{paths.quarantine(source)}') "
+                "WHERE source_file LIKE ? GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3", [f"%/ds={ds}/%"]).fetchall()
+            reasons[source] = [(reason, n) for reason, n in rows]
+    finally:
+        con.close()
+    storage = storage_from_config(config)
+    limits = {name: source.max_quarantine_share for name, source in mapping.sources.items()
+              if source.max_quarantine_share is not None}
+    return check_quarantine_share(
+        reconciliation.to_dict("records"), limits=limits,
+        default_limit=float(_ingest(config).get("max_quarantine_share", 0.05)),
+        min_rows=int(_ingest(config).get("quarantine_min_rows", 100)), reasons=reasons, ds=ds,
+        where={s: storage.uri(paths.lake_key(paths.quarantine(s).parent)) for s in raw_sources()})
+
+
 def validate_marts(ds: str, params: Mapping | None = None) -> dict:
+    """The quarantine share of every source, then the Great Expectations marts suites (the CTR marts only
+    when the audience sources were delivered: otherwise they are empty by design)."""
     from expectations.checkpoints import run_checkpoint
 
     config = run_config(params)
     paths = paths_for(config, ds)
-    tables = {t: paths.feature(t) for t in MART_TABLES + AUDIT_TABLES}
-    return run_checkpoint("marts", tables, docs_dir=paths.report_dir / "data_docs" / "marts", ds=ds)
+    quarantine = check_quarantine(ds, params)
+    audiences = landing_status(config, ds)["capabilities"]["audiences"]
+    tables = {t: paths.feature(t) for t in MART_TABLES + AUDIT_TABLES if audiences or t not in AUDIENCE_MARTS}
+    summary = run_checkpoint("marts", tables, docs_dir=paths.report_dir / "data_docs" / "marts", ds=ds)
+    return {**summary, "quarantine_share": quarantine}
 
 
 class RecommendationGateError(RuntimeError):
@@ -237,11 +309,23 @@ def segment_users(ds: str, params: Mapping | None = None) -> dict:
                             k=int(config["segments"]["k"]), seed=int(config["segments"]["seed"]))
 
 
+def _audience_note(config: Mapping, ds: str) -> str | None:
+    """Why audiences cannot be built for ds, or None when they can."""
+    status = landing_status(config, ds)
+    if status["capabilities"]["audiences"]:
+        return None
+    return next((note for note in status["notes"] if note.startswith("audiences skipped")), "audiences skipped")
+
+
 def train_ctr_and_build_audiences(ds: str, params: Mapping | None = None) -> dict:
     from precision_marketing.spark_submit import run_spark_job
 
     config = run_config(params)
     paths = paths_for(config, ds)
+    note = _audience_note(config, ds)
+    if note:
+        shutil.rmtree(paths.model_dir("ctr"), ignore_errors=True)  # no stale audiences of an earlier run of ds
+        raise StepSkipped(note)
     ctr = config["ctr"]
     out = paths.model_dir("ctr")
     run_spark_job("ctr_audiences", [
@@ -267,35 +351,55 @@ def output_tables(paths: RunPaths) -> dict[str, Path]:
     return outputs
 
 
+def built_outputs(config: Mapping, paths: RunPaths) -> tuple[dict[str, Path], list[str]]:
+    """The outputs this run built (audiences only when the audience sources were delivered) and notes on the rest."""
+    outputs = output_tables(paths)
+    note = _audience_note(config, paths.ds)
+    if note:
+        return {t: p for t, p in outputs.items() if t != "audiences"}, [note]
+    return outputs, []
+
+
 def validate_outputs(ds: str, params: Mapping | None = None) -> dict:
     from expectations.checkpoints import run_checkpoint
 
     config = run_config(params)
     paths = paths_for(config, ds)
-    tables = {**output_tables(paths),
-              **{t: paths.feature(t) for t in ("user_features", "interactions", "suppressions", "campaigns")}}
+    outputs, _ = built_outputs(config, paths)
+    references = ["user_features", "interactions", "suppressions"] + (["campaigns"] if "audiences" in outputs else [])
+    tables = {**outputs, **{t: paths.feature(t) for t in references}}
     return run_checkpoint("outputs", tables, docs_dir=paths.report_dir / "data_docs" / "outputs", ds=ds,
                           top_k=int(config["als"]["top_k"]))
 
 
 def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
-    """Publish the validated outputs (atomic per partition) and the models' artifacts."""
+    """Publish the validated outputs (atomic per partition), with the original ids restored
+    (precision_marketing/ids.py), and the models' artifacts. A table this run did not build is not touched."""
+    from precision_marketing.ids import restore_original_ids
+    from precision_marketing.mapping import mapping_from_config
     from precision_marketing.publish import publish_table
 
     config = run_config(params)
     paths = paths_for(config, ds)
     storage = storage_from_config(config)
-    outputs = output_tables(paths)
+    outputs, notes = built_outputs(config, paths)
+    keys = {"user": paths.feature("user_keys"), "product": paths.feature("product_keys")}
+    id_types = mapping_from_config(config).ids
     manifests = {}
     for table in config["publish"]["tables"]:
-        if table not in outputs:  # held back by the recommendation gate: the last good partition stays
+        if table not in outputs:  # held back by the recommendation gate, or not built: the last good partition stays
+            why = f" ({'; '.join(notes)})" if table == "audiences" and notes else ""
+            print(f"publish: {table} not published by this run, the last published partition stays{why}", flush=True)
             manifests[table] = {"row_count": None, "files": 0, "kept_last_published": True}
             continue
-        manifest = publish_table(storage, table, ds, outputs[table], run_id)
+        staged = restore_original_ids(table, outputs[table], keys, id_types,
+                                      paths.work / "publish" / table / f"ds={ds}" / f"{table}.parquet")
+        manifest = publish_table(storage, table, ds, staged, run_id)
         manifests[table] = {"row_count": manifest["row_count"], "files": len(manifest["files"])}
-    for model in ("als", "ctr", "segments"):
+    for model in MODEL_OUTPUTS:  # a skipped model has no metrics
         metrics = paths.model_dir(model) / "metrics.json"
-        storage.put_file(paths.lake_key(metrics), metrics)
+        if metrics.exists():
+            storage.put_file(paths.lake_key(metrics), metrics)
     return manifests
 
 
@@ -312,12 +416,16 @@ def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = No
     views_sql = ";\n\n".join(view_statements(storage, tables)) + ";\n"
     storage.put_bytes("catalog/views.sql", views_sql.encode())
 
+    outputs, _ = built_outputs(config, paths)
+    status = landing_status(config, ds)
     report = build_report(
         ds=ds, run_id=run_id,
-        manifests={t: read_manifest(storage, t, ds) for t in tables},
-        metrics={m: json.loads((paths.model_dir(m) / "metrics.json").read_text()) for m in ("als", "ctr", "segments")},
+        manifests={t: read_manifest(storage, t, ds) if t in outputs else None for t in tables},
+        metrics={m: json.loads((paths.model_dir(m) / "metrics.json").read_text())
+                 for m in MODEL_OUTPUTS if (paths.model_dir(m) / "metrics.json").exists()},
         reconciliation_path=paths.feature("data_reconciliation"),
         out_dir=paths.report_dir,
+        notes=status["notes"] + status["warnings"],
     )
     _upload(storage, paths, paths.report_dir)
     return report

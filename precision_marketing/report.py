@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import pyarrow.parquet as pq
 
@@ -16,7 +16,7 @@ def _fmt(value) -> str:
 
 
 def build_report(*, ds: str, run_id: str, manifests: Mapping[str, dict | None], metrics: Mapping[str, dict],
-                 reconciliation_path: Path, out_dir: Path) -> dict:
+                 reconciliation_path: Path, out_dir: Path, notes: Sequence[str] = ()) -> dict:
     reconciliation = pq.read_table(reconciliation_path).to_pylist()  # one row per raw source: tiny
     report = {
         "ds": ds,
@@ -24,6 +24,7 @@ def build_report(*, ds: str, run_id: str, manifests: Mapping[str, dict | None], 
         "published": {t: (m["row_count"] if m else None) for t, m in manifests.items()},
         "metrics": dict(metrics),
         "data_quality": {"reconciliation": reconciliation},
+        "notes": list(notes),  # what was not delivered, skipped or derived, and why
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -33,24 +34,27 @@ def build_report(*, ds: str, run_id: str, manifests: Mapping[str, dict | None], 
         f"# Nightly run report — ds {ds}",
         f"run id: `{run_id}`",
         "",
+        *(["## Notes", *[f"- {note}" for note in notes], ""] if notes else []),
         "## Published tables",
         "| table | rows |",
         "|---|---|",
-        *[f"| {t} | {_fmt(rows)} |" for t, rows in report["published"].items()],
+        *[f"| {t} | {_fmt(rows) if rows is not None else 'not built by this run (see notes)'} |"
+          for t, rows in report["published"].items()],
         "",
         "## Models",
         f"- ALS top-{_fmt(als.get('k'))}: precision@K {_fmt(als.get('precision_at_k'))} vs popularity "
         f"{_fmt(als.get('baseline_precision_at_k'))} (recall@K {_fmt(als.get('recall_at_k'))} vs "
         f"{_fmt(als.get('baseline_recall_at_k'))}), {_fmt(als.get('n_eval_users'))} holdout users",
-        f"- CTR logistic regression: AUC {_fmt(ctr.get('auc'))} vs placement-prior baseline "
-        f"{_fmt(ctr.get('baseline_auc'))} on {_fmt(ctr.get('n_test'))} holdout impressions",
+        (f"- CTR logistic regression: AUC {_fmt(ctr.get('auc'))} vs placement-prior baseline "
+         f"{_fmt(ctr.get('baseline_auc'))} on {_fmt(ctr.get('n_test'))} holdout impressions")
+        if "ctr" in metrics else "- CTR logistic regression: skipped (see notes)",
         f"- Segments (k={_fmt(seg.get('k'))}): silhouette {_fmt(seg.get('silhouette'))}",
         "",
         "## Data quality: raw rows = clean + quarantined + duplicates",
-        "| source | raw | clean | quarantined | duplicates |",
-        "|---|---|---|---|---|",
-        *[f"| {r['source']} | {r['raw_rows']} | {r['clean_rows']} | {r['quarantined_rows']} | {r['duplicate_rows']} |"
-          for r in reconciliation],
+        "| source | delivered | raw | clean | quarantined | duplicates |",
+        "|---|---|---|---|---|---|",
+        *[f"| {r['source']} | {'yes' if r.get('delivered', True) else 'no'} | {r['raw_rows']} | {r['clean_rows']} | "
+          f"{r['quarantined_rows']} | {r['duplicate_rows']} |" for r in reconciliation],
         "",
         "Great Expectations Data Docs: `data_docs/marts/index.html`, `data_docs/outputs/index.html`.",
     ]

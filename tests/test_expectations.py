@@ -56,7 +56,10 @@ def good_marts() -> dict[str, pd.DataFrame]:
         "suppressions": pd.DataFrame({"user_id": [2, 3], "channel": ["email", "all"]}),
         "data_reconciliation": pd.DataFrame({
             "source": ["users", "events"], "raw_rows": [4, 10], "clean_rows": [3, 7],
-            "quarantined_rows": [1, 2], "duplicate_rows": [0, 1]}),
+            "quarantined_rows": [1, 2], "duplicate_rows": [0, 1], "delivered": [True, True],
+            "ds_raw_rows": [4, 3], "ds_quarantined_rows": [1, 0]}),
+        "user_keys": pd.DataFrame({"user_key": [1, 2, 3], "user_id": ["1", "2", "3"],
+                                   "first_seen_ds": [dt.date(2026, 11, 1)] * 3}),
     }
 
 

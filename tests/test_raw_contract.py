@@ -1,4 +1,5 @@
-"""The raw-zone header check: every problem named with its file and column, raised once; and the doc agrees."""
+"""The raw-zone file check: every problem named with its file and column, raised once; optional sources;
+the mapping's renames, patterns and delimiter; and the doc agrees with the code."""
 import re
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 from expectations.raw_contract import INCREMENT, SNAPSHOT, SOURCES, RawContractError, check_raw
 from precision_marketing.datagen import generate
+from precision_marketing.mapping import load_mapping
 
 REPO = Path(__file__).resolve().parents[1]
 DS, EARLIER = "2026-11-23", "2026-11-22"
@@ -39,7 +41,7 @@ def test_missing_required_column_names_the_file_and_the_column(raw):
                    lambda names: ["kind" if n == "event_type" else n for n in names])
     message = contract_failure(raw)
     assert (f"events/ds={EARLIER}/events.csv: missing required column 'event_type' (source 'events' requires: "
-            "event_id, user_id, product_id, event_type, event_ts, session_id)") in message
+            "user_id, product_id, event_type, event_ts)") in message
 
 
 def test_all_problems_are_reported_in_one_error(raw):
@@ -52,19 +54,19 @@ def test_all_problems_are_reported_in_one_error(raw):
     message = str(failure.value)
     assert f"users/ds={DS}/users.csv: file is empty (0 bytes)" in message
     assert f"campaigns/ds={DS}/campaigns.csv: missing required column 'channel'" in message
-    assert f"impressions/ds={DS}/impressions.csv: missing file" in message
+    assert f"impressions/ds={DS}/: missing partition" in message
 
 
 @pytest.mark.parametrize("source", ["users", "consent", "events"])
 def test_missing_ds_partition_is_an_error(raw, source):
     shutil.rmtree(raw / source / f"ds={DS}")
-    assert f"{source}/ds={DS}/{source}.csv: missing file" in contract_failure(raw)
+    assert f"{source}/ds={DS}/: missing partition (source '{source}' was delivered in the window" in contract_failure(raw)
 
 
 def test_missing_earlier_increment_day_is_only_a_warning(raw):
     shutil.rmtree(raw / f"events/ds={EARLIER}")
     report = check_raw(raw, DS, HISTORY)
-    assert report["warnings"] == [f"events/ds={EARLIER}/events.csv: missing file (day {EARLIER} of the "
+    assert report["warnings"] == [f"events/ds={EARLIER}/: missing partition (day {EARLIER} of the "
                                   f"{HISTORY}-day window of source 'events' is skipped)"]
     # A window reaching before the first delivered day warns for each absent day, it does not fail.
     assert len(check_raw(raw, DS, HISTORY + 2)["warnings"]) == 1 + 2 * 2
@@ -116,10 +118,10 @@ def test_cli_exits_1_with_a_readable_message_and_0_with_a_report(raw):
     assert ok.returncode == 0, ok.stderr
     assert f'"path": "events/ds={DS}/events.csv"' in ok.stdout
 
-    rewrite_header(raw / f"events/ds={DS}/events.csv", lambda names: [n for n in names if n != "session_id"])
+    rewrite_header(raw / f"events/ds={DS}/events.csv", lambda names: [n for n in names if n != "product_id"])
     failed = run_cli("--raw-root", str(raw), "--ds", DS, "--history-days", str(HISTORY))
     assert failed.returncode == 1
-    assert f"events/ds={DS}/events.csv: missing required column 'session_id'" in failed.stderr
+    assert f"events/ds={DS}/events.csv: missing required column 'product_id'" in failed.stderr
     assert "Traceback" not in failed.stderr
 
 
@@ -145,3 +147,65 @@ def test_documented_table_agrees_with_sources():
     for name, source in SOURCES.items():
         assert documented[name]["kind"] == {SNAPSHOT: "snapshot", INCREMENT: "daily increment"}[source.kind], name
         assert documented[name]["columns"] == [(c.name, c.required, c.allowed) for c in source.columns], name
+
+
+# ---- optional sources and the mapping
+
+
+def test_only_a_behaviour_source_is_required(raw):
+    for source in ("users", "products", "impressions", "campaigns", "consent"):
+        shutil.rmtree(raw / source)
+    report = check_raw(raw, DS, HISTORY)
+    assert report["delivered"] == ["events"]
+    assert report["capabilities"] == {"recommendations": True, "segments": True, "audiences": False}
+    assert report["notes"][0] == ("audiences skipped: source(s) impressions, campaigns, consent not delivered in the "
+                                  "window (CTR model and audiences need impressions, campaigns, consent)")
+    assert "users not delivered: derived from the behaviour sources (events)" in report["notes"]
+
+    shutil.rmtree(raw / "events")
+    assert "no behaviour source delivered: the run needs events or orders" in contract_failure(raw)
+
+
+def test_a_source_last_delivered_before_the_window_is_not_delivered(raw):
+    # consent of the first day only, outside a 1-day window: not delivered, so audiences are skipped
+    for day in (DS, EARLIER):
+        shutil.rmtree(raw / "consent" / f"ds={day}")
+    report = check_raw(raw, DS, 1)
+    assert "consent" not in report["delivered"] and report["capabilities"]["audiences"] is False
+    # ... but inside the window a missing ds partition is a late delivery, not an absent source
+    assert f"consent/ds={DS}/: missing partition" in contract_failure(raw, HISTORY)
+
+
+def test_mapping_renames_patterns_and_delimiter(raw, tmp_path):
+    for events in raw.glob("events/ds=*/events.csv"):  # the shop's own export: names, file name, delimiter
+        frame = pd.read_csv(events, dtype=str).rename(columns={"event_type": "Kind", "user_id": "VisitorID"})
+        events.unlink()
+        frame.to_csv(events.with_name("export_part1.txt"), sep=";", index=False)
+    mapping_file = tmp_path / "mapping.yaml"
+    mapping_file.write_text("sources:\n  events:\n    files: ['export_*.txt', '*.csv']\n    delimiter: ';'\n"
+                            "    columns: {event_type: kind, user_id: visitorid}\n")
+    report = check_raw(raw, DS, HISTORY, load_mapping(mapping_file))
+    assert f"events/ds={DS}/export_part1.txt" in [f["path"] for f in report["files"]]
+
+    # the same file read as comma-separated: one column, and the message says which delimiter it looks like
+    mapping_file.write_text("sources:\n  events:\n    files: 'export_*.txt'\n    columns: {event_type: kind}\n")
+    message = contract_failure_with(raw, load_mapping(mapping_file))
+    assert f"events/ds={DS}/export_part1.txt: the header has one column" in message
+    assert "looks ';'-delimited, the mapping says ','" in message
+
+    mapping_file.write_text("sources:\n  events:\n    files: 'export_*.txt'\n    delimiter: ';'\n")
+    message = contract_failure_with(raw, load_mapping(mapping_file))
+    assert f"events/ds={DS}/export_part1.txt: missing required column 'user_id'" in message
+
+
+def contract_failure_with(raw_root: Path, mapping) -> str:
+    with pytest.raises(RawContractError) as failure:
+        check_raw(raw_root, DS, HISTORY, mapping)
+    return str(failure.value)
+
+
+def test_no_file_matching_the_pattern_is_named(raw, tmp_path):
+    mapping_file = tmp_path / "mapping.yaml"
+    mapping_file.write_text("sources:\n  users:\n    files: 'customers_*.csv'\n")
+    assert f"users/ds={DS}/: no landing file matching customers_*.csv" in contract_failure_with(
+        raw, load_mapping(mapping_file))

@@ -32,8 +32,9 @@ def test_generate_into_s3_then_stage_and_check(s3_lake, capsys):
     raw_dir = local_raw_dir(run_config())
     staged = raw_dir / "events" / f"ds={DS}" / "events.csv"
     assert staged.read_bytes() == s3_lake.get_bytes(f"raw/events/ds={DS}/events.csv")
-    # the contract check ran on the staged copy: 4 snapshots + 2 sources x 3 days of increments
-    assert report["files_checked"] == 4 + 2 * 3 and report["warnings"] == []
+    # the contract check and the landing ran on the staged copy: every source of the generator, no warning
+    assert report["delivered"] == ["users", "products", "events", "impressions", "campaigns", "consent"]
+    assert report["warnings"] == [] and report["capabilities"]["audiences"] is True
     staged_events = sum(len(p.read_text().splitlines()) - 1 for p in (raw_dir / "events").glob("ds=*/events.csv"))
     assert report["rows_per_source"]["events"] == staged_events > 0
 

@@ -1,0 +1,79 @@
+"""Original ids back on published tables.
+
+Marts and the Spark jobs work on internal 32-bit keys (dbt's append-only `user_keys` / `product_keys`), so ids
+of any shape (SKUs such as '85123A', 64-bit customer numbers) never reach MLlib. Just before publishing, every
+column that holds a key is replaced, in place and under the same name, by the delivered id:
+
+  user_id, *_user_id          -> user_keys.user_id
+  product_id, *_product_id    -> product_keys.product_id
+
+typed by the mapping's `ids` (integer -> BIGINT, as the demo has always published; string -> VARCHAR).
+This is generic: any table a job writes with such columns gets its ids restored, with no change to the job.
+A key that is not in its key table stops the publish, naming the table, the column and an example key.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import duckdb
+
+from precision_marketing.publish import PublishError, parquet_files
+
+ID_KINDS = {"user": ("user_keys", "user_key", "user_id"), "product": ("product_keys", "product_key", "product_id")}
+
+
+def _kind(column: str) -> str | None:
+    for kind, (_, _, id_column) in ID_KINDS.items():
+        if column == id_column or column.endswith("_" + id_column):
+            return kind
+    return None
+
+
+def _quote(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def restore_original_ids(table: str, source: Path, key_tables: Mapping[str, Path], id_types: Mapping[str, str],
+                         target: Path) -> Path:
+    """Write `source` (Parquet file or folder) to `target` (a Parquet file) with original ids; return the path
+    to publish: `target`, or `source` itself when the table has no id column."""
+    files = [str(path) for path in parquet_files(source)]
+    con = duckdb.connect()
+    try:
+        columns = [row[0] for row in con.execute(
+            f"DESCRIBE SELECT * FROM read_parquet([{', '.join(map(_quote, files))}])").fetchall()]
+        id_columns = {column: kind for column in columns if (kind := _kind(column))}
+        if not id_columns:
+            return Path(source)
+        selects, joins, checks = [], [], []
+        for position, column in enumerate(columns):
+            kind = id_columns.get(column)
+            if kind is None:
+                selects.append(f'o."{column}"')
+                continue
+            key_table, key_column, id_column = ID_KINDS[kind]
+            if kind not in key_tables or not Path(key_tables[kind]).exists():
+                raise PublishError(f"{table}: column {column!r} holds {kind} keys but the {key_table} table is "
+                                   f"missing ({key_tables.get(kind)})")
+            alias = f"k{position}"
+            sql_type = "BIGINT" if id_types.get(id_column, "integer") == "integer" else "VARCHAR"
+            selects.append(f'CAST({alias}."{id_column}" AS {sql_type}) AS "{column}"')
+            joins.append(f'LEFT JOIN read_parquet({_quote(key_tables[kind])}) AS {alias} '
+                         f'ON o."{column}" = {alias}."{key_column}"')
+            checks.append((column, key_table, f'o."{column}" IS NOT NULL AND {alias}."{key_column}" IS NULL'))
+        query = (f"SELECT {', '.join(selects)} FROM read_parquet([{', '.join(map(_quote, files))}]) AS o "
+                 + " ".join(joins))
+        for column, key_table, unmatched in checks:
+            bad = con.execute(f"SELECT count(*), min(o.\"{column}\") FROM read_parquet([{', '.join(map(_quote, files))}]) "
+                              f"AS o {' '.join(joins)} WHERE {unmatched}").fetchone()
+            if bad[0]:
+                raise PublishError(f"{table}: {bad[0]} row(s) have a {column} that is not a key of {key_table} "
+                                   f"(e.g. {bad[1]}): the outputs and the marts of this run disagree")
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        con.execute(f"COPY ({query}) TO {_quote(target)} (FORMAT parquet)")
+        return target
+    finally:
+        con.close()
