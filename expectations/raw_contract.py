@@ -18,6 +18,7 @@ import argparse
 import csv
 import json
 import sys
+import zlib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -209,7 +210,7 @@ def _header_problems(path: Path, relative: str, source: SourceContract, mapping)
         return [f"{relative}: file is empty (0 bytes); a day without rows must still have the header line"]
     try:
         header = read_header(path, mapping)
-    except (OSError, EOFError) as error:  # e.g. a truncated .gz
+    except (OSError, EOFError, zlib.error) as error:  # e.g. a truncated .gz
         return [f"{relative}: cannot be read ({error})"]
     if not any(name.strip() for name in header):
         return [f"{relative}: first line is empty, expected a header {requires}"]

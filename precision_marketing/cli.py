@@ -2,6 +2,7 @@
 
   pm demo [--ds D]            generate synthetic data, run the nightly DAG through Airflow, print the results
   pm generate --ds D [...]    write synthetic raw landing files for the window ending at D into the lake
+  pm import online-retail PATH [--from D --to D]   land a public export into the raw zone by day (adapters.py)
   pm setup                    prepare the in-repo Airflow (db migrate) and the dbt manifest Cosmos renders from
   pm run --ds D               run the nightly DAG for D (`airflow dags test`, in-process, no servers)
   pm query "SQL"              run SQL over the published tables (DuckDB views; local folder or S3)
@@ -58,6 +59,21 @@ def cmd_generate(args, config) -> dict:
     print(f"synthetic raw data for the {options['days']} days up to {args.ds} in {storage.uri('raw')}: "
           f"{written} landing partitions written, {kept} already there kept", file=sys.stderr)
     return {**summary, "partitions_written": written, "partitions_kept": kept}
+
+
+def cmd_import(args, config) -> dict:
+    """Land a known export into the raw zone by day; its mapping file tells the run how to read it."""
+    from precision_marketing.adapters import AdapterError, import_online_retail
+
+    try:
+        summary = import_online_retail(Path(args.path), storage_from_config(config), start=args.start, end=args.end,
+                                       overwrite=args.overwrite)
+    except AdapterError as error:
+        raise SystemExit(f"import failed: {error}")
+    print(f"{args.dataset}: {summary['partitions_written']} daily partitions landed in {summary['raw']} "
+          f"({summary['partitions_kept']} already there kept); run it with "
+          f"PM__INGEST__MAPPING={summary['mapping']} pm run --ds {summary['last_ds']}", file=sys.stderr)
+    return summary
 
 
 def airflow(args: list[str], config, check: bool = True) -> subprocess.CompletedProcess:
@@ -166,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_datagen(with_ds(sub.add_parser("demo", help="generate data, run the DAG, show the results")))
     with_datagen(with_ds(sub.add_parser("generate", help="write synthetic raw data into the lake")))
+    imports = sub.add_parser("import", help="land a public export into the raw zone by day")
+    imports.add_argument("dataset", choices=["online-retail"], help="which export (its mapping: config/mappings/)")
+    imports.add_argument("path", help="the export file, e.g. ../shared/data/online-retail/online_retail.csv.gz")
+    day = lambda s: dt.date.fromisoformat(s)  # noqa: E731
+    imports.add_argument("--from", dest="start", type=day, default=None, help="first day to land (default: all)")
+    imports.add_argument("--to", dest="end", type=day, default=None, help="last day to land (default: all)")
+    imports.add_argument("--overwrite", action="store_true", help="replace partitions that already exist")
     sub.add_parser("setup", help="airflow db migrate + dbt parse")
     run = with_ds(sub.add_parser("run", help="run the nightly DAG for one ds"))
     run.add_argument("--conf", type=_json_object, help='DAG params as JSON, e.g. \'{"top_k": 20}\'')
@@ -202,9 +225,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "airflow":
         raise SystemExit(airflow(args.airflow_args, config, check=False).returncode)
     handler = {"demo": cmd_demo, "generate": cmd_generate, "setup": cmd_setup, "run": cmd_run,
-               "status": cmd_status, "query": cmd_query, "spark-submit": cmd_spark_submit}[args.command]
+               "status": cmd_status, "query": cmd_query, "spark-submit": cmd_spark_submit,
+               "import": cmd_import}[args.command]
     result = handler(args, config)
-    if args.command == "generate":
+    if args.command in ("generate", "import"):
         print(json.dumps(result, indent=2, default=str))
 
 

@@ -39,10 +39,11 @@ def restore_original_ids(table: str, source: Path, key_tables: Mapping[str, Path
     """Write `source` (Parquet file or folder) to `target` (a Parquet file) with original ids; return the path
     to publish: `target`, or `source` itself when the table has no id column."""
     files = [str(path) for path in parquet_files(source)]
+    # hive_partitioning off: the outputs live under ds=YYYY-MM-DD/ folders, which are not columns
+    outputs = f"read_parquet([{', '.join(map(_quote, files))}], hive_partitioning = false)"
     con = duckdb.connect()
     try:
-        columns = [row[0] for row in con.execute(
-            f"DESCRIBE SELECT * FROM read_parquet([{', '.join(map(_quote, files))}])").fetchall()]
+        columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {outputs}").fetchall()]
         id_columns = {column: kind for column in columns if (kind := _kind(column))}
         if not id_columns:
             return Path(source)
@@ -59,14 +60,13 @@ def restore_original_ids(table: str, source: Path, key_tables: Mapping[str, Path
             alias = f"k{position}"
             sql_type = "BIGINT" if id_types.get(id_column, "integer") == "integer" else "VARCHAR"
             selects.append(f'CAST({alias}."{id_column}" AS {sql_type}) AS "{column}"')
-            joins.append(f'LEFT JOIN read_parquet({_quote(key_tables[kind])}) AS {alias} '
+            joins.append(f'LEFT JOIN read_parquet({_quote(key_tables[kind])}, hive_partitioning = false) AS {alias} '
                          f'ON o."{column}" = {alias}."{key_column}"')
             checks.append((column, key_table, f'o."{column}" IS NOT NULL AND {alias}."{key_column}" IS NULL'))
-        query = (f"SELECT {', '.join(selects)} FROM read_parquet([{', '.join(map(_quote, files))}]) AS o "
-                 + " ".join(joins))
+        query = f"SELECT {', '.join(selects)} FROM {outputs} AS o {' '.join(joins)}"
         for column, key_table, unmatched in checks:
-            bad = con.execute(f"SELECT count(*), min(o.\"{column}\") FROM read_parquet([{', '.join(map(_quote, files))}]) "
-                              f"AS o {' '.join(joins)} WHERE {unmatched}").fetchone()
+            bad = con.execute(f"SELECT count(*), min(o.\"{column}\") FROM {outputs} AS o {' '.join(joins)} "
+                              f"WHERE {unmatched}").fetchone()
             if bad[0]:
                 raise PublishError(f"{table}: {bad[0]} row(s) have a {column} that is not a key of {key_table} "
                                    f"(e.g. {bad[1]}): the outputs and the marts of this run disagree")

@@ -11,7 +11,7 @@ file-level problems), rows are read one record at a time so that one bad row nev
   mapping's renames; extra columns are ignored, column order does not matter;
 - enumerations are matched case-insensitively, then through the mapping's and the contract's synonyms;
 - timestamps are parsed with the mapping's formats (ISO-8601 with offsets by default, epoch on request),
-  converted to UTC and written as 'YYYY-MM-DD HH:MM:SS'; dates with the mapping's formats to 'YYYY-MM-DD';
+  converted to UTC and written as 'YYYY-MM-DDTHH:MM:SSZ'; dates with the mapping's formats to 'YYYY-MM-DD';
 - a value the mapping excludes marks the row (`excluded by the mapping: product_id = 'POST'`).
 
 A value that cannot be parsed is left exactly as delivered: dbt's rules then quarantine the row with
@@ -44,7 +44,7 @@ INGEST_VERSION = "1"  # bump when the normalisation changes: cached partitions a
 LINEAGE_COLUMNS = ("source_file", "source_row", "ingest_error")
 MAX_RECORD_CHARS = 1 << 20  # a quoted field running longer than this is broken quoting, not data
 BATCH_ROWS = 65_536
-CANONICAL_TS = "%Y-%m-%d %H:%M:%S"
+CANONICAL_TS = "%Y-%m-%dT%H:%M:%SZ"  # explicit UTC: a raw value the mapping could not parse never passes for one
 _ISO_TIMESTAMP = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*([Zz]|[+-]\d{2}(:?\d{2})?)?")
 _CANONICAL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

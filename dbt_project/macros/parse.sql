@@ -1,6 +1,7 @@
 {#- Strict parsers for landed VARCHAR values: NULL when the text is not exactly of the contract's format
-    (try_cast alone would accept '1.5' as the integer 2, or 'nan' as a price). Timestamps arrive in
-    'YYYY-MM-DD HH:MM:SS' UTC when the ingest step could parse them (mapping formats, ISO-8601, epoch). -#}
+    (try_cast alone would accept '1.5' as the integer 2, or 'nan' as a price). Timestamps arrive as
+    'YYYY-MM-DDTHH:MM:SSZ' (UTC) when the ingest step could parse them (mapping formats, ISO-8601, epoch);
+    a value it could not parse is left as delivered and is malformed here. -#}
 
 {% macro parse_integer(column) -%}
     case when regexp_full_match({{ column }}, '\s*-?[0-9]+\s*') then try_cast({{ column }} as bigint) end
@@ -15,7 +16,7 @@
 {%- endmacro %}
 
 {% macro parse_timestamp(column) -%}
-    try_strptime({{ column }}, '%Y-%m-%d %H:%M:%S')
+    try_strptime({{ column }}, '%Y-%m-%dT%H:%M:%SZ')
 {%- endmacro %}
 
 {#- Ids of any shape (var id_types: integer | string per id). The canonical text of an id, or NULL:
