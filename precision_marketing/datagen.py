@@ -58,6 +58,8 @@ MALFORMED_TIMESTAMPS = ("2026-13-45 25:61:00", "yesterday", "not a timestamp", "
 INVALID_EVENT_TYPES = ("click", "wishlist", "refund")
 INVALID_PLACEMENTS = ("sidebar", "popup", "footer")
 UNKNOWN_ID_BASE = 900_000_000  # far above any generated product id
+# the contract sources the generator writes (an e-commerce site with events; orders are a real export's source)
+GENERATED_SOURCES = ("users", "products", "events", "impressions", "campaigns", "consent")
 
 
 def _rng(seed: int, component: str) -> np.random.Generator:
@@ -434,7 +436,7 @@ def generate(raw_root: Path, end_ds: str | date, *, users: int = 5000, items: in
                          "campaigns": _csv_bytes(campaign_table, "campaigns")}
     summary = {"raw_root": str(raw_root), "start_ds": window_start.isoformat(), "end_ds": end.isoformat(),
                "days": days, "seed": seed, "dirty_rate": dirty_rate,
-               "rows": {name: 0 for name in SOURCES}, "rows_written": {name: 0 for name in SOURCES},
+               "rows": {name: 0 for name in GENERATED_SOURCES}, "rows_written": {name: 0 for name in GENERATED_SOURCES},
                "dirty": {"users": user_dirt, "products": product_dirt, "campaigns": {}, "consent": {},
                          "events": {kind: 0 for kind in EVENT_DIRT},
                          "impressions": {kind: 0 for kind in IMPRESSION_DIRT}},

@@ -8,6 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from expectations.raw_contract import EVENT_TYPES, PLACEMENTS, SOURCES, check_raw
+from precision_marketing.datagen import GENERATED_SOURCES
 from precision_marketing.datagen import generate, main
 
 END_DS = "2026-11-23"
@@ -54,7 +55,7 @@ def test_every_day_has_snapshots_and_increments_holding_only_that_day(dirty_lake
     root, summary = dirty_lake
     days = [(date.fromisoformat(END_DS) - timedelta(days=i)).isoformat() for i in range(SMALL["days"])]
     assert sorted(p.name for p in (root / "events").iterdir()) == sorted(f"ds={d}" for d in days)
-    for source in SOURCES:
+    for source in GENERATED_SOURCES:
         for day in days:
             assert (root / source / f"ds={day}" / f"{source}.csv").stat().st_size > 0
     assert (root / "users" / f"ds={days[0]}" / "users.csv").read_bytes() == \

@@ -209,3 +209,13 @@ def test_no_file_matching_the_pattern_is_named(raw, tmp_path):
     mapping_file.write_text("sources:\n  users:\n    files: 'customers_*.csv'\n")
     assert f"users/ds={DS}/: no landing file matching customers_*.csv" in contract_failure_with(
         raw, load_mapping(mapping_file))
+
+
+def test_every_built_in_synonym_is_documented():
+    from expectations.raw_contract import SYNONYMS
+
+    doc = (REPO / "docs" / "data_contract.md").read_text()
+    section = doc[doc.index("built-in synonyms"):doc.index("- **Timestamps**")]
+    missing = [f"{column}: {value}" for column, synonyms in SYNONYMS.items() for value in synonyms
+               if f"`{value}`" not in section]
+    assert missing == []
