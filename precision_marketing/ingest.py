@@ -22,6 +22,7 @@ again (landing files are immutable). `<landed>/_status/ds=D.json` records what w
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import gzip
@@ -29,6 +30,7 @@ import hashlib
 import json
 import re
 import shutil
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -71,56 +73,59 @@ class Record:
     error: str | None = None
 
 
+class _Line:
+    __slots__ = ("index", "text", "offset", "error", "raw")
+
+    def __init__(self, index: int, text: str, offset: int, error: str | None, raw: bytes):
+        self.index, self.text, self.offset, self.error, self.raw = index, text, offset, error, raw
+
+
 class _Lines:
-    """Decoded lines with replay: the CSV reader is restarted after a broken record."""
+    """The file's lines decoded one by one (a line that does not decode is kept, replace-decoded, with the
+    reason naming the byte offset), handed to csv.reader; the lines of the record being read are kept so the
+    reader can be restarted after a broken record. Memory: one record's lines, whatever the file size."""
 
     def __init__(self, handle, encoding: str):
-        self.errors: list[str | None] = []
-        self.offsets: list[int] = []
-        self._source = self._track(handle, encoding)
-        self._replay: list[tuple[int, str]] = []
-        self.consumed: list[tuple[int, str]] = []  # lines handed out since the last mark
+        self._source = self._decode(handle, encoding)
+        self._replay: deque[_Line] = deque()
+        self.consumed: list[_Line] = []  # lines handed out since the last mark
 
-    def _track(self, handle, encoding):
+    @staticmethod
+    def _decode(handle, encoding: str) -> Iterator[_Line]:
         offset = 0
+        utf8 = codecs.lookup(encoding).name == "utf-8"
         for index, raw in enumerate(handle):
-            if index == 0:
-                stripped = raw.removeprefix(b"\xef\xbb\xbf") if encoding.lower().replace("_", "-") in (
-                    "utf-8", "utf8", "utf-8-sig") else raw
-                offset += len(raw) - len(stripped)
-                raw = stripped
-            self.offsets.append(offset)
+            if index == 0 and utf8 and raw.startswith(codecs.BOM_UTF8):  # a byte-order mark is not data
+                offset, raw = len(codecs.BOM_UTF8), raw[len(codecs.BOM_UTF8):]
             try:
-                text = raw.decode(encoding)
-                self.errors.append(None)
-            except UnicodeDecodeError as error:
-                bad = raw[error.start:error.end].hex().upper()
-                self.errors.append(f"undecodable byte 0x{bad[:8]} at byte {offset + error.start} of the file "
-                                   f"({encoding}: {error.reason})")
+                text, error = raw.decode(encoding), None
+            except UnicodeDecodeError as failure:
+                bad = raw[failure.start:failure.end][:4].hex().upper()
+                error = (f"undecodable byte 0x{bad} at byte {offset + failure.start} of the file "
+                         f"({encoding}: {failure.reason})")
                 text = raw.decode(encoding, errors="replace")
+            yield _Line(index, text, offset, error, raw)
             offset += len(raw)
-            yield index, text
 
     def __iter__(self):
         return self
 
     def __next__(self) -> str:
-        if self._replay:
-            item = self._replay.pop(0)
-        else:
-            item = next(self._source)
-        self.consumed.append(item)
-        return item[1]
+        line = self._replay.popleft() if self._replay else next(self._source)
+        self.consumed.append(line)
+        return line.text
 
-    def mark(self) -> None:
-        self.consumed = []
+    def take(self) -> list[_Line]:
+        """The lines of the record just read; the next record starts fresh."""
+        lines, self.consumed = self.consumed, []
+        return lines
 
-    def replay_after_first(self) -> int:
-        """Forget the first consumed line (the start of a broken record) and replay the rest; its index."""
+    def skip_first_and_replay(self) -> _Line:
+        """After a broken record: give up its first line, read the lines after it again."""
         first, rest = self.consumed[0], self.consumed[1:]
-        self._replay = rest + self._replay
+        self._replay.extendleft(reversed(rest))
         self.consumed = []
-        return first[0]
+        return first
 
 
 def read_records(path: Path, mapping: SourceMapping) -> tuple[list[str], Iterator[Record]]:
@@ -133,7 +138,7 @@ def read_records(path: Path, mapping: SourceMapping) -> tuple[list[str], Iterato
         if text.strip():
             header = next(csv.reader([text], **dialect), [])
             break
-    lines.mark()
+    lines.take()
 
     def records() -> Iterator[Record]:
         row = 0
@@ -142,38 +147,27 @@ def read_records(path: Path, mapping: SourceMapping) -> tuple[list[str], Iterato
                 reader = csv.reader(lines, **dialect)
                 try:
                     for fields in reader:
-                        first_line = lines.consumed[0][0]
-                        line_errors = [lines.errors[i] for i, _ in lines.consumed if lines.errors[i]]
-                        lines.mark()
+                        record_lines = lines.take()
                         if not fields or (len(fields) == 1 and not fields[0].strip()):
                             continue  # a blank line is not a row
                         row += 1
-                        yield Record(row, lines.offsets[first_line], fields, line_errors[0] if line_errors else None)
+                        error = next((line.error for line in record_lines if line.error), None)
+                        yield Record(row, record_lines[0].offset, fields, error)
                     return
-                except csv.Error as error:
+                except csv.Error as failure:
                     if not lines.consumed:
                         return
-                    first_line = lines.replay_after_first()
+                    first = lines.skip_first_and_replay()
                     row += 1
-                    reason = ("unterminated quoted field (the quote opened on this row is never closed)"
-                              if "end of data" in str(error) or "field limit" in str(error)
-                              else f"broken CSV quoting ({error})")
-                    if lines.errors[first_line]:
-                        reason = lines.errors[first_line]
-                    text = _line_text(path, mapping, first_line)
-                    yield Record(row, lines.offsets[first_line], text.rstrip("\r\n").split(mapping.delimiter), reason)
+                    reason = first.error or (
+                        "unterminated quoted field (the quote opened on this row is never closed)"
+                        if "end of data" in str(failure) or "field limit" in str(failure)
+                        else f"broken CSV quoting ({failure})")
+                    yield Record(row, first.offset, first.text.rstrip("\r\n").split(mapping.delimiter), reason)
         finally:
             handle.close()
 
-    return [name for name in header], records()
-
-
-def _line_text(path: Path, mapping: SourceMapping, index: int) -> str:
-    with open_binary(path) as handle:
-        for i, raw in enumerate(handle):
-            if i == index:
-                return raw.decode(mapping.encoding, errors="replace")
-    return ""
+    return header, records()
 
 
 def read_header(path: Path, mapping: SourceMapping) -> list[str]:

@@ -7,7 +7,7 @@
       orders:
         files: ["*.csv"]      # glob(s) of the landing files inside raw/orders/ds=YYYY-MM-DD/
         delimiter: ","
-        encoding: utf-8       # any Python codec name: latin-1, cp1252, utf-16, ...
+        encoding: utf-8       # a Python codec name: latin-1, cp1252, iso-8859-15, ... (UTF-16: convert first)
         columns: {order_id: InvoiceNo, product_id: StockCode}   # contract column: header in the export
         values: {channel: {SMS text: push}}                     # contract column: {export value: contract value}
         timestamps: {formats: ["%d/%m/%Y %H:%M"], timezone: Europe/London}   # or epoch: seconds | milliseconds
@@ -98,7 +98,11 @@ class SourceMapping(_Strict):
         try:
             codecs.lookup(value)
         except LookupError:
-            raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, latin-1, cp1252, utf-16)")
+            raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, latin-1, cp1252, iso-8859-15)")
+        if "\n".encode(value) != b"\n" or ",".encode(value) != b",":
+            # files are read line by line, so that one undecodable line never costs the file
+            raise ValueError(f"encoding {value!r} is not line-compatible with ASCII: convert the export to "
+                             "UTF-8 (e.g. iconv -f UTF-16 -t UTF-8), or use utf-8, latin-1, cp1252, ...")
         return value
 
     @model_validator(mode="after")
