@@ -106,7 +106,7 @@ def test_manifest_row_counts_match_the_files(run):
 def test_raw_rows_reconcile_and_dirty_rows_are_quarantined_with_a_reason(run):
     rows = run["con"].execute("select source, raw_rows, clean_rows, quarantined_rows, duplicate_rows "
                               "from f_data_reconciliation").fetchall()
-    assert {r[0] for r in rows} == {"users", "products", "events", "impressions", "campaigns", "consent"}
+    assert {r[0] for r in rows} == {"users", "products", "events", "orders", "impressions", "campaigns", "consent"}
     for source, raw, clean, quarantined, duplicates in rows:
         assert raw == clean + quarantined + duplicates, source
     events = {r[0]: r for r in rows}["events"]
