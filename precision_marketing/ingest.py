@@ -51,6 +51,7 @@ _ISO_TIMESTAMP = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*([Zz]|[+-]\d{2}(:?\d{2})?)?")
 _CANONICAL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _EPOCH = re.compile(r"-?\d+(\.\d+)?")
+_PLAIN_UTC = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 
 csv.field_size_limit(MAX_RECORD_CHARS)
 
@@ -192,6 +193,9 @@ class _Normaliser:
     def __init__(self, source: SourceContract, mapping: SourceMapping):
         self.source, self.mapping = source, mapping
         self.zone = ZoneInfo(mapping.timestamps.timezone)
+        # 'YYYY-MM-DD HH:MM:SS' read as ISO in UTC needs no parsing (the bulk of the contract's own files)
+        self.canonical_is_utc = (mapping.timestamps.formats[:1] == (ISO,) and mapping.timestamps.timezone == "UTC"
+                                 and not mapping.timestamps.epoch)
         self.functions = {column.name: self._function(column) for column in source.columns}
         self.excluded = {column: {v.strip() for v in values} for column, values in mapping.exclude.items()}
 
@@ -219,6 +223,12 @@ class _Normaliser:
     def _timestamp(self, value: str) -> str:
         text = value.strip()
         rule = self.mapping.timestamps
+        if self.canonical_is_utc and _PLAIN_UTC.fullmatch(text):
+            try:
+                dt.datetime.fromisoformat(text)  # a real time (not 2026-13-45 25:61:00): already UTC, no conversion
+                return f"{text[:10]}T{text[11:]}Z"
+            except ValueError:
+                return value
         if rule.epoch and _EPOCH.fullmatch(text):
             seconds = float(text) / (1000 if rule.epoch == "milliseconds" else 1)
             try:
@@ -252,13 +262,6 @@ class _Normaliser:
                 continue
         return value
 
-    def excluded_reason(self, values: dict[str, str | None]) -> str | None:
-        for column, excluded in self.excluded.items():
-            value = values.get(column)
-            if value is not None and value.strip() in excluded:
-                return f"excluded by the mapping: {column} = '{value.strip()}'"
-        return None
-
 
 def normalise_file(path: Path, relative: str, source: SourceContract, mapping: SourceMapping,
                    out: Path) -> dict:
@@ -277,6 +280,10 @@ def normalise_file(path: Path, relative: str, source: SourceContract, mapping: S
         for values in columns.values():
             values.clear()
 
+    # per column: where it is in the row, its output list, its normalising function (None = text as is)
+    plan = [(positions.get(column), columns[column], normaliser.functions[column]) for column in source.column_names]
+    excluded = [(columns[column], column, values) for column, values in normaliser.excluded.items()]
+    files, rows, errors = columns["source_file"], columns["source_row"], columns["ingest_error"]
     try:
         for record in records:
             fields = record.fields
@@ -285,24 +292,24 @@ def normalise_file(path: Path, relative: str, source: SourceContract, mapping: S
                 extra_empty = len(fields) > n_fields and not any(f.strip() for f in fields[n_fields:])
                 if not extra_empty:
                     error = f"row has {len(fields)} fields, the header has {n_fields}"
-            values: dict[str, str | None] = {}
-            for column in source.column_names:
-                index = positions.get(column)
+            for index, output, function in plan:
                 value = fields[index] if index is not None and index < len(fields) else None
-                if value == "" or (value is not None and not value.strip() and column != "title"):
-                    value = None
-                function = normaliser.functions[column]
-                values[column] = function(value) if (value is not None and function and error is None) else value
+                if value is not None and not value.strip():
+                    value = None  # empty (or blank) field = NULL
+                elif value is not None and function is not None and error is None:
+                    value = function(value)
+                output.append(value)
             if error is None:
-                error = normaliser.excluded_reason(values)
-            for column in source.column_names:
-                columns[column].append(values[column])
-            columns["source_file"].append(relative)
-            columns["source_row"].append(record.row)
-            columns["ingest_error"].append(error)
+                for output, column, values in excluded:
+                    if output[-1] is not None and output[-1].strip() in values:
+                        error = f"excluded by the mapping: {column} = '{output[-1].strip()}'"
+                        break
+            files.append(relative)
+            rows.append(record.row)
+            errors.append(error)
             counts["rows"] += 1
             counts["ingest_errors"] += error is not None
-            if len(columns["source_row"]) >= BATCH_ROWS:
+            if len(rows) >= BATCH_ROWS:
                 flush()
         flush()
     finally:

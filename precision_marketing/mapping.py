@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import json
 from pathlib import Path
 from typing import Literal, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -181,6 +180,3 @@ def mapping_from_config(config) -> Mapping:
     path = ingest.get("mapping")
     return load_mapping(resolve_path(path) if path else None)
 
-
-def describe(mapping: Mapping) -> str:
-    return json.dumps(mapping.model_dump(exclude_defaults=True), indent=2)
