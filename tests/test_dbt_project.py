@@ -326,11 +326,19 @@ def test_a_later_ds_runs_on_the_same_warehouse(warehouse, tmp_path):
     empty_day = work / "raw" / "impressions" / f"ds={next_ds}" / "impressions.csv"
     empty_day.parent.mkdir(parents=True)
     empty_day.write_text(RAW_FILES[("impressions", DAY3)][0] + "\n")
+    # a new product with a smaller id than the others: it gets the next key, the others keep theirs
+    with (work / "raw" / "products" / f"ds={next_ds}" / "products.csv").open("a") as products:
+        products.write("9,Early bird,books,acme,3.00,\n")
+    keys_before = query(work, "select product_key, product_id, first_seen_ds from marts.product_keys order by 1")
     run_dbt("run", work, "--vars", run_vars(work / "raw", next_ds))
     # the window now includes day 4's e_future (user 1 buys product 10 for 10.00 in session s_future)
     assert reconciliation(work)["events"] == (13, 7, 5, 1)
     assert query(work, "select recency_days, frequency, monetary from marts.user_features where user_id = 1") == [
         (0, 3, 40.0)]
+    keys_after = query(work, "select product_key, product_id, cast(first_seen_ds as varchar) from marts.product_keys "
+                             "order by 1")
+    assert keys_after[:-1] == [(k, i, str(d)) for k, i, d in keys_before]
+    assert keys_after[-1] == (4, "9", next_ds)
 
 
 def test_missing_ds_var_fails_with_a_clear_message(warehouse):

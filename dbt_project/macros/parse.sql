@@ -65,3 +65,12 @@
 {% macro max_price() %}1000000{% endmacro %}
 {% macro max_abs_quantity() %}100000{% endmacro %}
 {% macro max_audience_size() %}100000000{% endmacro %}
+
+{#- The reject reasons of an id column, in order: missing, unusable (id_problem), unknown. `known` is the id
+    looked up in the clean snapshot (NULL when absent), `delivered` whether that snapshot was delivered: when it
+    was not, every id is known (the dimension is derived from behaviour). -#}
+{% macro id_reasons(id_name, parsed, known, delivered) -%}
+        when raw_values.{{ id_name }} is null then '{{ id_name }} is null'
+        when {{ parsed }} is null then {{ id_problem('raw_values.' ~ id_name, parsed, id_name) }}
+        when {{ delivered }} and {{ known }} is null then 'unknown {{ id_name }}'
+{%- endmacro %}

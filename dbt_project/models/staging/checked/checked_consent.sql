@@ -36,9 +36,7 @@ checked as (
             and (known_users.user_id is not null or not delivery.users_delivered) as has_usable_user,
         case
             when typed.ingest_error is not null then typed.ingest_error
-            when raw_values.user_id is null then 'user_id is null'
-            when typed.user_id is null then {{ id_problem('raw_values.user_id', 'typed.user_id', 'user_id') }}
-            when delivery.users_delivered and known_users.user_id is null then 'unknown user_id'
+            {{ id_reasons('user_id', 'typed.user_id', 'known_users.user_id', 'delivery.users_delivered') }}
             when typed.channel is null then 'channel is null'
             when typed.channel not in ('email', 'push', 'onsite', 'all') then 'invalid channel'
             when typed.status is null then 'status is null'

@@ -40,12 +40,8 @@ select
                                                      typed.event_ts, typed.session_id))) as event_key,
     case
         when typed.ingest_error is not null then typed.ingest_error
-        when raw_values.user_id is null then 'user_id is null'
-        when typed.user_id is null then {{ id_problem('raw_values.user_id', 'typed.user_id', 'user_id') }}
-        when delivery.users_delivered and known_users.user_id is null then 'unknown user_id'
-        when raw_values.product_id is null then 'product_id is null'
-        when typed.product_id is null then {{ id_problem('raw_values.product_id', 'typed.product_id', 'product_id') }}
-        when delivery.products_delivered and known_products.product_id is null then 'unknown product_id'
+        {{ id_reasons('user_id', 'typed.user_id', 'known_users.user_id', 'delivery.users_delivered') }}
+        {{ id_reasons('product_id', 'typed.product_id', 'known_products.product_id', 'delivery.products_delivered') }}
         when typed.event_type is null then 'event_type is null'
         when typed.event_type not in ('view', 'cart', 'purchase', 'favourite') then 'invalid event_type'
         when raw_values.event_ts is null then 'event_ts is null'

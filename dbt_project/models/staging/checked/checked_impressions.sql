@@ -38,9 +38,7 @@ select
     case
         when typed.ingest_error is not null then typed.ingest_error
         when typed.impression_id is null then 'impression_id is null'
-        when raw_values.user_id is null then 'user_id is null'
-        when typed.user_id is null then {{ id_problem('raw_values.user_id', 'typed.user_id', 'user_id') }}
-        when delivery.users_delivered and known_users.user_id is null then 'unknown user_id'
+        {{ id_reasons('user_id', 'typed.user_id', 'known_users.user_id', 'delivery.users_delivered') }}
         when typed.campaign_id is null then 'campaign_id is null'
         when known_campaigns.campaign_id is null then 'unknown campaign_id'
         when typed.placement is null then 'placement is null'

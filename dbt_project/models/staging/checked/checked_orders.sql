@@ -42,12 +42,8 @@ select
     case
         when typed.ingest_error is not null then typed.ingest_error
         when typed.order_id is null then 'order_id is null'
-        when raw_values.user_id is null then 'user_id is null'
-        when typed.user_id is null then {{ id_problem('raw_values.user_id', 'typed.user_id', 'user_id') }}
-        when delivery.users_delivered and known_users.user_id is null then 'unknown user_id'
-        when raw_values.product_id is null then 'product_id is null'
-        when typed.product_id is null then {{ id_problem('raw_values.product_id', 'typed.product_id', 'product_id') }}
-        when delivery.products_delivered and known_products.product_id is null then 'unknown product_id'
+        {{ id_reasons('user_id', 'typed.user_id', 'known_users.user_id', 'delivery.users_delivered') }}
+        {{ id_reasons('product_id', 'typed.product_id', 'known_products.product_id', 'delivery.products_delivered') }}
         when raw_values.quantity is null then 'quantity is null'
         when typed.quantity is null then 'malformed quantity'
         when typed.quantity = 0 then 'zero quantity'
