@@ -97,6 +97,7 @@ def top_k_per_column(scores: np.ndarray, k: int, *, floor: float = -np.inf) -> t
 
 
 TILE_BYTES = 1 << 22  # an item tile's scores stay in cache while their chunk maxima are taken
+RESCORE_USERS = 128
 
 
 def als_top_k(item_factors: np.ndarray, user_factors: np.ndarray, excluded_users: np.ndarray,
@@ -128,7 +129,10 @@ def als_top_k(item_factors: np.ndarray, user_factors: np.ndarray, excluded_users
     best_chunks = np.argpartition(chunk_max, -k, axis=1)[:, -k:]
     candidates = (best_chunks[:, :, None] * CHUNK + np.arange(CHUNK)).reshape(b, -1)
     inside = candidates < n
-    values = np.einsum("ucr,ur->uc", item_factors[np.minimum(candidates, n - 1)], user_factors)
+    values = np.empty(candidates.shape, np.float32)
+    for start in range(0, b, RESCORE_USERS):  # small batches: the gathered factors stay in cache
+        part = slice(start, start + RESCORE_USERS)
+        values[part] = np.einsum("ucr,ur->uc", item_factors[np.minimum(candidates[part], n - 1)], user_factors[part])
     keys = np.sort(ex_users.astype(np.int64) * n + ex_items)
     wanted = np.arange(b)[:, None] * n + candidates
     position = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
