@@ -1,9 +1,16 @@
 """
 ### Nightly precision-marketing run
 
-One run = one logical date `ds`. From the raw landing files of `ds` (and the behaviour history window
-before it) to published, queryable recommendation, audience and segment tables:
+One run = one day `ds`. From the raw landing files of `ds` (and the behaviour history window
+before it) to published, queryable recommendation, audience and segment tables.
 
+**Which day.** Runs are daily data intervals (UTC). The scheduled run that starts at midnight after day D
+processes `ds = D`, the day that just ended. A manual trigger (UI, REST API) or `pm run --ds D` processes its
+logical date D. `pm backfill --from D1 --to D2` processes every day from D1 to D2.
+
+0. **wait_for_landing_files** — waits (reschedule mode: no worker slot held) until every source's landing
+   file of `ds` is in the lake (or its `_READY` marker, for sources configured to write one); on timeout the
+   run fails with the list of missing files. Poke interval and timeout: `landing.*` in the configuration.
 1. **check_raw** — stage the raw partitions locally and check them against the raw data contract
    (`docs/data_contract.md`); a missing file or required column fails here, naming the file and column.
 2. **dbt** — one task per dbt model (`dbt build`: the model and its tests): staging (typed, de-duplicated,
@@ -12,7 +19,10 @@ before it) to published, queryable recommendation, audience and segment tables:
 4. **train_als** (Spark ALS → top-K recommendations) | **segment_users** (scikit-learn) →
    **train_ctr_and_build_audiences** (Spark logistic regression → per-campaign audiences).
 5. **validate_outputs** (Great Expectations) → **publish** (atomic per partition: manifest + `_SUCCESS`)
-   → **refresh_catalog_and_report**.
+   → **refresh_catalog_and_report** (SQL views and the HTML run report: its "Run report" button opens it).
+
+A task that fails after its retries sends an alert (structured log line; webhook / e-mail when
+`PM_ALERT_WEBHOOK_URL` / `PM_ALERT_SMTP_*` are set).
 
 Re-running a `ds` replaces its partitions whole; a failed run leaves the last good tables published.
 Configuration: `config/platform.yaml` + `PM__SECTION__KEY` environment variables + the params below.
@@ -25,16 +35,18 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import Asset, Param, dag
 
 from precision_marketing import pipeline
-from precision_marketing.orchestration import DAG_ID, cosmos_dbt_group, default_args
+from precision_marketing.operators import LandingFilesSensor, ReportOperator
+from precision_marketing.orchestration import (DAG_ID, DS_TEMPLATE, cosmos_dbt_group, default_args,
+                                               landing_sensor_args, nightly_timetable)
 
 PUBLISHED = [Asset(f"lake://marts/{table}") for table in ("recommendations", "audiences", "user_segments")]
 
 
 @dag(
     dag_id=DAG_ID,
-    schedule="@daily",
+    schedule=nightly_timetable(),  # the run after midnight processes the day that ended
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
-    catchup=False,  # backfills are explicit (`airflow dags backfill`), never a surprise after a pause
+    catchup=False,  # backfills are explicit (`pm backfill`), never a surprise after a pause
     max_active_runs=1,
     max_active_tasks=1,  # DuckDB allows one writer; Spark jobs already use every core
     default_args=default_args(),
@@ -48,10 +60,12 @@ PUBLISHED = [Asset(f"lake://marts/{table}") for table in ("recommendations", "au
     },
 )
 def nightly_marketing():
-    def step(task_id, callable_, op_kwargs=None, **operator_kwargs):
-        return PythonOperator(task_id=task_id, python_callable=callable_,
-                              op_kwargs={"ds": "{{ ds }}", **(op_kwargs or {})}, **operator_kwargs)
+    def step(task_id, callable_, op_kwargs=None, operator=PythonOperator, **operator_kwargs):
+        return operator(task_id=task_id, python_callable=callable_,
+                        op_kwargs={"ds": DS_TEMPLATE, **(op_kwargs or {})}, **operator_kwargs)
 
+    wait_for_landing_files = LandingFilesSensor(task_id="wait_for_landing_files", ds=DS_TEMPLATE,
+                                                **landing_sensor_args())
     check_raw = step("check_raw", pipeline.stage_and_check_raw)
     dbt = cosmos_dbt_group("dbt")
     export_features = step("export_features", pipeline.export_features)
@@ -61,9 +75,10 @@ def nightly_marketing():
     train_ctr = step("train_ctr_and_build_audiences", pipeline.train_ctr_and_build_audiences)
     validate_outputs = step("validate_outputs", pipeline.validate_outputs)
     publish = step("publish", pipeline.publish, {"run_id": "{{ run_id }}"}, outlets=PUBLISHED)
-    report = step("refresh_catalog_and_report", pipeline.refresh_catalog_and_report, {"run_id": "{{ run_id }}"})
+    report = step("refresh_catalog_and_report", pipeline.refresh_catalog_and_report, {"run_id": "{{ run_id }}"},
+                  operator=ReportOperator)
 
-    check_raw >> dbt >> export_features >> validate_marts >> [train_als, segment_users]
+    wait_for_landing_files >> check_raw >> dbt >> export_features >> validate_marts >> [train_als, segment_users]
     segment_users >> train_ctr
     [train_als, train_ctr] >> validate_outputs >> publish >> report
 

@@ -14,6 +14,10 @@ from precision_marketing.pipeline import local_raw_dir
 
 DAG_ID = "nightly_marketing"
 DBT_PROFILE = "precision_marketing"
+# The day a run processes. Runs are daily data intervals (CronDataIntervalTimetable): the scheduled run
+# that starts at midnight ending day D has logical date D, so `ds` is the day that just ended; a manual
+# trigger or `pm run --ds D` processes its logical date D. Every task reads the day through this template.
+DS_TEMPLATE = "{{ ds }}"
 
 
 def dbt_target_dir(config: Mapping) -> Path:
@@ -57,7 +61,7 @@ def cosmos_dbt_group(group_id: str = "dbt"):
         raise FileNotFoundError(
             f"dbt manifest not found at {manifest}: run `pm setup` (or `make demo`), which runs `dbt parse`")
     dbt_vars = {
-        "ds": "{{ ds }}",
+        "ds": DS_TEMPLATE,
         "raw_dir": str(local_raw_dir(config)),
         "history_days": int(config["dbt"]["history_days"]),
     }
@@ -78,10 +82,27 @@ def cosmos_dbt_group(group_id: str = "dbt"):
     )
 
 
+def nightly_timetable():
+    """Daily data intervals in UTC: the run after midnight processes the day that ended (see DS_TEMPLATE)."""
+    from airflow.sdk import CronDataIntervalTimetable
+
+    return CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
+
+
 def default_args(config: Mapping | None = None) -> dict:
+    from precision_marketing.operators import on_task_failure, on_task_success
+
     orchestration = (config or load_config())["orchestration"]
     return {"retries": int(orchestration["retries"]),
-            "retry_delay": dt.timedelta(minutes=float(orchestration["retry_delay_minutes"]))}
+            "retry_delay": dt.timedelta(minutes=float(orchestration["retry_delay_minutes"])),
+            "on_failure_callback": on_task_failure,  # after the last retry: alert (alerts.notify)
+            "on_success_callback": on_task_success}  # timing for the run report
+
+
+def landing_sensor_args(config: Mapping | None = None) -> dict:
+    landing = (config or load_config())["landing"]
+    return {"poke_interval": float(landing["poke_seconds"]), "timeout": 60 * float(landing["timeout_minutes"]),
+            "mode": "reschedule"}
 
 
 def airflow_env(config: Mapping | None = None) -> dict[str, str]:

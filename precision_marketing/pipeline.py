@@ -73,6 +73,14 @@ class RunPaths:
     def report_dir(self) -> Path:
         return self.work / "reports" / f"ds={self.ds}"
 
+    @property
+    def task_times_dir(self) -> Path:
+        """One JSON per task of the latest run of ds (written by the DAG's task callbacks)."""
+        return self.work / "runs" / f"ds={self.ds}" / "tasks"
+
+    def task_time(self, task_id: str) -> Path:
+        return self.task_times_dir / f"{task_id}.json"
+
     def lake_key(self, path: Path) -> str:
         return path.relative_to(self.work).as_posix()
 
