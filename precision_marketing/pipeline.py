@@ -307,11 +307,33 @@ def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
     return manifests
 
 
+def report_history(storage: Storage, ds: str, nights: int) -> list[dict]:
+    """report.json of up to `nights` published nights before ds (the trends of the HTML report)."""
+    days = sorted({key.split("/ds=")[1].split("/")[0] for key in storage.list_keys("reports/")
+                   if key.endswith("/report.json") and "/ds=" in key})
+    history = []
+    for day in [d for d in days if d < ds][-nights:]:
+        try:
+            history.append(json.loads(storage.get_bytes(f"reports/ds={day}/report.json")))
+        except (FileNotFoundError, ValueError):
+            continue  # a night whose report is missing or unreadable is a gap in the plots, not a failure
+    return history
+
+
+def audience_sizes(audiences: Path) -> dict[str, int]:
+    """Users per campaign in the run's audiences output (an aggregate: one row per campaign)."""
+    from precision_marketing.publish import parquet_files
+
+    files = [str(p) for p in parquet_files(audiences)]
+    rows = duckdb.sql(f"SELECT campaign_id, count(*) FROM read_parquet({files}) GROUP BY 1 ORDER BY 1").fetchall()
+    return {str(campaign): int(n) for campaign, n in rows}
+
+
 def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = None) -> dict:
     """Write the SQL catalog (views over the published tables) and the run report beside the tables."""
     from precision_marketing.catalog import view_statements
     from precision_marketing.publish import read_manifest
-    from precision_marketing.report import build_report
+    from precision_marketing.report import build_report, timing_records
 
     config = run_config(params)
     paths = paths_for(config, ds)
@@ -326,6 +348,9 @@ def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = No
         metrics={m: json.loads((paths.model_dir(m) / "metrics.json").read_text()) for m in ("als", "ctr", "segments")},
         reconciliation_path=paths.feature("data_reconciliation"),
         out_dir=paths.report_dir,
+        history=report_history(storage, ds, int(config["report"]["history_nights"])),
+        audience_sizes=audience_sizes(output_tables(paths)["audiences"]),
+        task_seconds=timing_records(paths.task_times_dir, run_id),
     )
     _upload(storage, paths, paths.report_dir)
-    return report
+    return {"report": storage.uri(f"reports/ds={ds}/report.html"), "published": report["published"]}
