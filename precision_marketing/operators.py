@@ -89,7 +89,7 @@ def _task_context(context) -> dict[str, Any]:
             "try_number": ti.try_number, "log_url": getattr(ti, "log_url", None)}
 
 
-def record_task_time(context, state: str | None = None) -> None:
+def record_task_time(context, state: str | None = None, error: str | None = None) -> None:
     """One JSON per task and ds in the work dir: the run report's "time per task" reads them."""
     from precision_marketing.pipeline import paths_for
 
@@ -103,6 +103,8 @@ def record_task_time(context, state: str | None = None) -> None:
               "state": state or str(getattr(ti, "state", "") or ""),
               "start": started.isoformat() if started else None, "end": ended.isoformat(),
               "seconds": round((ended - started).total_seconds(), 3) if started else None}
+    if error:
+        record["error"] = error
     target = paths_for(load_config(), ds).task_time(ti.task_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
@@ -122,10 +124,11 @@ def on_task_failure(context) -> None:
     from precision_marketing.alerts import notify
 
     error = context.get("exception")
-    summary = str(error).strip().splitlines()[0][:500] if error else "no exception recorded"
+    text = str(error).strip() if error else ""
+    summary = (text.splitlines() or ["no exception recorded"])[0][:500]
     notify("error", f"task {context['ti'].task_id} failed: {summary}", _task_context(context))
     try:
-        record_task_time(context, "failed")
+        record_task_time(context, "failed", error=text[:4000] or type(error).__name__)
     except Exception:  # noqa: BLE001
         pass
 
