@@ -123,6 +123,9 @@ def test_run_report_and_data_docs_are_published(run):
     report = json.loads(lake.get_bytes(f"reports/ds={DS}/report.json"))
     assert report["published"]["recommendations"] == scalar(run, "select count(*) from recommendations")
     assert lake.exists(f"reports/ds={DS}/report.md")
+    page = lake.get_bytes(f"reports/ds={DS}/report.html").decode()
+    assert page.count("<svg") == 5  # trends, audiences, quarantine, time per task: all have data after a run
+    assert {t["task_id"] for t in report["task_seconds"]} >= {"check_raw", "train_als", "publish"}
     assert lake.exists(f"reports/ds={DS}/data_docs/marts/index.html")
     assert lake.exists(f"reports/ds={DS}/data_docs/outputs/index.html")
     assert b"CREATE OR REPLACE VIEW recommendations" in lake.get_bytes("catalog/views.sql")
@@ -194,7 +197,18 @@ def test_missing_required_column_fails_clearly_and_keeps_last_good_tables(rerun)
     result = pm(["run", "--ds", DS], rerun["env"], state / "broken.log")
     assert result.returncode != 0
     assert f"events/ds={DS}/events.csv: missing required column 'event_type'" in result.stdout
-    assert "the nightly run for ds=2026-11-22 failed" in result.stdout
+    assert "the nightly run for ds=2026-11-22 failed" in result.stdout and "failed: check_raw" in result.stdout
     assert read_manifest(lake, "recommendations", DS) == good
     con = open_catalog(lake, ["recommendations"])
     assert con.execute("select count(*) from recommendations").fetchone()[0] == good["row_count"]
+
+
+def test_run_output_is_one_line_per_task_with_the_log_in_a_file(run):
+    lines = run["log"].splitlines()
+    assert lines[0].startswith(f"nightly run for ds={DS} (full log: ")
+    log_file = Path(lines[0].split("full log: ")[1].rstrip(")"))
+    assert log_file.stat().st_size > 100_000  # the Airflow, dbt and Spark output went there
+    task_lines = [line for line in lines if line.startswith("  ")]
+    assert len(task_lines) >= 35 and all(line.split()[1] == "success" for line in task_lines), task_lines
+    assert any(line.split()[0] == "train_als" for line in task_lines)
+    assert len(lines) < 50 and lines[-1].startswith(f"nightly run for ds={DS} finished in")
