@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -195,9 +196,9 @@ def test_run_report_is_linked_from_the_run_and_served_behind_the_login(triggered
     api, run = triggered["api"], triggered["run"]
     links = api.request("GET", f"/api/v2/dags/{DAG}/dagRuns/{run['dag_run_id']}/taskInstances/"
                                "refresh_catalog_and_report/links")
-    assert links["Run report"] == f"{api.base_url}/pm-reports/ds={D2}/report.html"
+    assert links["extra_links"]["Run report"] == f"{api.base_url}/pm-reports/ds={D2}/report.html"
     with pytest.raises(urllib.error.HTTPError) as anonymous:
-        urllib.request.urlopen(links["Run report"], timeout=30)
+        urllib.request.urlopen(links["extra_links"]["Run report"], timeout=30)
     assert anonymous.value.code == 401
     status, page = api.request("GET", f"/pm-reports/ds={D2}/report.html", raw=True)
     assert status == 200 and page.count(b"<svg") >= 3 and f"ds {D2}".encode() in page
@@ -237,23 +238,20 @@ def test_browser_logs_in_triggers_form_and_finished_run_with_its_report(triggere
     page.get_by_text(DAG).first.wait_for()
     page.screenshot(path=str(tmp_path / "dag.png"))
 
-    # the trigger form shows the typed params with their titles
+    # the trigger form shows the typed params with their titles and defaults
     page.get_by_role("button", name="Trigger").first.click()
     dialog = page.get_by_role("dialog")
-    dialog.get_by_text("Recommendations per user (K)").wait_for()
-    dialog.get_by_text("Holdout days for model evaluation (ALS and CTR)").wait_for()
+    assert dialog.get_by_label("Recommendations per user (K)").input_value() == "10"
+    assert dialog.get_by_label("Holdout days for model evaluation (ALS and CTR)").input_value() == "7"
     page.screenshot(path=str(tmp_path / "trigger.png"))
     page.keyboard.press("Escape")
 
-    # the finished run, and its report through the "Run report" tab
-    page.goto(f"{api.base_url}/dags/{DAG}/runs/{run['dag_run_id']}")
-    page.get_by_text("success").first.wait_for()
-    page.screenshot(path=str(tmp_path / "run.png"))
-    report = page.context.new_page()
-    report.goto(f"{api.base_url}/pm-reports/runs/{DAG}/{run['dag_run_id']}")
-    assert report.url.endswith(f"/pm-reports/ds={D2}/report.html")
-    report.locator("#plot-ranking svg").wait_for()
+    # the finished run, and its HTML report in the run's "Run report" tab (served by the plugin, in an iframe)
+    page.goto(f"{api.base_url}/dags/{DAG}/runs/{quote(run['dag_run_id'])}")
+    page.get_by_text("Run report", exact=True).first.click()
+    page.wait_for_url("**/plugin/run_report")
+    report = page.frame_locator("iframe")
+    report.get_by_text(f"Nightly run report — ds {D2}").wait_for()
     assert report.locator("figure.plot svg").count() >= 4
-    report.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-    report.close()
+    page.screenshot(path=str(tmp_path / "run_report.png"))
     page.close()
