@@ -166,8 +166,11 @@ def _runs(config, log) -> list[dict]:
 
     listed = subprocess.run([str(Path(sys.executable).with_name("airflow")), "dags", "list-runs", DAG_ID, "-o", "json"],
                             env=airflow_env(config), stdout=subprocess.PIPE, stderr=log, text=True)
-    text = listed.stdout.strip()
-    return json.loads(text[text.index("["):]) if "[" in text else []
+    # the JSON list is one line; warnings (e.g. about graphviz) may come before it on stdout
+    for line in reversed(listed.stdout.splitlines()):
+        if line.startswith("[{") or line.strip() == "[]":
+            return json.loads(line)
+    return []
 
 
 def cmd_backfill(args, config) -> None:
