@@ -208,13 +208,16 @@ def cmd_backfill(args, config) -> None:
                       "--max-active-runs", "1", "--reprocess-behavior", args.reprocess]
             if args.conf:
                 create += ["--dag-run-conf", args.conf]
-            started = dt.datetime.now(dt.timezone.utc).isoformat()
+            before = {r["run_id"]: r["state"] for r in _runs(config, log)}
             if airflow(create, config, check=False, log=log).returncode != 0:
                 raise SystemExit(f"airflow backfill create failed; see {log_path}")
+            # this backfill's runs: new backfill runs in the range, or earlier ones it cleared to run again
+            watched = {r["run_id"] for r in _runs(config, log)
+                       if r["run_id"].startswith("backfill__") and first <= r["logical_date"][:10] <= last
+                       and (r["run_id"] not in before or r["state"] in ("queued", "running"))}
             reported: dict[str, str] = {}
             while True:
-                runs = [r for r in _runs(config, log) if r["run_id"].startswith("backfill__")
-                        and first <= r["logical_date"][:10] <= last and r["run_after"] >= started[:10]]
+                runs = [r for r in _runs(config, log) if r["run_id"] in watched]
                 for run in sorted(runs, key=lambda r: r["logical_date"]):
                     if reported.get(run["run_id"]) != run["state"] and run["state"] in ("success", "failed"):
                         seconds = (dt.datetime.fromisoformat(run["end_date"]) - dt.datetime.fromisoformat(
