@@ -25,8 +25,8 @@ HEADLINES = [
     ("als", "recall_at_k", "ALS recall@K", "baseline_recall_at_k"),
     ("als", "ndcg_at_k", "ALS NDCG@K", "baseline_ndcg_at_k"),
     ("als", "map_at_k", "ALS MAP@K", "baseline_map_at_k"),
-    ("als", "chosen_model", "recommendations published from", None),
-    ("als", "gate_decision", "publish gate", None),
+    ("als", "model", "recommendations served from", None),
+    ("als", "gate", "publish gate", None),
     ("ctr", "auc", "CTR AUC", "baseline_auc"),
     ("ctr", "log_loss", "CTR log loss", None),
     ("segments", "silhouette", "segments silhouette", None),
@@ -34,6 +34,9 @@ HEADLINES = [
 
 
 def _fmt(value) -> str:
+    if isinstance(value, dict) and "passed" in value:  # the recommendation publish gate
+        return (("passed" if value["passed"] else "failed") + f" (published: {value.get('published', 'n/a')})"
+                + "".join(f"; {reason}" for reason in value.get("reasons") or []))
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):

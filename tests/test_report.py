@@ -34,7 +34,9 @@ def built(tmp_path):
         (times / f"{task}.json").write_text(json.dumps({"task_id": task, "run_id": run, "state": "success",
                                                         "start": f"2026-11-23T00:00:0{len(task) % 10}", "seconds": seconds}))
     metrics = {"als": {"k": 10, "precision_at_k": 0.154, "baseline_precision_at_k": 0.07, "recall_at_k": 0.25,
-                       "baseline_recall_at_k": 0.115, "n_eval_users": 12330,
+                       "baseline_recall_at_k": 0.115, "n_eval_users": 12330, "model": "als",
+                       "gate": {"passed": False, "published": "fallback", "level": "warn",
+                                "reasons": ["ndcg@10 0.01 does not beat popularity 0.02 by 5 %"]},
                        "tuning": {"candidates": [{"rank": 32}, {"rank": 64}]}},  # a nested key: listed, not plotted
                "ctr": {"auc": 0.672},  # baseline_auc missing: n/a, no crash
                "segments": {"k": 5, "silhouette": 0.5}}
@@ -64,6 +66,8 @@ def test_html_is_self_contained_and_reads_metrics_defensively(built):
     assert page.count("<svg") == 5
     assert "<td>CTR AUC</td><td class=num>0.6720</td><td class=num>n/a</td>" in page
     assert "ALS NDCG@K" in page  # a headline key the job does not write yet: shown as n/a
+    assert "<td>recommendations served from</td><td class=num>als</td>" in page
+    assert "failed (published: fallback); ndcg@10 0.01 does not beat popularity 0.02 by 5 %" in page
     assert "tuning" in page and "candidates" in page
     assert "3.00 %" in page  # events quarantine rate this night
 

@@ -107,7 +107,7 @@ def stack(tmp_path_factory, alerts):
         "PM__WORK_DIR": str(state / "work"), "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
         "AIRFLOW_HOME": str(state / "airflow"),
         "PM__SPARK__MASTER": "local[2]", "PM__SPARK__DRIVER_MEMORY": "1g", "PM__SPARK__SHUFFLE_PARTITIONS": "2",
-        "PM__ALS__MAX_ITER": "5", "PM__CTR__MAX_ITER": "20",  # small data, few iterations: this test is about Airflow
+        "PM__ALS__MAX_ITER": "5", "PM__ALS__TUNING__MAX_FITS": "2", "PM__CTR__MAX_ITER": "20",  # this test is about Airflow
         "PM__ORCHESTRATION__RETRIES": "0",
         # a poke interval well above the scheduler loop: a shorter one races the executor event of the previous
         # poke (Airflow then fails the re-queued sensor); production uses minutes
