@@ -5,33 +5,10 @@ import logging
 import socketserver
 import threading
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from precision_marketing.alerts import notify
-
-
-@pytest.fixture
-def webhook():
-    received = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append({"path": self.path, "type": self.headers["Content-Type"], "body": json.loads(body)})
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/B000", received
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
@@ -82,6 +59,7 @@ CONTEXT = {"dag_id": "nightly_marketing", "ds": "2026-11-22", "run_id": "schedul
 
 def test_webhook_gets_a_slack_compatible_body(webhook):
     url, received = webhook
+    received.clear()
     outcome = notify("error", "task train_als failed: boom", CONTEXT, environ={"PM_ALERT_WEBHOOK_URL": url})
     assert outcome == {"log": "sent", "webhook": "sent"}
     [call] = received
@@ -106,6 +84,7 @@ def test_email_is_sent_through_smtp(smtp_server):
 
 def test_structured_log_line_always_and_level_threshold(webhook, caplog):
     url, received = webhook
+    received.clear()
     with caplog.at_level(logging.INFO, logger="precision_marketing.alerts"):
         outcome = notify("info", "run finished", CONTEXT, environ={"PM_ALERT_WEBHOOK_URL": url})
     assert outcome == {"log": "sent"} and received == []  # below the default minimum level (warning)

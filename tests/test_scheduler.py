@@ -14,14 +14,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
 
+import duckdb
 import pytest
 
 from precision_marketing.publish import published_partitions, read_manifest
@@ -77,27 +76,7 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-def alerts():
-    received = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, alerts):
+def stack(tmp_path_factory, webhook):
     from precision_marketing.config import load_config
     from precision_marketing.orchestration import AirflowServers
 
@@ -112,7 +91,7 @@ def stack(tmp_path_factory, alerts):
         # a poke interval well above the scheduler loop: a shorter one races the executor event of the previous
         # poke (Airflow then fails the re-queued sensor); production uses minutes
         "PM__LANDING__POKE_SECONDS": "20", "PM__LANDING__TIMEOUT_MINUTES": "0.75",
-        "PM_ALERT_WEBHOOK_URL": alerts[0],
+        "PM_ALERT_WEBHOOK_URL": webhook[0],
     })
     generated = subprocess.run([PM, "generate", "--ds", D3, "--users", "300", "--items", "80", "--days", "14",
                                 "--seed", "11"], env=env, capture_output=True, text=True)
@@ -128,7 +107,8 @@ def stack(tmp_path_factory, alerts):
         api = Api(servers.base_url)
         api.wait("the DAG processor to parse the DAG", lambda: _dag_known(api), timeout=180, every=3)
         yield {"api": api, "servers": servers, "env": {**env, "AIRFLOW__API__BASE_URL": servers.base_url},
-               "state": state, "lake": LocalStorage(state / "lake"), "alerts": alerts[1]}
+               "state": state, "lake": LocalStorage(state / "lake"),
+               "alerts": webhook[1]}
     finally:
         servers.stop()
 
@@ -159,8 +139,8 @@ def test_scheduled_run_processes_the_day_that_ended_and_alerts_when_its_files_ne
     finished = api.wait_finished(run["dag_run_id"], timeout=240)
     assert finished["state"] == "failed"
     assert api.request("GET", sensor_path)["state"] == "failed"
-    alert = api.wait("the failure alert", lambda: [a for a in stack["alerts"]
-                                                   if a["context"].get("task_id") == "wait_for_landing_files"],
+    alert = api.wait("the failure alert", lambda: [a["body"] for a in stack["alerts"]
+                                                   if a["body"]["context"].get("task_id") == "wait_for_landing_files"],
                      timeout=30, every=1)[0]
     assert alert["level"] == "error" and alert["context"]["ds"] == yesterday
     assert f"landing files for ds={yesterday} still missing" in alert["message"]
@@ -185,11 +165,8 @@ def test_run_triggered_through_the_rest_api_with_params_publishes(triggered):
     assert run["conf"] == {"top_k": 5}
     manifest = read_manifest(lake, "recommendations", D2)
     assert manifest["run_id"] == run["dag_run_id"]
-    ranks = {e for e in range(1, 6)}
-    import duckdb
-
     files = [str(lake.path(f"marts/recommendations/ds={D2}/{f['file']}")) for f in manifest["files"]]
-    assert {r[0] for r in duckdb.sql(f"select distinct rank from read_parquet({files})").fetchall()} == ranks
+    assert {r[0] for r in duckdb.sql(f"select distinct rank from read_parquet({files})").fetchall()} == set(range(1, 6))
 
 
 def test_run_report_is_linked_from_the_run_and_served_behind_the_login(triggered):
