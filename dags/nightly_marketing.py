@@ -4,9 +4,11 @@
 One run = one day `ds`. From the raw landing files of `ds` (and the behaviour history window
 before it) to published, queryable recommendation, audience and segment tables.
 
-**Which day.** Runs are daily data intervals (UTC). The scheduled run that starts at midnight after day D
-processes `ds = D`, the day that just ended. A manual trigger (UI, REST API) or `pm run --ds D` processes its
-logical date D. `pm backfill --from D1 --to D2` processes every day from D1 to D2.
+**Which day.** The param **Day to process** (`ds`) when set: any day, a re-run included (its tables are
+replaced whole). Otherwise the run's daily data interval (UTC): the scheduled run that starts at midnight after
+day D processes D, the day that just ended; a manual trigger processes the last complete day before its logical
+date (yesterday, for the trigger form's default "now"). `pm run --ds D` sets the param; `pm backfill --from D1
+--to D2` processes each day D1..D2.
 
 0. **wait_for_landing_files** — waits (reschedule mode: no worker slot held) until every source's landing
    file of `ds` is in the lake (or its `_READY` marker, for sources configured to write one); on timeout the
@@ -36,8 +38,8 @@ from airflow.sdk import Asset, Param, dag
 
 from precision_marketing import pipeline
 from precision_marketing.operators import LandingFilesSensor, ReportOperator
-from precision_marketing.orchestration import (DAG_ID, DS_TEMPLATE, cosmos_dbt_group, default_args,
-                                               landing_sensor_args, nightly_timetable)
+from precision_marketing.orchestration import (DAG_ID, DS_TEMPLATE, cosmos_dbt_group, dag_params, default_args,
+                                               landing_sensor_args, nightly_timetable, processed_ds)
 
 PUBLISHED = [Asset(f"lake://marts/{table}") for table in ("recommendations", "audiences", "user_segments")]
 
@@ -52,12 +54,8 @@ PUBLISHED = [Asset(f"lake://marts/{table}") for table in ("recommendations", "au
     default_args=default_args(),
     tags=["marketing", "dbt", "spark", "nightly"],
     doc_md=__doc__,
-    params={
-        "top_k": Param(10, type="integer", minimum=1, maximum=200, title="Recommendations per user (K)"),
-        "holdout_days": Param(7, type="integer", minimum=1, maximum=60,
-                              title="Holdout days for model evaluation (ALS and CTR)"),
-        "spark_master": Param(None, type=["null", "string"], title="Spark master (empty = config spark.master)"),
-    },
+    params={name: Param(**spec) for name, spec in dag_params().items()},
+    user_defined_macros={"processed_ds": processed_ds},  # DS_TEMPLATE: the day a run processes
 )
 def nightly_marketing():
     def step(task_id, callable_, op_kwargs=None, operator=PythonOperator, **operator_kwargs):

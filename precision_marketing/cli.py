@@ -17,6 +17,8 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -114,27 +116,59 @@ class TaskProgress:
         return [r for r in self.finished if r["state"] == "failed"]
 
 
+class Stopped(Exception):
+    """pm was asked to stop (SIGTERM, SIGINT) and stopped the process it ran."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def run_with_log(command: list[str], env: dict, log_path: Path, verbose: bool, progress: TaskProgress | None) -> int:
-    """Run command with its output in log_path (and on the terminal when verbose), polling progress."""
+    """Run command with its output in log_path (and on the terminal when verbose), polling progress.
+
+    SIGTERM or Ctrl-C stops the command too: the signal is forwarded to its process group (Airflow and the
+    dbt / Spark processes it started), pm waits for it to end, then raises Stopped."""
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE if verbose else log,
-                                   stderr=subprocess.STDOUT)
-        if verbose:
-            for line in process.stdout:
-                log.write(line)
-                sys.stdout.buffer.write(line)
-                sys.stdout.flush()
-        while process.poll() is None:
-            if progress:
-                progress.poll()
-            time.sleep(1)
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        stop: dict = {}  # the first stop signal and when it came
+
+        def forward(signum, _frame):
+            stop.setdefault("signum", signum)
+            stop.setdefault("at", time.monotonic())
+            try:
+                os.killpg(process.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
+            except ProcessLookupError:
+                pass
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            if verbose:
+                for line in process.stdout:
+                    log.write(line)
+                    sys.stdout.buffer.write(line)
+                    sys.stdout.flush()
+            while process.poll() is None:
+                if progress and not stop:
+                    progress.poll()
+                time.sleep(1)
+                if stop and time.monotonic() - stop["at"] > 60:
+                    os.killpg(process.pid, signal.SIGKILL)  # did not stop within a minute
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    if stop:
+        raise Stopped(stop["signum"])
     if progress:
         progress.poll()
     return process.returncode
 
 
 def cmd_run(args, config) -> None:
-    from precision_marketing.orchestration import DAG_ID, airflow_env
+    """`airflow dags test` with the day in the `ds` param and the logical date "now": every run keeps its own
+    record in Airflow (history intact, true durations), as a run triggered from the UI would."""
+    from precision_marketing.orchestration import DAG_ID, airflow_env, check_conf
     from precision_marketing.pipeline import paths_for
 
     # a run by hand fails fast rather than sleeping through retry delays or waiting for files; an explicit
@@ -142,15 +176,27 @@ def cmd_run(args, config) -> None:
     os.environ.setdefault("PM__ORCHESTRATION__RETRIES", "0")
     os.environ.setdefault("PM__LANDING__TIMEOUT_MINUTES", "0")
     config = load_config()
+    conf = {**json.loads(getattr(args, "conf", None) or "{}")}
+    if conf.get("ds") not in (None, args.ds):
+        raise SystemExit(f"--conf sets ds={conf['ds']} but --ds is {args.ds}: give the day once")
+    conf["ds"] = args.ds
+    problems = check_conf(conf, config)
+    if problems:
+        raise SystemExit("pm run: " + "\npm run: ".join(problems))
     log_path = new_log_file(config, f"run-{args.ds}")
     print(f"nightly run for ds={args.ds} (full log: {log_path})", flush=True)
     with log_path.open("a") as log:
         cmd_setup(args, config, log=log)
     started = time.monotonic()
-    conf = ["--conf", args.conf] if getattr(args, "conf", None) else []
-    command = [str(Path(sys.executable).with_name("airflow")), "dags", "test", DAG_ID, args.ds, *conf]
+    logical_date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    command = [str(Path(sys.executable).with_name("airflow")), "dags", "test", DAG_ID, logical_date,
+               "--conf", json.dumps(conf)]
     progress = TaskProgress(paths_for(config, args.ds).task_times_dir, dt.datetime.now(dt.timezone.utc))
-    returncode = run_with_log(command, airflow_env(config), log_path, getattr(args, "verbose", False), progress)
+    try:
+        returncode = run_with_log(command, airflow_env(config), log_path, getattr(args, "verbose", False), progress)
+    except Stopped as stopped:
+        raise SystemExit(f"stopped ({stopped}): the nightly run for ds={args.ds} was stopped with its Airflow "
+                         f"process. Published tables were left as they were. Full log: {log_path}") from None
     if returncode != 0:
         for failed in progress.failures():
             print(f"\n{failed['task_id']} failed:\n  " + failed.get("error", "").replace("\n", "\n  "))
@@ -261,10 +307,12 @@ def cmd_query(args, config) -> None:
 
     import duckdb
 
+    from precision_marketing.catalog import QueryError
+
     try:
         columns, rows, truncated = run_query(storage_from_config(config), config["publish"]["tables"], args.sql,
                                              max_rows=args.max_rows)
-    except duckdb.Error as exc:
+    except (duckdb.Error, QueryError) as exc:
         raise SystemExit(f"query failed: {exc}")
     print(format_table(columns, rows, truncated))
 
@@ -288,6 +336,16 @@ def cmd_demo(args, config) -> None:
     print(f"\ndemo finished in {time.monotonic() - started:.0f} s; try: .venv/bin/pm query \"select * from audiences limit 5\"")
 
 
+def iso_day(text: str) -> str:
+    """A day as YYYY-MM-DD; anything else (20261122, 2026-13-01) is rejected with a readable reason."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day in the form YYYY-MM-DD (e.g. 2026-11-22)")
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid day: {exc}") from None
+
+
 def _json_object(text: str) -> str:
     try:
         if not isinstance(json.loads(text), dict):
@@ -302,9 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_ds(p):
-        p.add_argument("--ds", default=_yesterday(), type=lambda s: dt.date.fromisoformat(s).isoformat(),
-                       help="logical date YYYY-MM-DD (default: yesterday, UTC)")
+        p.add_argument("--ds", default=_yesterday(), type=iso_day, help="day YYYY-MM-DD (default: yesterday, UTC)")
         return p
+
+    def command(name, summary, details=""):
+        """A subcommand whose --help says what it does (argparse shows `help` only in pm --help)."""
+        return sub.add_parser(name, help=summary, description=summary + (f". {details}" if details else ""))
 
     def with_datagen(p):
         p.add_argument("--overwrite", action="store_true",
@@ -315,26 +376,32 @@ def build_parser() -> argparse.ArgumentParser:
                            help="default from config datagen." + name)
         return p
 
-    with_datagen(with_ds(sub.add_parser("demo", help="generate data, run the DAG, show the results")))
-    with_datagen(with_ds(sub.add_parser("generate", help="write synthetic raw data into the lake")))
-    sub.add_parser("setup", help="airflow db migrate + dbt parse")
-    run = with_ds(sub.add_parser("run", help="run the nightly DAG for one ds"))
+    with_datagen(with_ds(command("demo", "generate data, run the DAG, show the results",
+                                 "What `make demo` runs: pm generate, pm run, pm status and an example query.")))
+    with_datagen(with_ds(command("generate", "write synthetic raw data into the lake",
+                                 "The window of days ending at --ds; partitions already there are kept.")))
+    command("setup", "airflow db migrate + dbt parse", "Prepares the in-repo Airflow and the dbt manifest.")
+    run = with_ds(command("run", "run the nightly DAG for one ds",
+                          "Through `airflow dags test` (in-process, no servers): one line per task, the full log "
+                          "in .state/logs/. Re-running a day replaces its published tables."))
     run.add_argument("--conf", type=_json_object, help='DAG params as JSON, e.g. \'{"top_k": 20}\'')
     run.add_argument("--verbose", action="store_true", help="print the full Airflow log, not one line per task")
-    backfill = sub.add_parser("backfill", help="run the nightly DAG for a range of days (Airflow backfill)")
-    iso_date = lambda s: dt.date.fromisoformat(s).isoformat()  # noqa: E731
-    backfill.add_argument("--from", dest="from_date", required=True, type=iso_date, help="first day YYYY-MM-DD")
-    backfill.add_argument("--to", dest="to_date", required=True, type=iso_date, help="last day YYYY-MM-DD (inclusive)")
+    backfill = command("backfill", "run the nightly DAG for a range of days (Airflow backfill)",
+                       "Days that already have a run are skipped unless --reprocess says otherwise.")
+    backfill.add_argument("--from", dest="from_date", required=True, type=iso_day, help="first day YYYY-MM-DD")
+    backfill.add_argument("--to", dest="to_date", required=True, type=iso_day, help="last day YYYY-MM-DD (inclusive)")
     backfill.add_argument("--reprocess", choices=["none", "failed", "completed"], default="none",
                           help="days that already have a run: skip them (none, default), rerun failed ones, or all")
     backfill.add_argument("--conf", type=_json_object, help="DAG params as JSON for every run")
-    sub.add_parser("status", help="list published partitions")
-    query = sub.add_parser("query", help="SQL over the published tables")
-    query.add_argument("sql")
-    query.add_argument("--max-rows", type=int, default=50)
-    af = sub.add_parser("airflow", help="airflow CLI with the in-repo AIRFLOW_HOME")
-    af.add_argument("airflow_args", nargs=argparse.REMAINDER)
-    submit = sub.add_parser("spark-submit", help="run a Spark job (spark_jobs/JOB.py) with the configured Spark")
+    command("status", "list published partitions", "Every committed partition with its row count and run id.")
+    query = command("query", "SQL over the published tables",
+                    "DuckDB views: recommendations, audiences, user_segments (latest ds), <table>_history (all ds), "
+                    "quarantine_<source> and data_reconciliation.")
+    query.add_argument("sql", help="one SQL statement, e.g. \"select * from recommendations limit 5\"")
+    query.add_argument("--max-rows", type=int, default=50, help="rows printed at most (default 50)")
+    af = command("airflow", "airflow CLI with the in-repo AIRFLOW_HOME", "e.g. pm airflow standalone")
+    af.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments of the airflow command")
+    submit = command("spark-submit", "run a Spark job (spark_jobs/JOB.py) with the configured Spark")
     submit.add_argument("job", help="als_recommendations or ctr_audiences")
     submit.add_argument("job_args", nargs=argparse.REMAINDER, help="the job's own arguments (see JOB --help)")
     return parser

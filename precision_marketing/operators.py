@@ -14,6 +14,7 @@ from airflow.sdk import BaseOperatorLink, BaseSensorOperator
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from precision_marketing.config import load_config
+from precision_marketing.orchestration import context_ds
 
 REPORT_URL_PREFIX = "/pm-reports"
 
@@ -85,7 +86,7 @@ class ReportOperator(PythonOperator):
 
 def _task_context(context) -> dict[str, Any]:
     ti = context["ti"]
-    return {"dag_id": ti.dag_id, "ds": context.get("ds"), "run_id": ti.run_id, "task_id": ti.task_id,
+    return {"dag_id": ti.dag_id, "ds": context_ds(context), "run_id": ti.run_id, "task_id": ti.task_id,
             "try_number": ti.try_number, "log_url": getattr(ti, "log_url", None)}
 
 
@@ -94,9 +95,7 @@ def record_task_time(context, state: str | None = None, error: str | None = None
     from precision_marketing.pipeline import paths_for
 
     ti = context["ti"]
-    ds = context.get("ds")
-    if not ds:
-        return
+    ds = context_ds(context)
     started = ti.start_date
     ended = ti.end_date or dt.datetime.now(dt.timezone.utc)
     record = {"task_id": ti.task_id, "run_id": ti.run_id, "try_number": ti.try_number,
