@@ -131,9 +131,11 @@ def cosmos_dbt_group(group_id: str = "dbt"):
                                          # (already built); a relationship test runs with its child model
                                          test_indirect_selection=TestIndirectSelection.BUILDABLE,
                                          dbt_executable_path=str(dbt_executable())),
-        render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.BUILD),
-        # emit_datasets off: the published tables are the DAG's Assets, not every intermediate DuckDB relation
-        operator_args={"vars": dbt_vars, "env": dbt_env(config), "install_deps": False, "emit_datasets": False},
+        # emit_datasets off (here, not in operator_args, which Cosmos overrides from RenderConfig): only the
+        # published tables are Assets, no per-model DuckDB relation assets and their URI warnings
+        render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.BUILD,
+                                   emit_datasets=False),
+        operator_args={"vars": dbt_vars, "env": dbt_env(config), "install_deps": False},
     )
 
 

@@ -91,7 +91,7 @@ def test_sensor_waits_in_reschedule_mode_with_configured_timing(dagbag):
     landing = load_config()["landing"]
     assert sensor.mode == "reschedule"
     assert sensor.poke_interval == landing["poke_seconds"] and sensor.timeout == 60 * landing["timeout_minutes"]
-    assert sensor.ds == "{{ ds }}"
+    assert sensor.ds == "{{ processed_ds(params, data_interval_start, dag_run) }}"
 
 
 def test_every_task_alerts_on_failure_and_the_report_task_links_the_report(dagbag):
@@ -121,3 +121,30 @@ def test_spark_jobs_have_a_working_help():
                               "--help"], capture_output=True, text=True, timeout=120, env=spark_env())
         assert out.returncode == 0, out.stderr[-2000:]
         assert "--features-dir" in out.stdout
+
+
+def test_only_the_published_tables_are_assets(dagbag):
+    """Cosmos would register every dbt relation as an Asset (and warn twice per task about URI rules)."""
+    dag = dagbag.dags["nightly_marketing"]
+    dbt_tasks = [t for t in dag.tasks if t.task_id.startswith("dbt.")]
+    assert dbt_tasks and all(t.emit_datasets is False and not t.outlets for t in dbt_tasks)
+    outlets = {a.uri for t in dag.tasks for a in t.outlets}
+    assert outlets == {f"lake://marts/{t}" for t in ("recommendations", "audiences", "user_segments")}
+
+
+def test_manual_runs_process_the_last_complete_day_unless_a_day_is_given(dagbag):
+    """The trigger form's default logical date is "now": the run processes yesterday, which has data."""
+    import pendulum
+
+    from precision_marketing.orchestration import processed_ds
+
+    dag = dagbag.dags["nightly_marketing"]
+    assert dag.params["ds"] is None and "last complete day" in dag.params.get_param("ds").description
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    timetable = coerce_to_core_timetable(dag.timetable)
+    now = pendulum.datetime(2026, 11, 29, 14, 29)
+    interval = timetable.infer_manual_data_interval(run_after=now)
+    assert processed_ds({}, interval.start) == "2026-11-28"
+    assert processed_ds({"ds": "2026-11-02"}, interval.start) == "2026-11-02"  # a re-run of any day
+    assert processed_ds({"ds": None}, None, type("Run", (), {"run_after": now})()) == "2026-11-28"
