@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 class Section(BaseModel):
     # unknown keys are errors; numbers given where text is expected (an S3 prefix "2024") are taken as text
@@ -36,7 +36,14 @@ class LakeS3(Section):
 class Lake(Section):
     backend: Literal["local", "s3"]
     local_root: str = Field(min_length=1)
+    file_mode: str | None = Field(pattern=r"^0?[0-7]{3}$")
     s3: LakeS3
+
+    @field_validator("file_mode", mode="before")
+    @classmethod
+    def _octal(cls, value):
+        # YAML reads an unquoted 0640 as the octal number 416: give it back its digits
+        return format(value, "o") if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 # ------------------------------------------------------------------------------------------ runs
