@@ -37,7 +37,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import Asset, Param, dag
 
 from precision_marketing import pipeline
-from precision_marketing.operators import LandingFilesSensor, ReportOperator
+from precision_marketing.operators import LandingFilesSensor, PublishOperator, ReportOperator
 from precision_marketing.orchestration import (DAG_ID, DS_TEMPLATE, cosmos_dbt_group, dag_params, default_args,
                                                landing_sensor_args, nightly_timetable, processed_ds)
 
@@ -72,7 +72,7 @@ def nightly_marketing():
     segment_users = step("segment_users", pipeline.segment_users)
     train_ctr = step("train_ctr_and_build_audiences", pipeline.train_ctr_and_build_audiences)
     validate_outputs = step("validate_outputs", pipeline.validate_outputs)
-    publish = step("publish", pipeline.publish, {"run_id": "{{ run_id }}"}, outlets=PUBLISHED)
+    publish = step("publish", pipeline.publish, {"run_id": "{{ run_id }}"}, operator=PublishOperator, outlets=PUBLISHED)
     report = step("refresh_catalog_and_report", pipeline.refresh_catalog_and_report, {"run_id": "{{ run_id }}"},
                   operator=ReportOperator)
 

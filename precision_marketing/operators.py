@@ -62,6 +62,24 @@ class LandingFilesSensor(BaseSensorOperator):
                 + ", ".join(self._missing) + f" ({exc})") from None
 
 
+class PublishOperator(PythonOperator):
+    """publish, then `extra` on each published table's Asset event: ds, run id, row count and the headline
+    metrics, for data-aware DAGs and the Assets view of the UI."""
+
+    def execute(self, context) -> Any:
+        from precision_marketing.pipeline import headline_metrics
+
+        manifests = super().execute(context)
+        ds = self.op_kwargs["ds"]
+        figures = headline_metrics(ds, context.get("params"))
+        for asset in self.outlets:
+            table = asset.uri.rstrip("/").rsplit("/", 1)[-1]
+            rows = (manifests.get(table) or {}).get("row_count")
+            context["outlet_events"][asset].extra = {"ds": ds, "run_id": context["ti"].run_id, "table": table,
+                                                     "rows": rows, **figures}
+        return manifests
+
+
 class RunReportLink(BaseOperatorLink):
     """'Run report' button on the report task: the HTML report of the run's ds, served by the API server."""
 

@@ -307,6 +307,25 @@ def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
     return manifests
 
 
+HEADLINE_METRICS = {"als": ("model", "precision_at_k", "baseline_precision_at_k", "ndcg_at_k", "baseline_ndcg_at_k"),
+                    "ctr": ("auc", "baseline_auc"), "segments": ("silhouette",)}
+
+
+def headline_metrics(ds: str, params: Mapping | None = None) -> dict:
+    """The figures an operator looks at first, flat: {"als_precision_at_k": ..., "ctr_auc": ..., ...}
+    (keys a model does not write are left out)."""
+    paths = paths_for(run_config(params), ds)
+    figures = {}
+    for model, keys in HEADLINE_METRICS.items():
+        path = paths.model_dir(model) / "metrics.json"
+        metrics = json.loads(path.read_text()) if path.exists() else {}
+        figures.update({f"{model}_{key}": metrics[key] for key in keys if metrics.get(key) is not None})
+        gate = metrics.get("gate")
+        if isinstance(gate, dict) and "published" in gate:
+            figures[f"{model}_published"] = gate["published"]
+    return figures
+
+
 def report_history(storage: Storage, ds: str, nights: int) -> list[dict]:
     """report.json of up to `nights` published nights before ds (the trends of the HTML report)."""
     days = sorted({key.split("/ds=")[1].split("/")[0] for key in storage.list_keys("reports/")

@@ -1,5 +1,6 @@
 """End to end: synthetic raw data -> one real `airflow dags test` run of the nightly DAG (dbt, GE, Spark,
 scikit-learn, publish) on small data -> assertions on the published tables, read back through the SQL catalog."""
+import datetime as dt
 import json
 import os
 import subprocess
@@ -173,6 +174,32 @@ def test_rerun_of_the_same_ds_replaces_the_partitions_whole(rerun):
     n_users = scalar(rerun, f"select count(*) from read_parquet('{rerun['state']}/lake/features/user_features/ds={DS}/*.parquet')")
     assert scalar(rerun, "select count(*) from recommendations_history") == n_users * 5 == manifest["row_count"]
     assert scalar(rerun, "select max(rank) from recommendations") == 5
+
+
+def test_airflow_keeps_every_run_with_true_durations(rerun):
+    """`pm run` used to replace the earlier run of the same day in Airflow and show it lasting days."""
+    import sqlite3
+
+    db = sqlite3.connect(rerun["state"] / "airflow" / "airflow.db")
+    runs = db.execute("select run_id, conf, logical_date, start_date, end_date from dag_run "
+                      "where dag_id = 'nightly_marketing' order by start_date").fetchall()
+    published_by = {read_manifest(rerun["lake"], "recommendations", DS)["run_id"], rerun["first_run_id"]}
+    assert published_by <= {r[0] for r in runs} and len(runs) >= 2  # the first run's record is still there
+    for run_id, conf, logical_date, start, end in runs:
+        assert json.loads(conf)["ds"] == DS
+        started, ended = (dt.datetime.fromisoformat(v) for v in (start, end))
+        assert abs((started - dt.datetime.fromisoformat(logical_date)).total_seconds()) < 120, run_id
+        assert (ended - started).total_seconds() < 3600, run_id
+    # the published tables' Asset events carry the run's figures
+    extras = [json.loads(e[0]) for e in db.execute("select extra from asset_event")]
+    assert {e["table"] for e in extras} == {"recommendations", "audiences", "user_segments"}
+    assert all(e["ds"] == DS and e["rows"] > 0 for e in extras)
+    assert any("als_precision_at_k" in e and "ctr_auc" in e for e in extras)
+
+
+def test_no_warning_noise_about_dbt_assets(run):
+    log_file = Path(run["log"].splitlines()[0].split("full log: ")[1].rstrip(")"))
+    assert "Asset (Dataset) URIs validation rules changed" not in log_file.read_text()
 
 
 def test_empty_day_is_processed_and_reconciled(rerun):

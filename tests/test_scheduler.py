@@ -151,7 +151,7 @@ def test_scheduled_run_processes_the_day_that_ended_and_alerts_when_its_files_ne
 def triggered(stack):
     api = stack["api"]
     run = api.request("POST", f"/api/v2/dags/{DAG}/dagRuns",
-                      {"logical_date": f"{D2}T00:00:00Z", "conf": {"top_k": 5}, "note": "scheduler e2e test"})
+                      {"logical_date": f"{D2}T00:00:00Z", "conf": {"ds": D2, "top_k": 5}, "note": "scheduler e2e test"})
     finished = api.wait_finished(run["dag_run_id"], timeout=1500)
     return {**stack, "run": finished}
 
@@ -162,9 +162,15 @@ def test_run_triggered_through_the_rest_api_with_params_publishes(triggered):
     states = {t["task_id"]: t["state"] for t in tasks["task_instances"]}
     assert run["state"] == "success", {t: s for t, s in states.items() if s != "success"}
     assert len(states) > 30 and set(states.values()) == {"success"}
-    assert run["conf"] == {"top_k": 5}
+    assert run["conf"] == {"ds": D2, "top_k": 5}
     manifest = read_manifest(lake, "recommendations", D2)
     assert manifest["run_id"] == run["dag_run_id"]
+    # the published tables' Asset events carry the run's headline figures
+    events = api.request("GET", f"/api/v2/assets/events?source_run_id={quote(run['dag_run_id'])}")["asset_events"]
+    extras = {e["extra"]["table"]: e["extra"] for e in events}
+    assert set(extras) == {"recommendations", "audiences", "user_segments"}
+    assert extras["recommendations"]["rows"] == manifest["row_count"] and extras["recommendations"]["ds"] == D2
+    assert extras["audiences"]["run_id"] == run["dag_run_id"] and 0 < extras["audiences"]["ctr_auc"] <= 1
     files = [str(lake.path(f"marts/recommendations/ds={D2}/{f['file']}")) for f in manifest["files"]]
     assert {r[0] for r in duckdb.sql(f"select distinct rank from read_parquet({files})").fetchall()} == set(range(1, 6))
 
@@ -181,6 +187,27 @@ def test_run_report_is_linked_from_the_run_and_served_behind_the_login(triggered
     assert status == 200 and page.count(b"<svg") >= 3 and f"ds {D2}".encode() in page
     status, index = api.request("GET", "/pm-reports/", raw=True)
     assert f'href="ds={D2}/report.html"'.encode() in index
+
+
+def test_trigger_form_default_processes_yesterday_and_a_day_can_be_rerun_without_conflict(triggered):
+    api = triggered["api"]
+    today = dt.datetime.now(dt.timezone.utc)
+    yesterday = (today.date() - dt.timedelta(days=1)).isoformat()
+
+    def sensor(run_id):
+        return api.request("GET", f"/api/v2/dags/{DAG}/dagRuns/{quote(run_id)}/taskInstances/wait_for_landing_files")
+
+    # the form's defaults: logical date "now", no day given -> the last complete day (nothing landed: it fails)
+    default = api.request("POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": today.isoformat()})
+    api.wait_finished(default["dag_run_id"], timeout=300)
+    assert sensor(default["dag_run_id"])["rendered_fields"]["ds"] == yesterday
+    # re-running a day that already has a run: a new logical date, the day as a param -> accepted, no 409
+    rerun = api.request("POST", f"/api/v2/dags/{DAG}/dagRuns",
+                        {"logical_date": dt.datetime.now(dt.timezone.utc).isoformat(), "conf": {"ds": D2}})
+    api.wait("the re-run's sensor", lambda: sensor(rerun["dag_run_id"]).get("state") == "success", timeout=300)
+    assert sensor(rerun["dag_run_id"])["rendered_fields"]["ds"] == D2
+    api.request("PATCH", f"/api/v2/dags/{DAG}/dagRuns/{quote(rerun['dag_run_id'])}", {"state": "failed"})  # enough
+    api.wait_finished(rerun["dag_run_id"], timeout=120)
 
 
 def test_backfill_runs_the_missing_days_and_publishes_each_day_once(triggered):
