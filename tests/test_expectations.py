@@ -38,6 +38,7 @@ def good_marts() -> dict[str, pd.DataFrame]:
             "n_users": [1, 1, 1], "popularity_rank": [1, 2, 3]}),
         "interactions": pd.DataFrame({
             "user_id": [1, 1, 2], "product_id": [10, 12, 11], "event_date": [day] * 3,
+            "event_hour": [pd.Timestamp(day) + pd.Timedelta(hours=9)] * 3,  # the mart's grain: (user, product, hour)
             "weight": [13.0, 1.0, 3.0], "n_purchases": [2, 0, 0]}),
         "ctr_train": pd.DataFrame({
             "impression_id": ["i1", "i2"], "user_id": [1, 2], "campaign_id": ["C1", "C1"],
@@ -157,7 +158,7 @@ def test_duplicate_keys_fail_naming_table_and_columns(broken_marts_error):
     assert any(line.startswith("marts.item_features: expect_column_values_to_be_unique on column 'product_id'")
                and "[10, 10]" in line for line in lines)
     assert any(line.startswith("marts.interactions: expect_compound_columns_to_be_unique on columns "
-                               "['user_id', 'product_id', 'event_date']") for line in lines)
+                               "['user_id', 'product_id', 'event_hour']") for line in lines)
 
 
 def test_value_set_and_reconciliation_failures(broken_marts_error):
@@ -265,3 +266,22 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert done.returncode == 1
     assert "marts.suppressions: expect_column_values_to_be_in_set on column 'channel' failed" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_data_docs_render_offline_with_the_list_of_validations(tmp_path, browser):
+    """GX's pages load their scripts from CDNs: shipped copies make the index show its validations offline."""
+    docs = tmp_path / "docs"
+    run_checkpoint("marts", write_tables(tmp_path / "in", good_marts()), docs_dir=docs, ds=DS)
+    index = (docs / "index.html").read_text()
+    assert "cdn." not in index and "unpkg.com" not in index and "code.jquery.com" not in index
+    page = browser.new_page()
+    remote = []
+    page.route("**/*", lambda route: (remote.append(route.request.url), route.abort())
+               if not route.request.url.startswith("file:") else route.continue_())
+    page.goto((docs / "index.html").as_uri())
+    rows = page.locator("table tbody tr")
+    rows.first.wait_for(timeout=15_000)
+    listed = page.locator("table tbody").first.inner_text()
+    assert remote == []
+    assert all(f"marts.{table}" in listed for table in ("user_features", "interactions"))
+    page.close()
