@@ -100,6 +100,7 @@ class AlsTuning(Section):
 
 
 class AlsGate(Section):
+    baseline: Literal["popularity", "best"]
     min_lift: float
     max_drop: float = Field(ge=0, le=1)
     action: Literal["fallback", "keep_last"]
