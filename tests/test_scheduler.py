@@ -201,6 +201,11 @@ def test_trigger_form_default_processes_yesterday_and_a_day_can_be_rerun_without
     default = api.request("POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": today.isoformat()})
     api.wait_finished(default["dag_run_id"], timeout=300)
     assert sensor(default["dag_run_id"])["rendered_fields"]["ds"] == yesterday
+    # an out-of-range param is refused with a reason (the form clamps numbers; the API says why)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        api.request("POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": {"top_k": 0}})
+    assert refused.value.code == 400
+    assert "Invalid input for param top_k: 0 is less than the minimum of 1" in refused.value.read().decode()
     # re-running a day that already has a run: a new logical date, the day as a param -> accepted, no 409
     rerun = api.request("POST", f"/api/v2/dags/{DAG}/dagRuns",
                         {"logical_date": dt.datetime.now(dt.timezone.utc).isoformat(), "conf": {"ds": D2}})
