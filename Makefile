@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo test bench bench-als bench-retail lock clean check-java
+.PHONY: venv demo test bench bench-als bench-retail lock clean check-java chromium
 
 venv: $(STAMP)
 
@@ -28,7 +28,16 @@ check-java:
 demo: venv check-java
 	$(BIN)/pm demo $(DEMO_ARGS)
 
-test: venv check-java
+# The browser tests drive Debian's chromium through Playwright (Playwright's own browser download needs the
+# internet). Installed here when missing, so a clean machine (and CI) gets it from `make test` alone.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
+
+test: venv check-java chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Benchmarks (figures, not tests; run them alone: parallel jobs slow each other). Results in bench/results/.

@@ -1,9 +1,18 @@
 """
 ### Nightly precision-marketing run
 
-One run = one logical date `ds`. From the raw landing files of `ds` (and the behaviour history window
-before it) to published, queryable recommendation, audience and segment tables:
+One run = one day `ds`. From the raw landing files of `ds` (and the behaviour history window
+before it) to published, queryable recommendation, audience and segment tables.
 
+**Which day.** The param **Day to process** (`ds`) when set: any day, a re-run included (its tables are
+replaced whole). Otherwise the run's daily data interval (UTC): the scheduled run that starts at midnight after
+day D processes D, the day that just ended; a manual trigger processes the last complete day before its logical
+date (yesterday, for the trigger form's default "now"). `pm run --ds D` sets the param; `pm backfill --from D1
+--to D2` processes each day D1..D2.
+
+0. **wait_for_landing_files** — waits (reschedule mode: no worker slot held) until every source's landing
+   file of `ds` is in the lake (or its `_READY` marker, for sources configured to write one); on timeout the
+   run fails with the list of missing files. Poke interval and timeout: `landing.*` in the configuration.
 1. **check_raw** — stage the raw partitions locally, check them against the raw data contract
    (`docs/data_contract.md`; a missing file or required column fails here, naming the file and column) and
    land them through the mapping file (`ingest.mapping`) for dbt. Sources that were not delivered are noted.
@@ -13,11 +22,13 @@ before it) to published, queryable recommendation, audience and segment tables:
 4. **train_als** (Spark ALS → top-K recommendations) | **segment_users** (scikit-learn) →
    **train_ctr_and_build_audiences** (Spark logistic regression → per-campaign audiences).
 5. **validate_outputs** (Great Expectations) → **publish** (atomic per partition: manifest + `_SUCCESS`,
-   original ids restored) → **refresh_catalog_and_report**.
+   original ids restored) → **refresh_catalog_and_report** (SQL views and the HTML run report: its "Run report"
+   button opens it).
 
 Without impressions, campaigns or consent, **train_ctr_and_build_audiences** is skipped (the log and the
 report say why) and the rest publishes. A source's quarantine share above `ingest.max_quarantine_share`
-stops the run at **validate_marts**.
+stops the run at **validate_marts**. A task that fails after its retries sends an alert (structured log
+line; webhook / e-mail when `PM_ALERT_WEBHOOK_URL` / `PM_ALERT_SMTP_*` are set).
 
 Re-running a `ds` replaces its partitions whole; a failed run leaves the last good tables published.
 Configuration: `config/platform.yaml` + `PM__SECTION__KEY` environment variables + the params below.
@@ -30,35 +41,35 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import Asset, Param, dag
 
 from precision_marketing import pipeline
-from precision_marketing.orchestration import DAG_ID, cosmos_dbt_group, default_args, skippable
+from precision_marketing.operators import LandingFilesSensor, PublishOperator, ReportOperator
+from precision_marketing.orchestration import (DAG_ID, DS_TEMPLATE, cosmos_dbt_group, dag_params, default_args,
+                                               landing_sensor_args, nightly_timetable, processed_ds, skippable)
 
 PUBLISHED = [Asset(f"lake://marts/{table}") for table in ("recommendations", "audiences", "user_segments")]
 
 
 @dag(
     dag_id=DAG_ID,
-    schedule="@daily",
+    schedule=nightly_timetable(),  # the run after midnight processes the day that ended
     # early on purpose: a run for a ds before start_date silently runs no task, and historical exports
     # (online-retail: 2010-2011) are run by hand; catchup=False keeps the scheduler from backfilling them
     start_date=dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc),
-    catchup=False,  # backfills are explicit (`airflow dags backfill`), never a surprise after a pause
+    catchup=False,  # backfills are explicit (`pm backfill`), never a surprise after a pause
     max_active_runs=1,
     max_active_tasks=1,  # DuckDB allows one writer; Spark jobs already use every core
     default_args=default_args(),
     tags=["marketing", "dbt", "spark", "nightly"],
     doc_md=__doc__,
-    params={
-        "top_k": Param(10, type="integer", minimum=1, maximum=200, title="Recommendations per user (K)"),
-        "holdout_days": Param(7, type="integer", minimum=1, maximum=60,
-                              title="Holdout days for model evaluation (ALS and CTR)"),
-        "spark_master": Param(None, type=["null", "string"], title="Spark master (empty = config spark.master)"),
-    },
+    params={name: Param(**spec) for name, spec in dag_params().items()},
+    user_defined_macros={"processed_ds": processed_ds},  # DS_TEMPLATE: the day a run processes
 )
 def nightly_marketing():
-    def step(task_id, callable_, op_kwargs=None, **operator_kwargs):
-        return PythonOperator(task_id=task_id, python_callable=skippable(callable_),
-                              op_kwargs={"ds": "{{ ds }}", **(op_kwargs or {})}, **operator_kwargs)
+    def step(task_id, callable_, op_kwargs=None, operator=PythonOperator, **operator_kwargs):
+        return operator(task_id=task_id, python_callable=skippable(callable_),
+                        op_kwargs={"ds": DS_TEMPLATE, **(op_kwargs or {})}, **operator_kwargs)
 
+    wait_for_landing_files = LandingFilesSensor(task_id="wait_for_landing_files", ds=DS_TEMPLATE,
+                                                **landing_sensor_args())
     check_raw = step("check_raw", pipeline.stage_and_check_raw)
     dbt = cosmos_dbt_group("dbt")
     export_features = step("export_features", pipeline.export_features)
@@ -68,10 +79,11 @@ def nightly_marketing():
     train_ctr = step("train_ctr_and_build_audiences", pipeline.train_ctr_and_build_audiences)
     # runs when audiences were skipped for lack of their sources, not when a step failed
     validate_outputs = step("validate_outputs", pipeline.validate_outputs, trigger_rule="none_failed_min_one_success")
-    publish = step("publish", pipeline.publish, {"run_id": "{{ run_id }}"}, outlets=PUBLISHED)
-    report = step("refresh_catalog_and_report", pipeline.refresh_catalog_and_report, {"run_id": "{{ run_id }}"})
+    publish = step("publish", pipeline.publish, {"run_id": "{{ run_id }}"}, operator=PublishOperator, outlets=PUBLISHED)
+    report = step("refresh_catalog_and_report", pipeline.refresh_catalog_and_report, {"run_id": "{{ run_id }}"},
+                  operator=ReportOperator)
 
-    check_raw >> dbt >> export_features >> validate_marts >> [train_als, segment_users]
+    wait_for_landing_files >> check_raw >> dbt >> export_features >> validate_marts >> [train_als, segment_users]
     segment_users >> train_ctr
     [train_als, train_ctr] >> validate_outputs >> publish >> report
 

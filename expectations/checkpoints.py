@@ -28,6 +28,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 import pandas as pd  # noqa: E402
 
+from expectations.data_docs import make_offline  # noqa: E402
 from expectations.suites import LAYERS, expectations_for  # noqa: E402
 
 # tables an output check reads only to evaluate a cross-table rule (they were validated as marts)
@@ -231,6 +232,7 @@ def run_checkpoint(layer: str, tables: Mapping[str, Path], *, docs_dir: Path, ds
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}))
         result = checkpoint.run(run_id=RunIdentifier(run_name=f"{layer} ds={ds}",
                                                      run_time=dt.datetime.now(dt.timezone.utc)))
+    make_offline(docs_dir)  # the pages load their scripts and styles from the docs folder, not from CDNs
 
     summary: dict = {"layer": layer, "ds": ds, "success": bool(result.success),
                      "docs_index": str(docs_dir / "index.html"), "tables": {}}

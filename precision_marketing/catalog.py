@@ -5,6 +5,11 @@ For each published table T:
   T_history  every committed partition, with a `ds` column
 Views read exactly the files a manifest lists, so a partition being republished or half-written
 is never visible; partitions without _SUCCESS are ignored.
+
+Data-quality views over what every run exports beside the tables (not published through manifests: a
+night being rerun shows its new files as they land):
+  quarantine_<source>    every quarantined row of every ds, with its reject_reason and ds
+  data_reconciliation    per ds and source: raw = clean + quarantined + duplicates
 """
 from __future__ import annotations
 
@@ -43,20 +48,48 @@ def view_statements(storage: Storage, tables: Iterable[str]) -> list[str]:
     return statements
 
 
+def quality_view_statements(storage: Storage) -> list[str]:
+    """CREATE VIEW statements for the quarantine tables and the reconciliation, where the lake has them."""
+    from expectations.raw_contract import SOURCES
+
+    statements = []
+    for source in SOURCES:
+        prefix = f"quarantine/{source}/"
+        if any(k.endswith(".parquet") for k in storage.list_keys(prefix)):
+            files = _quote(storage.uri(prefix + "ds=*/*.parquet"))
+            statements.append(f"CREATE OR REPLACE VIEW quarantine_{source} AS SELECT * FROM "
+                              f"read_parquet({files}, hive_partitioning = false, union_by_name = true)")
+    prefix = "features/data_reconciliation/"
+    if any(k.endswith(".parquet") for k in storage.list_keys(prefix)):
+        files = _quote(storage.uri(prefix + "ds=*/*.parquet"))
+        statements.append("CREATE OR REPLACE VIEW data_reconciliation AS SELECT * REPLACE (CAST(ds AS DATE) AS ds) "
+                          f"FROM read_parquet({files}, hive_partitioning = true)")
+    return statements
+
+
+class QueryError(ValueError):
+    """SQL that cannot give a result table (empty, only a comment); the message says so in one line."""
+
+
 def open_catalog(storage: Storage, tables: Iterable[str],
                  con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
     con = con or duckdb.connect()
     storage.configure_duckdb(con)
-    for statement in view_statements(storage, tables):
+    for statement in view_statements(storage, tables) + quality_view_statements(storage):
         con.execute(statement)
     return con
 
 
 def run_query(storage: Storage, tables: Iterable[str], sql: str, max_rows: int = 1000):
     """(column names, first max_rows rows, whether there were more) of sql run over the catalog."""
+    if not sql or not sql.strip():
+        raise QueryError("no SQL given: pm query \"select * from recommendations limit 5\"")
     con = open_catalog(storage, tables)
     try:
         result = con.execute(sql)
+        if result is None or result.description is None:
+            raise QueryError("the SQL returns no rows to show (it is empty, only a comment, or a statement "
+                             "without a result)")
         rows = result.fetchmany(max_rows + 1)
         return [d[0] for d in result.description], rows[:max_rows], len(rows) > max_rows
     finally:

@@ -86,6 +86,14 @@ class RunPaths:
     def report_dir(self) -> Path:
         return self.work / "reports" / f"ds={self.ds}"
 
+    @property
+    def task_times_dir(self) -> Path:
+        """One JSON per task of the latest run of ds (written by the DAG's task callbacks)."""
+        return self.work / "runs" / f"ds={self.ds}" / "tasks"
+
+    def task_time(self, task_id: str) -> Path:
+        return self.task_times_dir / f"{task_id}.json"
+
     def lake_key(self, path: Path) -> str:
         return path.relative_to(self.work).as_posix()
 
@@ -288,11 +296,16 @@ def train_als(ds: str, params: Mapping | None = None) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     gate = metrics["gate"]
     if not gate["passed"]:
-        print(json.dumps({"event": "recommendation_gate_failed", "ds": ds, "level": gate["level"],
-                          "published": gate["published"], "reasons": gate["reasons"]}), flush=True)
+        from precision_marketing.alerts import notify
+
+        message = (f"recommendations for ds={ds} failed the publish gate ("
+                   + {"fallback": "publishing the popularity fallback lists",
+                      "none": "keeping the last published partition"}.get(gate["published"], gate["published"])
+                   + "): " + "; ".join(gate["reasons"]))
+        notify("error" if gate["level"] == "fail" else "warning", message,
+               {"event": "recommendation_gate_failed", "ds": ds, "published": gate["published"]})
         if gate["level"] == "fail":
-            raise RecommendationGateError(f"recommendations for ds={ds} failed the publish gate: "
-                                          + "; ".join(gate["reasons"]))
+            raise RecommendationGateError(message)
     return {key: metrics.get(key) for key in (
         "model", "precision_at_k", "baseline_precision_at_k", "ndcg_at_k", "baseline_ndcg_at_k", "n_eval_users",
         "min_history", "recommendations_by_source", "catalog_coverage")} | {"gate": gate["published"]}
@@ -403,11 +416,52 @@ def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
     return manifests
 
 
+HEADLINE_METRICS = {"als": ("model", "precision_at_k", "baseline_precision_at_k", "ndcg_at_k", "baseline_ndcg_at_k"),
+                    "ctr": ("auc", "baseline_auc"), "segments": ("silhouette",)}
+
+
+def headline_metrics(ds: str, params: Mapping | None = None) -> dict:
+    """The figures an operator looks at first, flat: {"als_precision_at_k": ..., "ctr_auc": ..., ...}
+    (keys a model does not write are left out)."""
+    paths = paths_for(run_config(params), ds)
+    figures = {}
+    for model, keys in HEADLINE_METRICS.items():
+        path = paths.model_dir(model) / "metrics.json"
+        metrics = json.loads(path.read_text()) if path.exists() else {}
+        figures.update({f"{model}_{key}": metrics[key] for key in keys if metrics.get(key) is not None})
+        gate = metrics.get("gate")
+        if isinstance(gate, dict) and "published" in gate:
+            figures[f"{model}_published"] = gate["published"]
+    return figures
+
+
+def report_history(storage: Storage, ds: str, nights: int) -> list[dict]:
+    """report.json of up to `nights` published nights before ds (the trends of the HTML report)."""
+    days = sorted({key.split("/ds=")[1].split("/")[0] for key in storage.list_keys("reports/")
+                   if key.endswith("/report.json") and "/ds=" in key})
+    history = []
+    for day in [d for d in days if d < ds][-nights:]:
+        try:
+            history.append(json.loads(storage.get_bytes(f"reports/ds={day}/report.json")))
+        except (FileNotFoundError, ValueError):
+            continue  # a night whose report is missing or unreadable is a gap in the plots, not a failure
+    return history
+
+
+def audience_sizes(audiences: Path) -> dict[str, int]:
+    """Users per campaign in the run's audiences output (an aggregate: one row per campaign)."""
+    from precision_marketing.publish import parquet_files
+
+    files = [str(p) for p in parquet_files(audiences)]
+    rows = duckdb.sql(f"SELECT campaign_id, count(*) FROM read_parquet({files}) GROUP BY 1 ORDER BY 1").fetchall()
+    return {str(campaign): int(n) for campaign, n in rows}
+
+
 def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = None) -> dict:
     """Write the SQL catalog (views over the published tables) and the run report beside the tables."""
     from precision_marketing.catalog import view_statements
     from precision_marketing.publish import read_manifest
-    from precision_marketing.report import build_report
+    from precision_marketing.report import build_report, timing_records
 
     config = run_config(params)
     paths = paths_for(config, ds)
@@ -426,6 +480,9 @@ def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = No
         reconciliation_path=paths.feature("data_reconciliation"),
         out_dir=paths.report_dir,
         notes=status["notes"] + status["warnings"],
+        history=report_history(storage, ds, int(config["report"]["history_nights"])),
+        audience_sizes=audience_sizes(outputs["audiences"]) if "audiences" in outputs else {},
+        task_seconds=timing_records(paths.task_times_dir, run_id),
     )
     _upload(storage, paths, paths.report_dir)
-    return report
+    return {"report": storage.uri(f"reports/ds={ds}/report.html"), "published": report["published"]}

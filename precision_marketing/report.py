@@ -1,38 +1,250 @@
-"""The run report: one JSON (for machines) and one Markdown page (for people) per ds, published
-under <lake>/reports/ds=YYYY-MM-DD/ next to the Great Expectations Data Docs."""
+"""The run report, per ds, published under <lake>/reports/ds=YYYY-MM-DD/ next to the Great Expectations
+Data Docs: report.json (for machines, and the history later reports plot), report.md (short, for a
+terminal) and report.html (for people: one self-contained page, plots as inline SVG, no network needed).
+
+The HTML page shows the models' headline metrics and their trend over the published nights (precision@K
+vs the popularity baseline, AUC vs the placement-prior baseline), audience sizes per campaign, the
+quarantine rate per source over time and the time per task. Metrics are read defensively: a key a
+model does not write shows as n/a, and every scalar key of every metrics.json is listed, so keys added
+to a job's metrics appear without a change here.
+"""
 from __future__ import annotations
 
+import html
+import io
 import json
+import re
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow.parquet as pq
 
+# headline rows: (model, key, label, baseline key or None)
+HEADLINES = [
+    ("als", "precision_at_k", "ALS precision@K", "baseline_precision_at_k"),
+    ("als", "recall_at_k", "ALS recall@K", "baseline_recall_at_k"),
+    ("als", "ndcg_at_k", "ALS NDCG@K", "baseline_ndcg_at_k"),
+    ("als", "map_at_k", "ALS MAP@K", "baseline_map_at_k"),
+    ("als", "model", "recommendations served from", None),
+    ("als", "gate", "publish gate", None),
+    ("ctr", "auc", "CTR AUC", "baseline_auc"),
+    ("ctr", "log_loss", "CTR log loss", None),
+    ("segments", "silhouette", "segments silhouette", None),
+]
+
 
 def _fmt(value) -> str:
+    if isinstance(value, dict) and "passed" in value:  # the recommendation publish gate
+        return (("passed" if value["passed"] else "failed") + f" (published: {value.get('published', 'n/a')})"
+                + "".join(f"; {reason}" for reason in value.get("reasons") or []))
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         return f"{value:.4f}"
     return "n/a" if value is None else str(value)
 
 
-def build_report(*, ds: str, run_id: str, manifests: Mapping[str, dict | None], metrics: Mapping[str, dict],
-                 reconciliation_path: Path, out_dir: Path, notes: Sequence[str] = ()) -> dict:
-    reconciliation = pq.read_table(reconciliation_path).to_pylist()  # one row per raw source: tiny
-    report = {
-        "ds": ds,
-        "run_id": run_id,
-        "published": {t: (m["row_count"] if m else None) for t, m in manifests.items()},
-        "metrics": dict(metrics),
-        "data_quality": {"reconciliation": reconciliation},
-        "notes": list(notes),  # what was not delivered, skipped or derived, and why
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+def _metric(report: Mapping, model: str, key: str):
+    value = ((report.get("metrics") or {}).get(model) or {}).get(key)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
-    als, ctr, seg = metrics.get("als", {}), metrics.get("ctr", {}), metrics.get("segments", {})
+
+def timing_records(directory: Path, run_id: str) -> list[dict]:
+    """The task timing records one run left in the work dir (a rerun of the same ds overwrites them)."""
+    records = []
+    for path in sorted(Path(directory).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a record being written right now
+        if record.get("run_id") == run_id:
+            records.append(record)
+    return sorted(records, key=lambda r: r.get("start") or "")
+
+
+def quarantine_rates(reconciliation: Iterable[Mapping]) -> dict[str, float | None]:
+    return {r["source"]: (r["quarantined_rows"] / r["raw_rows"] if r.get("raw_rows") else None)
+            for r in reconciliation}
+
+
+# ------------------------------------------------------------------------------------------ plots
+
+
+def _svg(figure) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(figure)
+    text = buffer.getvalue()
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)  # RDF boilerplate
+    return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE: inline in HTML
+
+
+def _figure(width=6.4, height=2.8):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
+                         "axes.spines.right": False})
+    return plt.subplots(figsize=(width, height))
+
+
+def _trend_plot(nights: list[Mapping], series: list[tuple[str, str, str]], ylabel: str) -> str | None:
+    """Lines over nights; series = (model, metrics key, label). None when no night has a value."""
+    days = [n["ds"] for n in nights]
+    lines = [(label, [_metric(n, model, key) for n in nights]) for model, key, label in series]
+    if not any(v is not None for _, values in lines for v in values):
+        return None
+    fig, ax = _figure()
+    for label, values in lines:
+        points = [(d, v) for d, v in zip(days, values) if v is not None]
+        if points:
+            ax.plot([d for d, _ in points], [v for _, v in points], marker="o", label=label)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", labelrotation=45)
+    ax.legend(loc="best", frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return _svg(fig)
+
+
+def _quarantine_plot(nights: list[Mapping]) -> str | None:
+    per_source: dict[str, list[tuple[str, float]]] = {}
+    for night in nights:
+        rates = quarantine_rates((night.get("data_quality") or {}).get("reconciliation") or [])
+        for source, rate in rates.items():
+            if rate is not None:
+                per_source.setdefault(source, []).append((night["ds"], 100 * rate))
+    if not per_source:
+        return None
+    fig, ax = _figure()
+    for source, points in sorted(per_source.items()):
+        ax.plot([d for d, _ in points], [v for _, v in points], marker="o", label=source)
+    ax.set_ylabel("quarantined rows, % of raw")
+    ax.tick_params(axis="x", labelrotation=45)
+    ax.legend(loc="best", frameon=False, ncol=3)
+    ax.grid(axis="y", alpha=0.3)
+    return _svg(fig)
+
+
+def _bar_plot(labels: list[str], values: list[float], xlabel: str) -> str | None:
+    if not labels:
+        return None
+    fig, ax = _figure(height=max(1.6, 0.28 * len(labels) + 0.8))
+    ax.barh(labels[::-1], values[::-1], color="#4C72B0")
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    return _svg(fig)
+
+
+# ------------------------------------------------------------------------------------------ HTML
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.5rem} h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+table{border-collapse:collapse;margin:.5rem 0} td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:left;font-size:.9rem}
+th{background:#f4f6f8} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:1rem}
+figure.plot{margin:.5rem 0;border:1px solid #eee;padding:.5rem;border-radius:4px;max-width:720px} figure.plot svg{width:100%;height:auto}
+figcaption{font-weight:600;font-size:.9rem;margin-bottom:.3rem} .na{color:#888;font-style:italic}
+code{background:#f4f6f8;padding:0 .2rem}
+"""
+
+
+def _table(header: list[str], rows: list[list[Any]], numeric_from: int = 1) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=num' if i >= numeric_from else ''}>{html.escape(_fmt(v))}</td>"
+                         for i, v in enumerate(row)) + "</tr>"
+        for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _plot_block(plot_id: str, caption: str, svg: str | None) -> str:
+    content = svg if svg else '<p class="na">no data yet</p>'
+    return f'<figure class="plot" id="plot-{plot_id}"><figcaption>{html.escape(caption)}</figcaption>{content}</figure>'
+
+
+def render_html(report: Mapping, history: list[Mapping]) -> str:
+    """The page for `report`, with trends over `history` (earlier nights' report.json) plus this night."""
+    nights = sorted([h for h in history if h.get("ds") != report["ds"]] + [report], key=lambda n: n["ds"])
+    metrics = report.get("metrics") or {}
+    headline_rows = []
+    for model, key, label, baseline in HEADLINES:
+        value = (metrics.get(model) or {}).get(key)
+        base = (metrics.get(model) or {}).get(baseline) if baseline else None
+        if baseline is None and value is None:
+            continue  # a descriptive key the model does not (yet) write
+        lift = value / base if isinstance(value, (int, float)) and isinstance(base, (int, float)) and base else None
+        headline_rows.append([label, value, base if baseline else "", lift])
+    all_metrics = []
+    for model in sorted(metrics):
+        values = metrics[model] or {}
+        for key in sorted(values):
+            value = values[key]
+            shown = json.dumps(value, default=str)[:300] if isinstance(value, (dict, list)) else value
+            all_metrics.append([model, key, shown])
+
+    reconciliation = (report.get("data_quality") or {}).get("reconciliation") or []
+    rates = quarantine_rates(reconciliation)
+    recon_rows = [[r["source"], r["raw_rows"], r["clean_rows"], r["quarantined_rows"], r["duplicate_rows"],
+                   f"{100 * rates[r['source']]:.2f} %" if rates.get(r["source"]) is not None else None]
+                  for r in reconciliation]
+    audiences = report.get("audience_sizes") or {}
+    tasks = report.get("task_seconds") or []
+    k = (metrics.get("als") or {}).get("k")
+
+    sections = [
+        f"<h1>Nightly run report — ds {html.escape(report['ds'])}</h1>",
+        f"<p>run id <code>{html.escape(str(report.get('run_id')))}</code>; "
+        f"{len(nights)} night(s) of history shown.</p>",
+        *([f"<h2>Notes</h2><ul>{''.join(f'<li>{html.escape(note)}</li>' for note in report['notes'])}</ul>"]
+          if report.get("notes") else []),
+        "<h2>Published tables</h2>",
+        _table(["table", "rows"], [[t, n] for t, n in (report.get("published") or {}).items()]),
+        "<h2>Models</h2>",
+        _table(["metric", "value", "baseline", "lift"], headline_rows),
+        '<div class="grid">',
+        _plot_block("ranking", f"Recommendations: precision@{_fmt(k)} vs popularity, per night",
+                    _trend_plot(nights, [("als", "precision_at_k", "ALS precision@K"),
+                                         ("als", "baseline_precision_at_k", "popularity precision@K")], "precision@K")),
+        _plot_block("ctr", "CTR model: AUC vs placement prior, per night",
+                    _trend_plot(nights, [("ctr", "auc", "logistic regression AUC"),
+                                         ("ctr", "baseline_auc", "placement-prior AUC")], "AUC")),
+        "</div>",
+        "<h2>Audiences</h2>",
+        _table(["campaign", "users"], [[c, n] for c, n in audiences.items()]),
+        _plot_block("audiences", "Audience size per campaign",
+                    _bar_plot(list(audiences), list(audiences.values()), "users in the audience")),
+        "<h2>Data quality: raw rows = clean + quarantined + duplicates</h2>",
+        _table(["source", "raw", "clean", "quarantined", "duplicates", "quarantine rate"], recon_rows),
+        _plot_block("quarantine", "Quarantine rate per source, per night", _quarantine_plot(nights)),
+        "<h2>Time per task</h2>",
+        _table(["task", "state", "seconds"], [[t["task_id"], t.get("state"), t.get("seconds")] for t in tasks],
+               numeric_from=2),
+        _plot_block("tasks", "Seconds per task (this run)",
+                    _bar_plot([t["task_id"] for t in tasks], [t.get("seconds") or 0 for t in tasks], "seconds")),
+        "<h2>All model metrics</h2>",
+        _table(["model", "key", "value"], all_metrics, numeric_from=2),
+        "<h2>Validation</h2>",
+        '<p>Great Expectations Data Docs: <a href="data_docs/marts/index.html">marts</a>, '
+        '<a href="data_docs/outputs/index.html">outputs</a>.</p>',
+    ]
+    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+            f"<title>Run report {html.escape(report['ds'])}</title><style>{CSS}</style></head><body>"
+            + "\n".join(sections) + "</body></html>\n")
+
+
+def render_markdown(report: Mapping) -> str:
+    metrics = report.get("metrics") or {}
+    als, ctr, seg = metrics.get("als") or {}, metrics.get("ctr") or {}, metrics.get("segments") or {}
+    reconciliation = (report.get("data_quality") or {}).get("reconciliation") or []
+    notes = report.get("notes") or []
     lines = [
-        f"# Nightly run report — ds {ds}",
-        f"run id: `{run_id}`",
+        f"# Nightly run report — ds {report['ds']}",
+        f"run id: `{report.get('run_id')}`",
         "",
         *(["## Notes", *[f"- {note}" for note in notes], ""] if notes else []),
         "## Published tables",
@@ -56,7 +268,29 @@ def build_report(*, ds: str, run_id: str, manifests: Mapping[str, dict | None], 
         *[f"| {r['source']} | {'yes' if r.get('delivered', True) else 'no'} | {r['raw_rows']} | {r['clean_rows']} | "
           f"{r['quarantined_rows']} | {r['duplicate_rows']} |" for r in reconciliation],
         "",
-        "Great Expectations Data Docs: `data_docs/marts/index.html`, `data_docs/outputs/index.html`.",
+        "The full report with plots: `report.html`. Great Expectations Data Docs: `data_docs/marts/index.html`, "
+        "`data_docs/outputs/index.html`.",
     ]
-    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def build_report(*, ds: str, run_id: str, manifests: Mapping[str, dict | None], metrics: Mapping[str, dict],
+                 reconciliation_path: Path, out_dir: Path, history: list[Mapping] = (),
+                 audience_sizes: Mapping[str, int] | None = None, task_seconds: list[dict] = (),
+                 notes: Sequence[str] = ()) -> dict:
+    reconciliation = pq.read_table(reconciliation_path).to_pylist()  # one row per raw source: tiny
+    report = {
+        "ds": ds,
+        "run_id": run_id,
+        "published": {t: (m["row_count"] if m else None) for t, m in manifests.items()},
+        "metrics": dict(metrics),
+        "data_quality": {"reconciliation": reconciliation},
+        "audience_sizes": dict(audience_sizes or {}),
+        "task_seconds": list(task_seconds),
+        "notes": list(notes),  # what was not delivered, skipped or derived, and why
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (out_dir / "report.md").write_text(render_markdown(report))
+    (out_dir / "report.html").write_text(render_html(report, list(history)))
     return report

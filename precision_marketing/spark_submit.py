@@ -5,6 +5,8 @@ local[*] or a cluster master (spark://, yarn, k8s://) unchanged."""
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +47,40 @@ def spark_env() -> dict[str, str]:
             "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
 
 
+# a line that names an exception: "java.net.UnknownHostException: nowhere", "pyspark.errors...AnalysisException: ..."
+_EXCEPTION_LINE = re.compile(r"^\s*(?:Caused by: )?((?:[\w$]+\.)*[\w$]*(?:Exception|Error)\b:?.*)$")
+# wrappers whose own message says less than what they wrap
+_WRAPPERS = ("py4j.protocol.Py4JJavaError", "org.apache.spark.SparkException: Job aborted")
+
+
+def root_cause(output: str) -> str | None:
+    """The first exception a failed job printed (the cause; later ones are its consequences, e.g. "Cannot call
+    methods on a stopped SparkContext"), skipping logger prefixes and generic wrappers."""
+    for line in output.splitlines():
+        text = re.sub(r"^\S+ \S+ (?:ERROR|WARN|INFO) \S+: ", "", line.strip())  # log4j "date time LEVEL Logger:"
+        match = _EXCEPTION_LINE.match(text)
+        if match and not match.group(1).startswith(_WRAPPERS) and ":" in match.group(1):
+            return match.group(1).strip()
+    return None
+
+
+def check_master(master: str, timeout: float = 10.0) -> None:
+    """Fail in seconds, naming the master, when a spark:// master cannot be reached (instead of a job that
+    retries for minutes and ends in a stopped SparkContext)."""
+    if not master.startswith("spark://"):
+        return  # local[*] needs no server; yarn / k8s resolve through their own configuration
+    for address in master[len("spark://"):].split(","):
+        host, _, port = address.partition(":")
+        try:
+            with socket.create_connection((host, int(port or 7077)), timeout=timeout):
+                pass
+        except OSError as exc:
+            raise SparkJobError(f"Spark master {master} is not reachable ({host}:{port or 7077}: {exc}). "
+                                "Check spark.master (PM__SPARK__MASTER or the run's spark_master param).") from None
+
+
 def run_spark_job(job: str, job_args: Sequence[str], spark_config: Mapping) -> None:
+    check_master(spark_config["master"])
     command = spark_submit_command(job, job_args, spark_config)
     env = spark_env()
     print("running:", " ".join(command), flush=True)
@@ -53,4 +88,6 @@ def run_spark_job(job: str, job_args: Sequence[str], spark_config: Mapping) -> N
     print(process.stdout, flush=True)
     if process.returncode != 0:
         tail = "\n".join(process.stdout.strip().splitlines()[-25:])
-        raise SparkJobError(f"Spark job {job} failed (exit {process.returncode}). Last output lines:\n{tail}")
+        cause = root_cause(process.stdout)
+        raise SparkJobError(f"Spark job {job} failed (exit {process.returncode})"
+                            + (f": {cause}" if cause else "") + f". Last output lines:\n{tail}")

@@ -74,9 +74,25 @@ class Storage:
         return written
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class LocalStorage(Storage):
-    def __init__(self, root: str | os.PathLike):
+    """A lake folder. Files are written to a temporary name then renamed (readers never see half a file);
+    their mode is `file_mode` when given (e.g. 0o640), else what the umask gives a new file (0644 for 022),
+    so other users and BI services can read the lake as they can any file."""
+
+    def __init__(self, root: str | os.PathLike, file_mode: int | None = None):
         self.root = Path(root).resolve()
+        self.file_mode = file_mode
+
+    def _publish(self, tmp: str, target: Path) -> None:
+        # mkstemp creates 0600 files: give the final file the lake's mode before it becomes visible
+        os.chmod(tmp, self.file_mode if self.file_mode is not None else 0o666 & ~_umask())
+        os.replace(tmp, target)
 
     def path(self, key: str) -> Path:
         return self.root / key
@@ -88,7 +104,7 @@ class LocalStorage(Storage):
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.replace(tmp, target)
+        self._publish(tmp, target)
 
     def put_file(self, key: str, local_path: Path) -> None:
         target = self.path(key)
@@ -98,7 +114,7 @@ class LocalStorage(Storage):
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         os.close(fd)
         shutil.copyfile(local_path, tmp)
-        os.replace(tmp, target)
+        self._publish(tmp, target)
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -194,4 +210,5 @@ def storage_from_config(config: Mapping) -> Storage:
         s3 = lake["s3"]
         return S3Storage(bucket=s3["bucket"], prefix=s3.get("prefix") or "",
                          endpoint_url=s3.get("endpoint_url"), region=s3.get("region") or "us-east-1")
-    return LocalStorage(lake["local_root"])
+    mode = lake.get("file_mode")
+    return LocalStorage(lake["local_root"], file_mode=int(str(mode), 8) if mode else None)

@@ -25,7 +25,8 @@ def test_relative_paths_resolve_against_the_repo():
 
 
 def test_invalid_backend_and_missing_file_are_named(tmp_path):
-    with pytest.raises(ConfigError, match="lake.backend must be 'local' or 's3', got 'ftp'"):
+    with pytest.raises(ConfigError, match=r"lake.backend = 'ftp' \(from environment variable PM__LAKE__BACKEND\): "
+                                          r"Input should be 'local' or 's3'"):
         load_config(environ={"PM__LAKE__BACKEND": "ftp"})
     with pytest.raises(ConfigError, match="configuration file not found: .*nope.yaml"):
         load_config(environ={"PM_CONFIG": str(tmp_path / "nope.yaml")})
@@ -53,3 +54,57 @@ def test_compose_stack_sets_only_existing_settings():
         for part in name[4:].lower().split("__"):
             assert isinstance(node, dict) and part in node, f"{name} sets no existing key of config/platform.yaml"
             node = node[part]
+
+
+# ---- the schema: a typo, a wrong type, an out-of-range value fail at start, naming key, value and origin
+
+
+def test_misspelled_key_fails_with_a_suggestion():
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={"PM__LAKE__BACKNED": "s3"})
+    assert str(raised.value) == ("invalid configuration:\n  - unknown key 'lake.backned' (from environment variable "
+                                 "PM__LAKE__BACKNED); did you mean 'lake.backend'?")
+
+
+def test_wrong_type_and_out_of_range_values_name_key_value_and_origin(tmp_path):
+    with pytest.raises(ConfigError, match=r"als.top_k = 'abc' \(from environment variable PM__ALS__TOP_K\): "
+                                          r"Input should be a valid integer"):
+        load_config(environ={"PM__ALS__TOP_K": "abc"})
+    with pytest.raises(ConfigError, match=r"als.top_k = 0 \(from run parameters\): .*greater than or equal to 1"):
+        load_config(overrides={"als": {"top_k": 0}}, environ={})
+    edited = tmp_path / "platform.yaml"
+    edited.write_text((REPO_ROOT / "config" / "platform.yaml").read_text().replace("dirty_rate: 0.02", "dirty_rate: 2"))
+    with pytest.raises(ConfigError, match=rf"datagen.dirty_rate = 2 \(from {edited}\): Input should be less than 1"):
+        load_config(environ={"PM_CONFIG": str(edited)})
+
+
+def test_every_problem_is_listed_at_once():
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={"PM__SPARK__SHUFFLE_PARTITIONS": "-1", "PM__ALS__GATE__LEVEL": "loud",
+                             "PM__SEGMENTS__KAY": "3"})
+    lines = str(raised.value).splitlines()[1:]
+    assert len(lines) == 3
+    assert any(line.startswith("  - spark.shuffle_partitions = -1 ") for line in lines)
+    assert any("als.gate.level = 'loud'" in line and "'warn' or 'fail'" in line for line in lines)
+    assert any("unknown key 'segments.kay'" in line and "known keys here: k, seed" in line for line in lines)
+
+
+def test_schema_and_file_have_the_same_keys():
+    """Adding a key means a line in platform.yaml and a line in config_schema.py: neither without the other."""
+    from precision_marketing.config_schema import PlatformConfig
+
+    def keys(model, prefix=""):
+        out = set()
+        for name, field in model.model_fields.items():
+            nested = field.annotation if isinstance(field.annotation, type) and hasattr(field.annotation, "model_fields") else None
+            out |= keys(nested, f"{prefix}{name}.") if nested else {prefix + name}
+        return out
+
+    def file_keys(tree, prefix=""):
+        out = set()
+        for name, value in tree.items():
+            out |= file_keys(value, f"{prefix}{name}.") if isinstance(value, dict) and value else {prefix + name}
+        return out
+
+    file_config = yaml.safe_load((REPO_ROOT / "config" / "platform.yaml").read_text())
+    assert file_keys(file_config) == keys(PlatformConfig)

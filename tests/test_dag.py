@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECTED_STEPS = ["check_raw", "export_features", "validate_marts", "train_als", "segment_users",
+EXPECTED_STEPS = ["wait_for_landing_files", "check_raw", "export_features", "validate_marts", "train_als", "segment_users",
                   "train_ctr_and_build_audiences", "validate_outputs", "publish", "refresh_catalog_and_report"]
 
 
@@ -55,6 +55,8 @@ def test_dag_wiring(dagbag):
     dbt_roots = [t.task_id for t in dag.tasks if t.task_id.startswith("dbt.") and not
                  any(u.startswith("dbt.") for u in t.upstream_task_ids)]
     assert dbt_roots and all(dag.get_task(t).upstream_task_ids == {"check_raw"} for t in dbt_roots)
+    assert dag.get_task("check_raw").upstream_task_ids == {"wait_for_landing_files"}
+    assert not dag.get_task("wait_for_landing_files").upstream_task_ids
     assert "validate_marts" in downstream("export_features")
     assert downstream("validate_marts") == {"train_als", "segment_users"}
     assert downstream("segment_users") == {"train_ctr_and_build_audiences"}
@@ -62,6 +64,48 @@ def test_dag_wiring(dagbag):
     assert downstream("publish") == {"refresh_catalog_and_report"}
     assert dag.get_task("publish").outlets, "published tables are Assets for data-aware DAGs"
     assert dag.max_active_tasks == 1 and dag.catchup is False
+
+
+def test_scheduled_run_processes_the_day_that_ended(dagbag):
+    """The run the scheduler starts at midnight after day D has logical date (and ds) D, not D+1."""
+    import pendulum
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    timetable = coerce_to_core_timetable(dagbag.dags["nightly_marketing"].timetable)
+    restriction = TimeRestriction(earliest=pendulum.datetime(2026, 1, 1), latest=None, catchup=True)
+    after_22nd = timetable.next_dagrun_info(
+        last_automated_data_interval=DataInterval(pendulum.datetime(2026, 11, 21), pendulum.datetime(2026, 11, 22)),
+        restriction=restriction)
+    assert after_22nd.run_after == pendulum.datetime(2026, 11, 23)  # starts when the 22nd has ended
+    assert after_22nd.data_interval.start == pendulum.datetime(2026, 11, 22)  # = logical date = ds
+    # a manual trigger keeps its logical date; its data interval is the day before it
+    manual = timetable.infer_manual_data_interval(run_after=pendulum.datetime(2026, 11, 22))
+    assert manual.end == pendulum.datetime(2026, 11, 22)
+
+
+def test_sensor_waits_in_reschedule_mode_with_configured_timing(dagbag):
+    from precision_marketing.config import load_config
+
+    sensor = dagbag.dags["nightly_marketing"].get_task("wait_for_landing_files")
+    landing = load_config()["landing"]
+    assert sensor.mode == "reschedule"
+    assert sensor.poke_interval == landing["poke_seconds"] and sensor.timeout == 60 * landing["timeout_minutes"]
+    assert sensor.ds == "{{ processed_ds(params, data_interval_start, dag_run) }}"
+
+
+def test_every_task_alerts_on_failure_and_the_report_task_links_the_report(dagbag):
+    from precision_marketing.operators import RunReportLink, on_task_failure
+
+    dag = dagbag.dags["nightly_marketing"]
+    for task in dag.tasks:
+        callbacks = task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]
+        assert on_task_failure in callbacks, task.task_id
+    report = dag.get_task("refresh_catalog_and_report")
+    [link] = report.operator_extra_links
+    assert isinstance(link, RunReportLink) and link.name == "Run report"
+    report.op_kwargs = {**report.op_kwargs, "ds": "2026-11-22"}  # as rendered at run time
+    assert link.get_link(report, ti_key=None).endswith("/pm-reports/ds=2026-11-22/report.html")
 
 
 def test_dag_params_are_typed(dagbag):
@@ -77,3 +121,30 @@ def test_spark_jobs_have_a_working_help():
                               "--help"], capture_output=True, text=True, timeout=120, env=spark_env())
         assert out.returncode == 0, out.stderr[-2000:]
         assert "--features-dir" in out.stdout
+
+
+def test_only_the_published_tables_are_assets(dagbag):
+    """Cosmos would register every dbt relation as an Asset (and warn twice per task about URI rules)."""
+    dag = dagbag.dags["nightly_marketing"]
+    dbt_tasks = [t for t in dag.tasks if t.task_id.startswith("dbt.")]
+    assert dbt_tasks and all(t.emit_datasets is False and not t.outlets for t in dbt_tasks)
+    outlets = {a.uri for t in dag.tasks for a in t.outlets}
+    assert outlets == {f"lake://marts/{t}" for t in ("recommendations", "audiences", "user_segments")}
+
+
+def test_manual_runs_process_the_last_complete_day_unless_a_day_is_given(dagbag):
+    """The trigger form's default logical date is "now": the run processes yesterday, which has data."""
+    import pendulum
+
+    from precision_marketing.orchestration import processed_ds
+
+    dag = dagbag.dags["nightly_marketing"]
+    assert dag.params["ds"] is None and "last complete day" in dag.params.get_param("ds").description
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    timetable = coerce_to_core_timetable(dag.timetable)
+    now = pendulum.datetime(2026, 11, 29, 14, 29)
+    interval = timetable.infer_manual_data_interval(run_after=now)
+    assert processed_ds({}, interval.start) == "2026-11-28"
+    assert processed_ds({"ds": "2026-11-02"}, interval.start) == "2026-11-02"  # a re-run of any day
+    assert processed_ds({"ds": None}, None, type("Run", (), {"run_after": now})()) == "2026-11-28"

@@ -1,5 +1,6 @@
 """End to end: synthetic raw data -> one real `airflow dags test` run of the nightly DAG (dbt, GE, Spark,
 scikit-learn, publish) on small data -> assertions on the published tables, read back through the SQL catalog."""
+import datetime as dt
 import json
 import os
 import subprocess
@@ -123,6 +124,9 @@ def test_run_report_and_data_docs_are_published(run):
     report = json.loads(lake.get_bytes(f"reports/ds={DS}/report.json"))
     assert report["published"]["recommendations"] == scalar(run, "select count(*) from recommendations")
     assert lake.exists(f"reports/ds={DS}/report.md")
+    page = lake.get_bytes(f"reports/ds={DS}/report.html").decode()
+    assert page.count("<svg") == 5  # trends, audiences, quarantine, time per task: all have data after a run
+    assert {t["task_id"] for t in report["task_seconds"]} >= {"check_raw", "train_als", "publish"}
     assert lake.exists(f"reports/ds={DS}/data_docs/marts/index.html")
     assert lake.exists(f"reports/ds={DS}/data_docs/outputs/index.html")
     assert b"CREATE OR REPLACE VIEW recommendations" in lake.get_bytes("catalog/views.sql")
@@ -172,6 +176,32 @@ def test_rerun_of_the_same_ds_replaces_the_partitions_whole(rerun):
     assert scalar(rerun, "select max(rank) from recommendations") == 5
 
 
+def test_airflow_keeps_every_run_with_true_durations(rerun):
+    """`pm run` used to replace the earlier run of the same day in Airflow and show it lasting days."""
+    import sqlite3
+
+    db = sqlite3.connect(rerun["state"] / "airflow" / "airflow.db")
+    runs = db.execute("select run_id, conf, logical_date, start_date, end_date from dag_run "
+                      "where dag_id = 'nightly_marketing' order by start_date").fetchall()
+    published_by = {read_manifest(rerun["lake"], "recommendations", DS)["run_id"], rerun["first_run_id"]}
+    assert published_by <= {r[0] for r in runs} and len(runs) >= 2  # the first run's record is still there
+    for run_id, conf, logical_date, start, end in runs:
+        assert json.loads(conf)["ds"] == DS
+        started, ended = (dt.datetime.fromisoformat(v) for v in (start, end))
+        assert abs((started - dt.datetime.fromisoformat(logical_date)).total_seconds()) < 120, run_id
+        assert (ended - started).total_seconds() < 3600, run_id
+    # the published tables' Asset events carry the run's figures
+    extras = [json.loads(e[0]) for e in db.execute("select extra from asset_event")]
+    assert {e["table"] for e in extras} == {"recommendations", "audiences", "user_segments"}
+    assert all(e["ds"] == DS and e["rows"] > 0 for e in extras)
+    assert any("als_precision_at_k" in e and "ctr_auc" in e for e in extras)
+
+
+def test_no_warning_noise_about_dbt_assets(run):
+    log_file = Path(run["log"].splitlines()[0].split("full log: ")[1].rstrip(")"))
+    assert "Asset (Dataset) URIs validation rules changed" not in log_file.read_text()
+
+
 def test_empty_day_is_processed_and_reconciled(rerun):
     recon = dict(rerun["con"].execute(
         f"select source, raw_rows from read_parquet('{rerun['state']}/lake/features/data_reconciliation/ds={DS}/*.parquet')"
@@ -194,7 +224,18 @@ def test_missing_required_column_fails_clearly_and_keeps_last_good_tables(rerun)
     result = pm(["run", "--ds", DS], rerun["env"], state / "broken.log")
     assert result.returncode != 0
     assert f"events/ds={DS}/events.csv: missing required column 'event_type'" in result.stdout
-    assert "the nightly run for ds=2026-11-22 failed" in result.stdout
+    assert "the nightly run for ds=2026-11-22 failed" in result.stdout and "failed: check_raw" in result.stdout
     assert read_manifest(lake, "recommendations", DS) == good
     con = open_catalog(lake, ["recommendations"])
     assert con.execute("select count(*) from recommendations").fetchone()[0] == good["row_count"]
+
+
+def test_run_output_is_one_line_per_task_with_the_log_in_a_file(run):
+    lines = run["log"].splitlines()
+    assert lines[0].startswith(f"nightly run for ds={DS} (full log: ")
+    log_file = Path(lines[0].split("full log: ")[1].rstrip(")"))
+    assert log_file.stat().st_size > 100_000  # the Airflow, dbt and Spark output went there
+    task_lines = [line for line in lines if line.startswith("  ")]
+    assert len(task_lines) >= 35 and all(line.split()[1] == "success" for line in task_lines), task_lines
+    assert any(line.split()[0] == "train_als" for line in task_lines)
+    assert len(lines) < 50 and lines[-1].startswith(f"nightly run for ds={DS} finished in")

@@ -269,3 +269,22 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert done.returncode == 1
     assert "marts.suppressions: expect_column_values_to_be_in_set on column 'channel' failed" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_data_docs_render_offline_with_the_list_of_validations(tmp_path, browser):
+    """GX's pages load their scripts from CDNs: shipped copies make the index show its validations offline."""
+    docs = tmp_path / "docs"
+    run_checkpoint("marts", write_tables(tmp_path / "in", good_marts()), docs_dir=docs, ds=DS)
+    index = (docs / "index.html").read_text()
+    assert "cdn." not in index and "unpkg.com" not in index and "code.jquery.com" not in index
+    page = browser.new_page()
+    remote = []
+    page.route("**/*", lambda route: (remote.append(route.request.url), route.abort())
+               if not route.request.url.startswith("file:") else route.continue_())
+    page.goto((docs / "index.html").as_uri())
+    rows = page.locator("table tbody tr")
+    rows.first.wait_for(timeout=15_000)
+    listed = page.locator("table tbody").first.inner_text()
+    assert remote == []
+    assert all(f"marts.{table}" in listed for table in ("user_features", "interactions"))
+    page.close()

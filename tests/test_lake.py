@@ -1,5 +1,6 @@
 """Storage backends, atomic publish and the SQL catalog, against a local folder and a real S3 API (moto server)."""
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -156,3 +157,29 @@ def test_manifest_is_valid_json_with_checksums(storage, tmp_path):
     publish_table(storage, "user_segments", "2026-11-22", write_recs(tmp_path / "a", [1, 2, 3], files=1), "r1")
     manifest = json.loads(storage.get_bytes(partition_prefix("user_segments", "2026-11-22") + "_manifest.json"))
     assert len(manifest["files"][0]["sha256"]) == 64 and manifest["files"][0]["bytes"] > 0
+
+
+def test_lake_files_follow_the_umask_or_the_configured_mode(tmp_path):
+    """mkstemp's 0600 must not leak into the lake: another user or a BI service reads it."""
+    import stat
+
+    from precision_marketing.config import load_config
+    from precision_marketing.storage import storage_from_config
+
+    source = tmp_path / "part.parquet"
+    pq.write_table(pa.table({"x": [1, 2]}), source)
+    old = os.umask(0o022)
+    try:
+        lake = LocalStorage(tmp_path / "lake")
+        lake.put_bytes("reports/ds=2026-11-22/report.json", b"{}")
+        manifest = publish_table(lake, "recommendations", "2026-11-22", source, "run1")
+        for key in ["reports/ds=2026-11-22/report.json", "marts/recommendations/ds=2026-11-22/_manifest.json",
+                    "marts/recommendations/ds=2026-11-22/_SUCCESS",
+                    f"marts/recommendations/ds=2026-11-22/{manifest['files'][0]['file']}"]:
+            assert stat.S_IMODE(lake.path(key).stat().st_mode) == 0o644, key
+        configured = storage_from_config(load_config(environ={"PM__LAKE__LOCAL_ROOT": str(tmp_path / "lake2"),
+                                                              "PM__LAKE__FILE_MODE": "0640"}))
+        configured.put_bytes("catalog/views.sql", b"select 1")
+        assert stat.S_IMODE(configured.path("catalog/views.sql").stat().st_mode) == 0o640
+    finally:
+        os.umask(old)

@@ -1,0 +1,99 @@
+"""Alerts: one function, `notify(level, message, context)`, for everything that should reach a person.
+
+Always: one structured (JSON) log line on the `precision_marketing.alerts` logger, which lands in the
+task log. When configured through environment variables (secrets never live in config files):
+
+  PM_ALERT_WEBHOOK_URL      POST a Slack-compatible JSON body ({"text": ...}) to this URL
+  PM_ALERT_SMTP_HOST        send an e-mail through this SMTP server, with
+  PM_ALERT_SMTP_PORT          (default 25; 465 = implicit TLS)
+  PM_ALERT_SMTP_STARTTLS      true = upgrade the connection with STARTTLS (default false)
+  PM_ALERT_SMTP_USER / PM_ALERT_SMTP_PASSWORD   optional login
+  PM_ALERT_SMTP_FROM        sender (default pm-alerts@localhost)
+  PM_ALERT_SMTP_TO          comma-separated recipients (required for e-mail)
+  PM_ALERT_MIN_LEVEL        lowest level sent to the webhook / e-mail: info | warning | error (default warning)
+
+The DAG's failure callback (`on_task_failure`) calls it with level "error"; the ALS publish gate calls
+it with "warning" when the chosen model does not beat popularity. A channel that fails is logged and
+reported in the return value, never raised: an alert must not hide the failure it reports.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import smtplib
+import urllib.request
+from email.message import EmailMessage
+from typing import Any, Mapping
+
+log = logging.getLogger("precision_marketing.alerts")
+
+LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+TIMEOUT_SECONDS = 10
+
+
+def _text(level: str, message: str, context: Mapping[str, Any]) -> str:
+    head = f"[{level.upper()}] {context.get('dag_id', 'precision-marketing')}"
+    if context.get("ds"):
+        head += f" ds={context['ds']}"
+    details = "\n".join(f"{key}: {value}" for key, value in context.items() if key not in ("dag_id", "ds"))
+    return f"{head}: {message}" + (f"\n{details}" if details else "")
+
+
+def _send_webhook(url: str, level: str, message: str, context: Mapping[str, Any]) -> None:
+    # Slack, Mattermost, Rocket.Chat and Teams' Slack-compatible hooks all read "text"
+    body = json.dumps({"text": _text(level, message, context),
+                       "level": level, "message": message, "context": dict(context)}, default=str).encode()
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+        response.read()
+
+
+def _send_email(environ: Mapping[str, str], level: str, message: str, context: Mapping[str, Any]) -> None:
+    recipients = [r.strip() for r in environ.get("PM_ALERT_SMTP_TO", "").split(",") if r.strip()]
+    if not recipients:
+        raise ValueError("PM_ALERT_SMTP_HOST is set but PM_ALERT_SMTP_TO names no recipient")
+    email = EmailMessage()
+    email["Subject"] = _text(level, message, context).splitlines()[0][:200]
+    email["From"] = environ.get("PM_ALERT_SMTP_FROM", "pm-alerts@localhost")
+    email["To"] = ", ".join(recipients)
+    email.set_content(_text(level, message, context))
+    port = int(environ.get("PM_ALERT_SMTP_PORT", "25"))
+    smtp_class = smtplib.SMTP_SSL if port == 465 else smtplib.SMTP
+    with smtp_class(environ["PM_ALERT_SMTP_HOST"], port, timeout=TIMEOUT_SECONDS) as smtp:
+        if environ.get("PM_ALERT_SMTP_STARTTLS", "false").lower() in ("1", "true", "yes"):
+            smtp.starttls()
+        if environ.get("PM_ALERT_SMTP_USER"):
+            smtp.login(environ["PM_ALERT_SMTP_USER"], environ.get("PM_ALERT_SMTP_PASSWORD", ""))
+        smtp.send_message(email)
+
+
+def notify(level: str, message: str, context: Mapping[str, Any] | None = None,
+           environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Report `message` at `level` (info | warning | error); context: dag_id, ds, run_id, task_id, ...
+
+    Returns what happened per channel, e.g. {"log": "sent", "webhook": "sent", "email": "error: ..."}."""
+    if level not in LEVELS:
+        raise ValueError(f"alert level must be one of {sorted(LEVELS)}, got {level!r}")
+    environ = os.environ if environ is None else environ
+    context = dict(context or {})
+    log.log(LEVELS[level], json.dumps({"alert": level, "message": message, **context}, default=str))
+    outcome = {"log": "sent"}
+
+    min_level = environ.get("PM_ALERT_MIN_LEVEL", "warning").lower()
+    if LEVELS[level] < LEVELS.get(min_level, logging.WARNING):
+        return outcome
+    channels = []
+    if environ.get("PM_ALERT_WEBHOOK_URL"):
+        channels.append(("webhook", lambda: _send_webhook(environ["PM_ALERT_WEBHOOK_URL"], level, message, context)))
+    if environ.get("PM_ALERT_SMTP_HOST"):
+        channels.append(("email", lambda: _send_email(environ, level, message, context)))
+    for name, send in channels:
+        try:
+            send()
+            outcome[name] = "sent"
+        except Exception as exc:  # noqa: BLE001 - any delivery problem is reported, never raised
+            log.error("alert channel %s failed: %s", name, exc)
+            outcome[name] = f"error: {exc}"
+    return outcome

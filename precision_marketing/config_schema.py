@@ -1,0 +1,169 @@
+"""The configuration's schema: every key of config/platform.yaml with its type and allowed range (pydantic).
+
+Defaults live in config/platform.yaml, documented there; this file says what a value may be. Unknown keys
+(a misspelled `PM__LAKE__BACKNED`), wrong types (`PM__ALS__TOP_K=abc`) and out-of-range values fail at
+start; config.load_config turns the errors into messages naming the key, the value and where it came from.
+
+To add a configuration key: add it with its default and a comment to config/platform.yaml, and one line
+here, in the section's model, in the same place: `name: type` with its range, e.g.
+`max_fits: int = Field(ge=1)` — nothing else. A new section is a new model plus one line in `PlatformConfig`.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+class Section(BaseModel):
+    # unknown keys are errors; numbers given where text is expected (an S3 prefix "2024") are taken as text
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+def positive(**kwargs) -> Any:
+    return Field(gt=0, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ lake
+
+
+class LakeS3(Section):
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str | None
+    endpoint_url: str | None = Field(pattern=r"^https?://")
+    region: str | None
+
+
+class Lake(Section):
+    backend: Literal["local", "s3"]
+    local_root: str = Field(min_length=1)
+    file_mode: str | None = Field(pattern=r"^0?[0-7]{3}$")
+    s3: LakeS3
+
+    @field_validator("file_mode", mode="before")
+    @classmethod
+    def _octal(cls, value):
+        # YAML reads an unquoted 0640 as the octal number 416: give it back its digits
+        return format(value, "o") if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+class Datagen(Section):
+    users: int = positive()
+    items: int = positive()
+    days: int = positive()
+    campaigns: int = Field(ge=0)
+    dirty_rate: float = Field(ge=0, lt=1)
+    seed: int
+
+
+class Ingest(Section):
+    mapping: str | None = None
+    max_quarantine_share: float = Field(ge=0, le=1)
+    quarantine_min_rows: int = Field(ge=0)
+    future_tolerance_hours: float = Field(ge=0)
+
+
+class Dbt(Section):
+    project_dir: str = Field(min_length=1)
+    target: str = Field(min_length=1)
+    history_days: int = Field(ge=1, le=3650)
+
+
+class Orchestration(Section):
+    retries: int = Field(ge=0, le=20)
+    retry_delay_minutes: float = Field(ge=0)
+
+
+class Landing(Section):
+    poke_seconds: float = Field(gt=0)
+    timeout_minutes: float = Field(ge=0)
+    ready_marker_sources: list[str]
+
+
+class Spark(Section):
+    master: str = Field(pattern=r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://.+|yarn|k8s://.+|mesos://.+)$")
+    driver_memory: str = Field(pattern=r"^\d+[kmgtKMGT]?$")
+    shuffle_partitions: int = Field(ge=1)
+    conf: dict[str, str | int | float | bool]
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+class AlsSearch(Section):
+    alpha: list[float] = Field(min_length=2, max_length=2)
+    reg_param: list[float] = Field(min_length=2, max_length=2)
+    rank: list[int] = Field(min_length=2, max_length=2)
+    item_cf_neighbours: list[int] = Field(min_length=1)
+
+
+class AlsTuning(Section):
+    max_fits: int = Field(ge=1)
+    max_minutes: float = Field(gt=0)
+    every_days: int = Field(ge=1)
+    max_pairs: int = Field(ge=1)
+
+
+class AlsGate(Section):
+    baseline: Literal["popularity", "best"]
+    min_lift: float
+    max_drop: float = Field(ge=0, le=1)
+    action: Literal["fallback", "keep_last"]
+    level: Literal["warn", "fail"]
+
+
+class Als(Section):
+    top_k: int = Field(ge=1, le=200)
+    holdout: str = Field(pattern=r"^\d+(\.\d+)?(d|h|%)$")
+    max_iter: int = Field(ge=1)
+    seed: int
+    search: AlsSearch
+    tuning: AlsTuning
+    max_eval_users: int = Field(ge=1)
+    selection_metric: Literal["precision", "recall", "ndcg", "map"]
+    min_history: Literal["auto"] | int
+    min_score: float = Field(ge=0)
+    heavy_min_items: int = Field(ge=1)
+    gate: AlsGate
+    checkpoint_interval: int = Field(ge=1)
+    broadcast_max_mb: int = Field(ge=1)
+    max_user_items_cf: int = Field(ge=1)
+
+
+class Ctr(Section):
+    holdout_days: int = Field(ge=1, le=365)
+    reg_param: float = Field(ge=0)
+    elastic_net: float = Field(ge=0, le=1)
+    max_iter: int = Field(ge=1)
+    seed: int
+
+
+class Segments(Section):
+    k: int = Field(ge=2, le=50)
+    seed: int
+
+
+class Publish(Section):
+    tables: list[str] = Field(min_length=1)
+
+
+class Report(Section):
+    history_nights: int = Field(ge=0, le=3650)
+
+
+class PlatformConfig(Section):
+    lake: Lake
+    work_dir: str = Field(min_length=1)
+    datagen: Datagen
+    ingest: Ingest
+    dbt: Dbt
+    orchestration: Orchestration
+    landing: Landing
+    spark: Spark
+    als: Als
+    ctr: Ctr
+    segments: Segments
+    publish: Publish
+    report: Report

@@ -1,0 +1,96 @@
+"""The HTML run report: built from metrics, reconciliation, audiences and task timings (with history of
+earlier nights), self-contained, and rendered by a real headless Chromium with its plots."""
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from precision_marketing.report import build_report, render_html, timing_records
+
+DS = "2026-11-22"
+RECONCILIATION = [
+    {"source": "events", "raw_rows": 1000, "clean_rows": 950, "quarantined_rows": 30, "duplicate_rows": 20},
+    {"source": "users", "raw_rows": 200, "clean_rows": 200, "quarantined_rows": 0, "duplicate_rows": 0},
+]
+
+
+def night(ds, precision, auc, quarantined):
+    return {"ds": ds, "run_id": f"scheduled__{ds}",
+            "metrics": {"als": {"k": 10, "precision_at_k": precision, "baseline_precision_at_k": 0.07},
+                        "ctr": {"auc": auc, "baseline_auc": 0.58}},
+            "data_quality": {"reconciliation": [{"source": "events", "raw_rows": 1000, "clean_rows": 1000 - quarantined,
+                                                 "quarantined_rows": quarantined, "duplicate_rows": 0}]}}
+
+
+@pytest.fixture
+def built(tmp_path):
+    recon = tmp_path / "data_reconciliation.parquet"
+    pq.write_table(pa.Table.from_pylist(RECONCILIATION), recon)
+    times = tmp_path / "tasks"
+    times.mkdir()
+    for task, seconds, run in (("check_raw", 2.5, "manual__1"), ("train_als", 40.0, "manual__1"),
+                               ("train_ctr_and_build_audiences", 30.0, "older_run")):
+        (times / f"{task}.json").write_text(json.dumps({"task_id": task, "run_id": run, "state": "success",
+                                                        "start": f"2026-11-23T00:00:0{len(task) % 10}", "seconds": seconds}))
+    metrics = {"als": {"k": 10, "precision_at_k": 0.154, "baseline_precision_at_k": 0.07, "recall_at_k": 0.25,
+                       "baseline_recall_at_k": 0.115, "n_eval_users": 12330, "model": "als",
+                       "gate": {"passed": False, "published": "fallback", "level": "warn",
+                                "reasons": ["ndcg@10 0.01 does not beat popularity 0.02 by 5 %"]},
+                       "tuning": {"candidates": [{"rank": 32}, {"rank": 64}]}},  # a nested key: listed, not plotted
+               "ctr": {"auc": 0.672},  # baseline_auc missing: n/a, no crash
+               "segments": {"k": 5, "silhouette": 0.5}}
+    history = [night("2026-11-20", 0.14, 0.66, 10), night("2026-11-21", 0.15, 0.67, 25)]
+    out = tmp_path / "report"
+    report = build_report(ds=DS, run_id="manual__1", manifests={"recommendations": {"row_count": 200_000},
+                                                                 "audiences": None},
+                          metrics=metrics, reconciliation_path=recon, out_dir=out, history=history,
+                          audience_sizes={"C001": 500, "C002": 1200},
+                          task_seconds=timing_records(times, "manual__1"))
+    return out, report
+
+
+def test_report_json_holds_what_the_page_shows(built):
+    out, report = built
+    stored = json.loads((out / "report.json").read_text())
+    assert stored["published"] == {"recommendations": 200_000, "audiences": None}
+    assert stored["audience_sizes"] == {"C001": 500, "C002": 1200}
+    assert [t["task_id"] for t in stored["task_seconds"]] == ["check_raw", "train_als"]  # only this run's
+    assert (out / "report.md").read_text().startswith(f"# Nightly run report — ds {DS}")
+
+
+def test_html_is_self_contained_and_reads_metrics_defensively(built):
+    out, _ = built
+    page = (out / "report.html").read_text()
+    assert "<script" not in page and "<link" not in page
+    assert page.count("<svg") == 5
+    assert "<td>CTR AUC</td><td class=num>0.6720</td><td class=num>n/a</td>" in page
+    assert "ALS NDCG@K" in page  # a headline key the job does not write yet: shown as n/a
+    assert "<td>recommendations served from</td><td class=num>als</td>" in page
+    assert "failed (published: fallback); ndcg@10 0.01 does not beat popularity 0.02 by 5 %" in page
+    assert "tuning" in page and "candidates" in page
+    assert "3.00 %" in page  # events quarantine rate this night
+
+
+def test_browser_renders_every_plot(built, browser):
+    out, _ = built
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    fetched = []
+    page.on("request", lambda request: fetched.append(request.url))
+    page.goto((out / "report.html").as_uri())
+    assert fetched == [(out / "report.html").as_uri()]  # nothing else to load: works offline
+    assert page.title() == f"Run report {DS}"
+    for plot in ("ranking", "ctr", "audiences", "quarantine", "tasks"):
+        svg = page.locator(f"#plot-{plot} svg")
+        assert svg.count() == 1, plot
+        box = svg.bounding_box()
+        assert box["width"] > 200 and box["height"] > 80, (plot, box)
+    # three nights on the precision trend: three markers per line
+    assert page.locator("#plot-ranking svg").inner_html().count("<use") >= 6
+    page.screenshot(path=str(out / "report.png"), full_page=True)
+    page.close()
+
+
+def test_empty_history_and_missing_sections_render(tmp_path):
+    page = render_html({"ds": DS, "run_id": "r", "metrics": {}, "published": {}}, history=[])
+    assert page.count("no data yet") == 5 and "<svg" not in page

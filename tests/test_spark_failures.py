@@ -1,0 +1,60 @@
+"""A failing Spark job names its root cause in the task's final error, and an unreachable master fails in
+seconds, before any job is submitted (so the CTR job is not started on a master the ALS job could not reach)."""
+import time
+
+import pytest
+
+from precision_marketing import pipeline
+from precision_marketing.spark_submit import SparkJobError, check_master, root_cause, run_spark_job
+
+SMALL_SPARK = {"master": "local[1]", "driver_memory": "1g", "shuffle_partitions": 1, "conf": {}}
+
+
+def test_the_first_exception_is_the_root_cause_not_the_last_lines():
+    output = "\n".join([
+        "26/11/29 10:00:01 WARN Utils: Your hostname resolves to a loopback address",
+        "26/11/29 10:00:02 ERROR SparkContext: Error initializing SparkContext.",
+        "java.net.UnknownHostException: nowhere",
+        "\tat java.base/java.net.InetAddress.getAllByName0(InetAddress.java:1302)",
+        "Traceback (most recent call last):",
+        "py4j.protocol.Py4JJavaError: An error occurred while calling None.org.apache.spark.api.java.JavaSparkContext.",
+        "java.lang.IllegalStateException: Cannot call methods on a stopped SparkContext.",
+    ])
+    assert root_cause(output) == "java.net.UnknownHostException: nowhere"
+    assert root_cause("all good\nno problem here") is None
+
+
+def test_a_failed_job_names_its_cause_first(tmp_path):
+    with pytest.raises(SparkJobError) as raised:
+        run_spark_job("ctr_audiences", ["--features-dir", tmp_path / "missing", "--ds", "2026-11-22",
+                                        "--segments", tmp_path / "none.parquet", "--output-dir", tmp_path / "out"],
+                      SMALL_SPARK)
+    first_line = str(raised.value).splitlines()[0]
+    assert first_line.startswith("Spark job ctr_audiences failed (exit 1): java.io.FileNotFoundException: File ")
+    assert "missing/ctr_train/ds=2026-11-22 does not exist" in first_line
+
+
+@pytest.mark.parametrize("master, reason", [
+    ("spark://nowhere.invalid:7077", "nowhere.invalid:7077"),
+    ("spark://127.0.0.1:9", "127.0.0.1:9: [Errno 111] Connection refused"),
+])
+def test_an_unreachable_master_fails_in_seconds_naming_it(master, reason):
+    started = time.monotonic()
+    with pytest.raises(SparkJobError, match=f"Spark master {master} is not reachable"):
+        check_master(master, timeout=5)
+    with pytest.raises(SparkJobError) as raised:
+        check_master(master, timeout=5)
+    assert reason in str(raised.value)
+    assert time.monotonic() - started < 30
+    check_master("local[2]")  # nothing to reach
+
+
+def test_neither_spark_step_submits_to_an_unreachable_master(tmp_path, monkeypatch):
+    monkeypatch.setenv("PM__WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("PM__LAKE__LOCAL_ROOT", str(tmp_path / "lake"))
+    params = {"spark_master": "spark://nowhere.invalid:7077"}
+    for step in (pipeline.train_als, pipeline.train_ctr_and_build_audiences):
+        started = time.monotonic()
+        with pytest.raises(SparkJobError, match="Spark master spark://nowhere.invalid:7077 is not reachable"):
+            step("2026-11-22", params)
+        assert time.monotonic() - started < 30, step.__name__
