@@ -167,6 +167,54 @@ def _plot_block(plot_id: str, caption: str, svg: str | None) -> str:
     return f'<figure class="plot" id="plot-{plot_id}"><figcaption>{html.escape(caption)}</figcaption>{content}</figure>'
 
 
+def recommendation_sections(als: Mapping) -> list[str]:
+    """What the recommendation job chose and why: holdout metrics per list and user activity, every tuning
+    candidate with its validation score, the publish gate and where the published rows come from."""
+    if not als:
+        return []
+    k = als.get("k")
+    holdout = als.get("holdout") or {}
+    lists = holdout.get("lists") or {}
+    coverage = holdout.get("coverage") or {}
+    segments = [s for s in ("cold", "light", "heavy") if any(s in values for values in lists.values())]
+    holdout_rows = [[name, *[values.get("all", {}).get(m) for m in ("precision", "recall", "ndcg", "map")],
+                     *[values.get(s, {}).get("ndcg") for s in segments], coverage.get(name),
+                     values.get("all", {}).get("n_users")] for name, values in lists.items()]
+    tuning = als.get("tuning") or {}
+    chosen = tuning.get("chosen") or {}
+    metric = tuning.get("selection_metric", "ndcg")
+    candidate_rows = [[c.get("model"), json.dumps(c.get("params"), sort_keys=True), c.get(f"validation_{metric}"),
+                       c.get("seconds"), "chosen" if (c.get("model"), c.get("params")) == (chosen.get("model"),
+                                                                                      chosen.get("params")) else ""]
+                      for c in tuning.get("candidates") or []]
+    gate = als.get("gate") or {}
+    if tuning.get("tuned"):
+        how = f"tuned tonight on {tuning.get('validation_rule', 'a validation split')}"
+    elif tuning.get("reused_from"):
+        how = f"reused from the run of {tuning['reused_from']} (tuned on {tuning.get('tuned_on')})"
+    else:
+        how = tuning.get("note") or chosen.get("note") or "not tuned"
+    sections = [
+        "<h2>Recommendations</h2>",
+        f"<p>Published from <b>{html.escape(str(als.get('model')))}</b> "
+        f"({html.escape(json.dumps(als.get('params'), sort_keys=True))}), users with fewer than "
+        f"{_fmt(als.get('min_history'))} history items get the fallback lists; choice {html.escape(how)}. "
+        f"Publish gate: {html.escape(_fmt(gate) if gate else 'n/a')}.</p>",
+        f"<p>Holdout: {html.escape(str(holdout.get('rule') or holdout.get('note') or 'n/a'))}"
+        f" (from {html.escape(str(holdout.get('cutoff')))}).</p>",
+        _table(["list", f"precision@{k}", f"recall@{k}", f"NDCG@{k}", f"MAP@{k}",
+                *[f"NDCG@{k} {s}" for s in segments], "catalogue coverage", "users"], holdout_rows),
+    ]
+    if candidate_rows:
+        sections += [f"<h3>Tuning candidates (validation {html.escape(metric)}@{k})</h3>",
+                     _table(["model", "parameters", f"validation {metric}", "seconds", ""], candidate_rows,
+                            numeric_from=2)]
+    by_source = als.get("recommendations_by_source") or {}
+    if by_source:
+        sections += ["<h3>Published rows by source</h3>", _table(["source", "rows"], list(map(list, by_source.items())))]
+    return sections
+
+
 def render_html(report: Mapping, history: list[Mapping]) -> str:
     """The page for `report`, with trends over `history` (earlier nights' report.json) plus this night."""
     nights = sorted([h for h in history if h.get("ds") != report["ds"]] + [report], key=lambda n: n["ds"])
@@ -214,6 +262,7 @@ def render_html(report: Mapping, history: list[Mapping]) -> str:
                     _trend_plot(nights, [("ctr", "auc", "logistic regression AUC"),
                                          ("ctr", "baseline_auc", "placement-prior AUC")], "AUC")),
         "</div>",
+        *recommendation_sections(metrics.get("als") or {}),
         "<h2>Audiences</h2>",
         _table(["campaign", "users"], [[c, n] for c, n in audiences.items()]),
         _plot_block("audiences", "Audience size per campaign",

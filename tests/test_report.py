@@ -94,3 +94,33 @@ def test_browser_renders_every_plot(built, browser):
 def test_empty_history_and_missing_sections_render(tmp_path):
     page = render_html({"ds": DS, "run_id": "r", "metrics": {}, "published": {}}, history=[])
     assert page.count("no data yet") == 5 and "<svg" not in page
+
+
+def test_recommendation_section_shows_holdout_lists_candidates_and_gate():
+    from precision_marketing.report import recommendation_sections
+
+    chosen = {"model": "item_cf", "params": {"neighbours": 50}}
+    als = {"k": 10, "model": "item_cf", "params": {"neighbours": 50}, "min_history": 3,
+           "holdout": {"rule": "last 168 h", "cutoff": "2026-11-16T00:00:00",
+                       "lists": {"served": {"all": {"precision": 0.2, "recall": 0.3, "ndcg": 0.41, "map": 0.1,
+                                                    "n_users": 500},
+                                            "light": {"ndcg": 0.35}, "heavy": {"ndcg": 0.52}},
+                                 "popularity": {"all": {"precision": 0.1, "recall": 0.1, "ndcg": 0.2, "map": 0.05,
+                                                        "n_users": 500}}},
+                       "coverage": {"served": 0.42, "popularity": 0.01}},
+           "tuning": {"tuned": True, "selection_metric": "ndcg", "validation_rule": "last 20% of the 400 h span",
+                      "chosen": {**chosen, "min_history": 3},
+                      "candidates": [{"model": "als", "params": {"rank": 64}, "validation_ndcg": 0.3, "seconds": 12.0},
+                                     {**chosen, "validation_ndcg": 0.38, "seconds": 4.5}]},
+           "gate": {"passed": True, "published": "model", "reasons": []},
+           "recommendations_by_source": {"item_cf": 4000, "popularity": 1000}}
+    page = "\n".join(recommendation_sections(als))
+    assert "Published from <b>item_cf</b>" in page and "fewer than 3 history items" in page
+    assert "tuned tonight on last 20% of the 400 h span" in page and "passed (published: model)" in page
+    assert ("<tr><td>served</td><td class=num>0.2000</td><td class=num>0.3000</td><td class=num>0.4100</td>"
+            "<td class=num>0.1000</td><td class=num>0.3500</td><td class=num>0.5200</td><td class=num>0.4200</td>"
+            "<td class=num>500</td></tr>") in page
+    assert "<td>popularity</td>" in page and "NDCG@10 heavy" in page and "cold" not in page
+    assert page.count(">chosen<") == 1 and '<td>{&quot;neighbours&quot;: 50}</td><td class=num>0.3800</td>' in page
+    assert "<td>item_cf</td><td class=num>4000</td>" in page
+    assert recommendation_sections({}) == []
