@@ -1,4 +1,4 @@
--- One row per clean product: its interaction counts over the window and its popularity rank.
+-- One row per clean product: its title (for personalised content), its interaction counts over the window and its popularity rank.
 with products as (
     select * from {{ ref('stg_products') }}
 ),
@@ -21,6 +21,7 @@ product_activity as (
 
 select
     products.product_id,
+    products.title,
     products.category,
     products.brand,
     products.price,
