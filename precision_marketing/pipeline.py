@@ -2,8 +2,8 @@
 a notebook or a test. Each step reads and writes the work dir and/or the lake; none holds state.
 
 Order: stage_and_check_raw -> dbt (Cosmos, one task per model) -> export_features -> validate_marts
-       -> train_als | segment_users -> train_ctr_and_build_audiences -> validate_outputs -> publish
-       -> refresh_catalog_and_report
+       -> train_als | segment_users -> train_ctr_and_build_audiences -> build_audience_exports
+       | measure_campaign_lift -> validate_outputs -> publish -> refresh_catalog_and_report
 """
 from __future__ import annotations
 
@@ -237,20 +237,59 @@ def segment_users(ds: str, params: Mapping | None = None) -> dict:
                             k=int(config["segments"]["k"]), seed=int(config["segments"]["seed"]))
 
 
+SPARK_CAMPAIGN_SETTINGS = ("control_share", "value_per_click", "priority", "send_hour")
+
+
 def train_ctr_and_build_audiences(ds: str, params: Mapping | None = None) -> dict:
     from precision_marketing.spark_submit import run_spark_job
 
     config = run_config(params)
     paths = paths_for(config, ds)
-    ctr = config["ctr"]
+    ctr, activation = config["ctr"], config["activation"]
     out = paths.model_dir("ctr")
+    reg_params = ctr["reg_param"] if isinstance(ctr["reg_param"], list) else [ctr["reg_param"]]
+    overrides = {campaign: {k: v for k, v in (settings or {}).items() if k in SPARK_CAMPAIGN_SETTINGS}
+                 for campaign, settings in (activation.get("campaigns") or {}).items()}
     run_spark_job("ctr_audiences", [
         "--features-dir", paths.work / "features", "--ds", ds,
         "--segments", paths.model_dir("segments") / "user_segments.parquet", "--output-dir", out,
-        "--holdout-days", ctr["holdout_days"], "--reg-param", ctr["reg_param"],
+        "--holdout-days", ctr["holdout_days"], "--reg-param", ",".join(str(r) for r in reg_params),
         "--elastic-net", ctr["elastic_net"], "--max-iter", ctr["max_iter"], "--seed", ctr["seed"],
+        "--hash-features", ctr["hash_features"], "--calibration-days", ctr["calibration_days"],
+        "--calibration", ctr["calibration"],
+        "--control-share", activation["control_share"], "--control-salt", activation["control_salt"],
+        "--value-per-click", activation["value_per_click"], "--bid-floor", activation["bid_floor"],
+        "--bid-cap", activation["bid_cap"], "--priority", activation["priority"],
+        "--send-hour", activation["send_hour"], "--max-audiences-per-user", activation["max_audiences_per_user"],
+        "--campaign-overrides", json.dumps(overrides),
     ], config["spark"])
     return json.loads((out / "metrics.json").read_text())
+
+
+def build_audience_exports(ds: str, params: Mapping | None = None) -> dict:
+    """The treatment rows of the audiences with their personalised content (precision_marketing/campaign_content.py)."""
+    from precision_marketing.campaign_content import build_audience_exports as build
+
+    config = run_config(params)
+    paths = paths_for(config, ds)
+    tables = output_tables(paths)
+    return build(audiences=tables["audiences"], recommendations=tables["recommendations"],
+                 item_features=paths.feature("item_features"), campaigns=paths.feature("campaigns"),
+                 out=tables["audience_exports"], activation=config["activation"])
+
+
+def measure_campaign_lift(ds: str, params: Mapping | None = None) -> dict:
+    """campaign_lift from the audiences published before ds and the window's behaviour (precision_marketing/lift.py)."""
+    from precision_marketing.lift import measure_campaign_lift as measure
+
+    config = run_config(params)
+    paths = paths_for(config, ds)
+    lift = config["lift"]
+    return measure(storage_from_config(config), ds=ds, ctr_train=paths.feature("ctr_train"),
+                   interactions=paths.feature("interactions"), item_features=paths.feature("item_features"),
+                   campaigns=paths.feature("campaigns"), out=output_tables(paths)["campaign_lift"],
+                   windows=lift["windows_days"], history_days=int(config["dbt"]["history_days"]),
+                   confidence=float(lift["confidence"]), min_group_size=int(lift["min_group_size"]))
 
 
 def output_tables(paths: RunPaths) -> dict[str, Path]:
@@ -260,6 +299,8 @@ def output_tables(paths: RunPaths) -> dict[str, Path]:
         "recommendations": paths.model_dir("als") / "recommendations",
         "audiences": paths.model_dir("ctr") / "audiences",
         "user_segments": paths.model_dir("segments") / "user_segments.parquet",
+        "audience_exports": paths.model_dir("activation") / "audience_exports.parquet",
+        "campaign_lift": paths.model_dir("lift") / "campaign_lift.parquet",
     }
     als_metrics = paths.model_dir("als") / "metrics.json"
     if als_metrics.exists() and json.loads(als_metrics.read_text()).get("gate", {}).get("published") == "none":
@@ -275,7 +316,8 @@ def validate_outputs(ds: str, params: Mapping | None = None) -> dict:
     tables = {**output_tables(paths),
               **{t: paths.feature(t) for t in ("user_features", "interactions", "suppressions", "campaigns")}}
     return run_checkpoint("outputs", tables, docs_dir=paths.report_dir / "data_docs" / "outputs", ds=ds,
-                          top_k=int(config["als"]["top_k"]))
+                          top_k=int(config["als"]["top_k"]),
+                          max_audiences_per_user=int(config["activation"]["max_audiences_per_user"]))
 
 
 def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:

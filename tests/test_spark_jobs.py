@@ -125,6 +125,32 @@ def test_ctr_model_beats_placement_baseline(ctr_run):
     assert json.loads((output_dir / "metrics.json").read_text()) == metrics
 
 
+def test_ctr_reports_reliability_and_applies_the_chosen_calibration(ctr_run):
+    metrics, audiences, _ = ctr_run
+    calibration_report = metrics["calibration"]
+    assert set(calibration_report["candidates"]) == {"none", "platt", "isotonic"}
+    chosen = calibration_report["method"]
+    briers = {m: c["brier"] for m, c in calibration_report["candidates"].items()}
+    assert briers[chosen] == min(briers.values()) == metrics["brier"]
+    for candidate in calibration_report["candidates"].values():
+        assert 0 < candidate["brier"] < 0.25 and 0 <= candidate["ece"] < 0.2
+        assert sum(b["n"] for b in candidate["curve"]) == metrics["n_test"]
+    assert metrics["applied_calibration"]["method"] == chosen
+    assert calibration_report["fitted_to"] == metrics["holdout_cutoff"]
+    assert audiences["p_click"].between(0, 1).all()
+
+
+def test_audiences_carry_groups_and_bid_hints(ctr_run):
+    metrics, audiences, _ = ctr_run
+    assert set(audiences["experiment_group"]) <= {"treatment", "control"}
+    assert (audiences["expected_value"] == pytest.approx(audiences["p_click"] * 1.0)).all()  # default value 1.0
+    assert audiences["bid_hint"].between(0.0, 5.0).all()
+    for campaign, summary in metrics["campaigns"].items():
+        group = audiences[audiences["campaign_id"] == campaign]
+        assert summary["audience"] == len(group)
+        assert summary["control"] == (group["experiment_group"] == "control").sum()
+
+
 def test_audiences_have_sizes_ranks_deciles_and_segments(ctr_run):
     _, audiences, _ = ctr_run
     assert list(audiences.columns) == list(ctr_job.AUDIENCE_COLS)
