@@ -10,7 +10,10 @@ before it) to published, queryable recommendation, audience and segment tables:
    bad rows quarantined with a reason), marts (features, interactions, CTR sets), audit (reconciliation).
 3. **export_features** → **validate_marts** (Great Expectations): a failure stops the run before anything is published.
 4. **train_als** (Spark ALS → top-K recommendations) | **segment_users** (scikit-learn) →
-   **train_ctr_and_build_audiences** (Spark logistic regression → per-campaign audiences).
+   **train_ctr_and_build_audiences** (Spark logistic regression, calibrated → per-campaign audiences with
+   frequency cap, treatment/control groups and bid hints) → **build_audience_exports** (treatment rows with
+   personalised products and subject lines) | **measure_campaign_lift** (treatment vs control, from the
+   audiences published on earlier nights).
 5. **validate_outputs** (Great Expectations) → **publish** (atomic per partition: manifest + `_SUCCESS`)
    → **refresh_catalog_and_report**.
 
@@ -27,7 +30,8 @@ from airflow.sdk import Asset, Param, dag
 from precision_marketing import pipeline
 from precision_marketing.orchestration import DAG_ID, cosmos_dbt_group, default_args
 
-PUBLISHED = [Asset(f"lake://marts/{table}") for table in ("recommendations", "audiences", "user_segments")]
+PUBLISHED = [Asset(f"lake://marts/{table}") for table in
+             ("recommendations", "audiences", "user_segments", "audience_exports", "campaign_lift")]
 
 
 @dag(
@@ -59,13 +63,16 @@ def nightly_marketing():
     train_als = step("train_als", pipeline.train_als)
     segment_users = step("segment_users", pipeline.segment_users)
     train_ctr = step("train_ctr_and_build_audiences", pipeline.train_ctr_and_build_audiences)
+    build_exports = step("build_audience_exports", pipeline.build_audience_exports)
+    measure_lift = step("measure_campaign_lift", pipeline.measure_campaign_lift)
     validate_outputs = step("validate_outputs", pipeline.validate_outputs)
     publish = step("publish", pipeline.publish, {"run_id": "{{ run_id }}"}, outlets=PUBLISHED)
     report = step("refresh_catalog_and_report", pipeline.refresh_catalog_and_report, {"run_id": "{{ run_id }}"})
 
-    check_raw >> dbt >> export_features >> validate_marts >> [train_als, segment_users]
+    check_raw >> dbt >> export_features >> validate_marts >> [train_als, segment_users, measure_lift]
     segment_users >> train_ctr
-    [train_als, train_ctr] >> validate_outputs >> publish >> report
+    [train_als, train_ctr] >> build_exports
+    [build_exports, measure_lift] >> validate_outputs >> publish >> report
 
 
 nightly_marketing()

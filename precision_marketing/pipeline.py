@@ -360,6 +360,7 @@ def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = No
         metrics={m: json.loads((paths.model_dir(m) / "metrics.json").read_text()) for m in ("als", "ctr", "segments")},
         reconciliation_path=paths.feature("data_reconciliation"),
         out_dir=paths.report_dir,
+        campaign_lift_path=output_tables(paths)["campaign_lift"],
     )
     _upload(storage, paths, paths.report_dir)
     return report

@@ -16,16 +16,22 @@ def _fmt(value) -> str:
 
 
 def build_report(*, ds: str, run_id: str, manifests: Mapping[str, dict | None], metrics: Mapping[str, dict],
-                 reconciliation_path: Path, out_dir: Path) -> dict:
+                 reconciliation_path: Path, out_dir: Path, campaign_lift_path: Path | None = None) -> dict:
+    from precision_marketing.campaign_report import campaign_section, read_lift
+
     reconciliation = pq.read_table(reconciliation_path).to_pylist()  # one row per raw source: tiny
+    campaigns = campaign_section(metrics.get("ctr", {}), read_lift(campaign_lift_path))
     report = {
         "ds": ds,
         "run_id": run_id,
         "published": {t: (m["row_count"] if m else None) for t, m in manifests.items()},
         "metrics": dict(metrics),
+        "campaigns": campaigns["data"],
         "data_quality": {"reconciliation": reconciliation},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
+    if campaigns["svg"]:
+        (out_dir / "calibration.svg").write_text(campaigns["svg"])
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
 
     als, ctr, seg = metrics.get("als", {}), metrics.get("ctr", {}), metrics.get("segments", {})
@@ -46,6 +52,7 @@ def build_report(*, ds: str, run_id: str, manifests: Mapping[str, dict | None], 
         f"{_fmt(ctr.get('baseline_auc'))} on {_fmt(ctr.get('n_test'))} holdout impressions",
         f"- Segments (k={_fmt(seg.get('k'))}): silhouette {_fmt(seg.get('silhouette'))}",
         "",
+        *campaigns["markdown"],
         "## Data quality: raw rows = clean + quarantined + duplicates",
         "| source | raw | clean | quarantined | duplicates |",
         "|---|---|---|---|---|",

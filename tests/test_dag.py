@@ -9,7 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_STEPS = ["check_raw", "export_features", "validate_marts", "train_als", "segment_users",
-                  "train_ctr_and_build_audiences", "validate_outputs", "publish", "refresh_catalog_and_report"]
+                  "train_ctr_and_build_audiences", "build_audience_exports", "measure_campaign_lift",
+                  "validate_outputs", "publish", "refresh_catalog_and_report"]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,10 @@ def test_dag_wiring(dagbag):
                  any(u.startswith("dbt.") for u in t.upstream_task_ids)]
     assert dbt_roots and all(dag.get_task(t).upstream_task_ids == {"check_raw"} for t in dbt_roots)
     assert "validate_marts" in downstream("export_features")
-    assert downstream("validate_marts") == {"train_als", "segment_users"}
+    assert downstream("validate_marts") == {"train_als", "segment_users", "measure_campaign_lift"}
     assert downstream("segment_users") == {"train_ctr_and_build_audiences"}
+    assert downstream("train_als") == downstream("train_ctr_and_build_audiences") == {"build_audience_exports"}
+    assert downstream("build_audience_exports") == downstream("measure_campaign_lift") == {"validate_outputs"}
     assert downstream("validate_outputs") == {"publish"}
     assert downstream("publish") == {"refresh_catalog_and_report"}
     assert dag.get_task("publish").outlets, "published tables are Assets for data-aware DAGs"
