@@ -44,9 +44,12 @@ def cmd_generate(args, config) -> dict:
     storage = storage_from_config(config)
     options = dict(users=int(gen["users"]), items=int(gen["items"]), days=int(gen["days"]),
                    campaigns=int(gen["campaigns"]), dirty_rate=float(gen["dirty_rate"]), seed=int(gen["seed"]))
+    effect = dict(treatment_effect=float(gen.get("treatment_effect") or 0.0), effect_days=int(gen.get("effect_days") or 7))
+    if effect["treatment_effect"] > 0:  # close the loop: users exported on earlier nights respond
+        effect["exports"] = _published_exports(storage)
     written, kept = 0, 0
     with tempfile.TemporaryDirectory() as tmp:
-        summary = generate(Path(tmp) / "raw", args.ds, **options)
+        summary = generate(Path(tmp) / "raw", args.ds, **options, **effect)
         for source_dir in sorted((Path(tmp) / "raw").iterdir()):
             for part in sorted(source_dir.iterdir()):
                 prefix = f"raw/{source_dir.name}/{part.name}"
@@ -58,6 +61,21 @@ def cmd_generate(args, config) -> dict:
     print(f"synthetic raw data for the {options['days']} days up to {args.ds} in {storage.uri('raw')}: "
           f"{written} landing partitions written, {kept} already there kept", file=sys.stderr)
     return {**summary, "partitions_written": written, "partitions_kept": kept}
+
+
+def _published_exports(storage):
+    """(campaign_id, user_id, ds) of every published audience_exports partition (None when there is none)."""
+    from precision_marketing.catalog import open_catalog
+
+    con = open_catalog(storage, ["audience_exports"])
+    try:
+        if not con.execute("select count(*) from information_schema.tables "
+                           "where table_name = 'audience_exports_history'").fetchone()[0]:
+            return None
+        return con.execute("select campaign_id, user_id, cast(ds as varchar) as ds "
+                           "from audience_exports_history").to_arrow_table()
+    finally:
+        con.close()
 
 
 def airflow(args: list[str], config, check: bool = True) -> subprocess.CompletedProcess:
