@@ -73,7 +73,7 @@ def prepare(work: Path, *, impressions: int, users: int, items: int, days: int, 
     dbt_seconds = time.perf_counter() - started
     con = duckdb.connect(str(work / "warehouse.duckdb"), read_only=True)
     counts = {}
-    for table in ("ctr_train", "ctr_score", "campaigns"):
+    for table in ("ctr_train", "ctr_score"):
         target = work / "features" / table / f"ds={DS}" / f"{table}.parquet"
         target.parent.mkdir(parents=True)
         counts[table] = con.execute(f"COPY (SELECT * FROM marts.{table}) TO '{target}' (FORMAT parquet)").fetchone()[0]

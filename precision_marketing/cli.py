@@ -43,7 +43,8 @@ def cmd_generate(args, config) -> dict:
                                    if k in config["datagen"] and v is not None}}
     storage = storage_from_config(config)
     options = dict(users=int(gen["users"]), items=int(gen["items"]), days=int(gen["days"]),
-                   campaigns=int(gen["campaigns"]), dirty_rate=float(gen["dirty_rate"]), seed=int(gen["seed"]))
+                   campaigns=int(gen["campaigns"]), dirty_rate=float(gen["dirty_rate"]), seed=int(gen["seed"]),
+                   impression_rate=float(gen.get("impression_rate") or 0.04))
     effect = dict(treatment_effect=float(gen.get("treatment_effect") or 0.0), effect_days=int(gen.get("effect_days") or 7))
     if effect["treatment_effect"] > 0:  # close the loop: users exported on earlier nights respond
         effect["exports"] = _published_exports(storage)
@@ -173,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true",
                        help="replace landing partitions that already exist (default: keep them)")
         for name, kind in (("users", int), ("items", int), ("days", int), ("campaigns", int),
-                           ("dirty_rate", float), ("seed", int)):
+                           ("dirty_rate", float), ("seed", int), ("impression_rate", float)):
             p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
                            help="default from config datagen." + name)
         return p

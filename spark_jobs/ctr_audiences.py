@@ -109,7 +109,7 @@ class CtrConfig:
     reg_params: tuple[float, ...] = (0.01,)  # several: chosen by AUC on the calibration days
     elastic_net: float = 0.0
     max_iter: int = 50
-    hash_features: int = 1 << 18
+    hash_features: int = 1 << 16
     calibration_days: int = 3                # last days before the holdout: calibrator fit and reg_param choice
     calibration: str = "auto"                # auto (lowest holdout Brier score) | none | platt | isotonic
     seed: int = 42  # LBFGS logistic regression is deterministic; kept for a stable CLI and recorded
@@ -143,11 +143,13 @@ def add_model_inputs(frame: DataFrame) -> DataFrame:
     return frame
 
 
-def build_pipeline(config: CtrConfig, reg_param: float) -> Pipeline:
+def build_pipeline(config: CtrConfig, reg_param: float, hashed: bool | None = None) -> Pipeline:
     """one-hot(placement, channel, hour) + standardised numerics + affinity x placement/channel crosses
     + hashed keys -> logistic regression. Unseen categories at scoring time go to an extra 'keep' slot.
     Numerics are standardised here, so LR's own standardisation is off: the L2 penalty then shrinks every
-    one-hot and hashed coefficient in the same units (a per-user bias with few impressions stays near 0)."""
+    one-hot and hashed coefficient in the same units (a per-user bias with few impressions stays near 0).
+    hashed: with the hashed keys (default: when config.hash_features > 0)."""
+    hashed = config.hash_features > 0 if hashed is None else hashed
     indexed = [f"{name}_index" for name in CATEGORICAL_COLS]
     one_hot = [f"{name}_one_hot" for name in CATEGORICAL_COLS]
     return Pipeline(
@@ -158,9 +160,10 @@ def build_pipeline(config: CtrConfig, reg_param: float) -> Pipeline:
             StandardScaler(inputCol="numeric_raw", outputCol="numeric_scaled", withMean=True, withStd=True),
             Interaction(inputCols=["affinity", "placement_one_hot"], outputCol="affinity_x_placement"),
             Interaction(inputCols=["affinity", "channel_one_hot"], outputCol="affinity_x_channel"),
-            FeatureHasher(inputCols=list(HASHED_KEYS), outputCol="hashed", numFeatures=config.hash_features),
+            *([FeatureHasher(inputCols=list(HASHED_KEYS), outputCol="hashed", numFeatures=config.hash_features)]
+              if hashed else []),
             VectorAssembler(inputCols=["numeric_scaled", *one_hot, "affinity_x_placement", "affinity_x_channel",
-                                       "hashed"], outputCol="features"),
+                                       *(["hashed"] if hashed else [])], outputCol="features"),
             LogisticRegression(
                 featuresCol="features",
                 labelCol=LABEL_COL,
@@ -553,7 +556,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--elastic-net", type=float, default=defaults.elastic_net, help="0 = L2, 1 = L1")
     parser.add_argument("--max-iter", type=int, default=defaults.max_iter)
     parser.add_argument("--hash-features", type=int, default=defaults.hash_features,
-                        help="size of the hashed user / campaign-category / user-category space")
+                        help="size of the hashed user / campaign-category / user-category space (0 = none)")
     parser.add_argument("--calibration-days", type=int, default=defaults.calibration_days,
                         help="days before the holdout (and before ds, for the nightly model) that fit the calibrator")
     parser.add_argument("--calibration", default=defaults.calibration, choices=("auto", *CALIBRATION_METHODS))

@@ -33,8 +33,9 @@ def run(tmp_path_factory):
            "PM__WORK_DIR": str(state / "work"), "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
            "PM__SPARK__MASTER": "local[2]", "PM__SPARK__DRIVER_MEMORY": "2g", "PM__SPARK__SHUFFLE_PARTITIONS": "4",
            "PM__ALS__TUNING__MAX_FITS": "3"}  # a small tuning budget keeps the test short
-    generated = pm(["generate", "--ds", DS, "--users", "800", "--items", "200", "--days", "21", "--seed", "7"],
-                   env, state / "generate.log")
+    # 5x the default impression rate: enough impressions (~13k) for the CTR evaluation to mean something
+    generated = pm(["generate", "--ds", DS, "--users", "800", "--items", "200", "--days", "21", "--seed", "7",
+                    "--impression-rate", "0.2"], env, state / "generate.log")
     assert generated.returncode == 0, generated.stdout[-3000:]
     summary = json.loads(generated.stdout[generated.stdout.index("{"):])
     result = pm(["run", "--ds", DS], env, state / "run.log")
