@@ -26,6 +26,8 @@ import pyarrow.parquet as pq
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
+from precision_marketing.catalog import parquet_source_sql
+
 EXPORT_SCHEMA = pa.schema([
     ("campaign_id", pa.string()), ("user_id", pa.int64()), ("email_sha256", pa.string()), ("channel", pa.string()),
     ("rank", pa.int32()), ("p_click", pa.float64()), ("expected_value", pa.float64()), ("bid_hint", pa.float64()),
@@ -37,12 +39,6 @@ BATCH_ROWS = 50_000
 
 class ContentError(ValueError):
     """A campaign's template cannot be used; the message names the campaign and the setting."""
-
-
-def _parquet(path: Path) -> str:
-    path = Path(path)
-    target = f"{path}/**/*.parquet" if path.is_dir() else str(path)
-    return "'" + target.replace("'", "''") + "'"
 
 
 def campaign_setting(activation: Mapping, campaign_id: str, key: str):
@@ -100,19 +96,19 @@ def build_audience_exports(*, audiences: Path, recommendations: Path, item_featu
     renderer = SubjectRenderer(activation)
     sql = f"""
     with exported as (
-        select * from read_parquet({_parquet(audiences)}) where experiment_group = 'treatment'
+        select * from read_parquet({parquet_source_sql(audiences)}) where experiment_group = 'treatment'
     ),
     campaigns as (
-        select campaign_id, name as campaign_name, target_category from read_parquet({_parquet(campaigns)})
+        select campaign_id, name as campaign_name, target_category from read_parquet({parquet_source_sql(campaigns)})
     ),
     items as (
-        select product_id, title, category from read_parquet({_parquet(item_features)})
+        select product_id, title, category from read_parquet({parquet_source_sql(item_features)})
     ),
     in_category as (
         select exported.campaign_id, exported.user_id, recs.product_id, items.title, recs.rank
         from exported
         join campaigns using (campaign_id)
-        join read_parquet({_parquet(recommendations)}) as recs on recs.user_id = exported.user_id
+        join read_parquet({parquet_source_sql(recommendations)}) as recs on recs.user_id = exported.user_id
         join items on items.product_id = recs.product_id and items.category = campaigns.target_category
         qualify row_number() over (partition by exported.campaign_id, exported.user_id order by recs.rank)
             <= {n_products}

@@ -27,7 +27,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from precision_marketing.catalog import open_catalog
+from precision_marketing.catalog import open_catalog, parquet_source_sql
 from precision_marketing.storage import Storage
 
 METRICS = ("click", "conversion")
@@ -69,13 +69,6 @@ def two_proportion_test(successes_t: int, n_t: int, successes_c: int, n_c: int, 
             "p_value": math.erfc(abs(diff / pooled_error) / math.sqrt(2)), "status": "ok"}
 
 
-def _parquet(path: Path) -> str:
-    """read_parquet argument for a Parquet file or a folder of part files."""
-    path = Path(path)
-    target = f"{path}/**/*.parquet" if path.is_dir() else str(path)
-    return "'" + target.replace("'", "''") + "'"
-
-
 def cohort_counts(con: duckdb.DuckDBPyConnection, *, ds: str, windows: Iterable[int], history_days: int,
                   ctr_train: Path, interactions: Path, item_features: Path, campaigns: Path) -> list[tuple]:
     """(campaign_id, window_days, experiment_group, users, clicked, converted, first_from, first_to) from the
@@ -95,16 +88,16 @@ def cohort_counts(con: duckdb.DuckDBPyConnection, *, ds: str, windows: Iterable[
     ),
     clicks as (
         select distinct user_id, campaign_id, impression_date
-        from read_parquet({_parquet(ctr_train)}) where clicked = 1
+        from read_parquet({parquet_source_sql(ctr_train)}) where clicked = 1
     ),
     purchases as (
         select distinct interactions.user_id, items.category, interactions.event_date
-        from read_parquet({_parquet(interactions)}) as interactions
-        join read_parquet({_parquet(item_features)}) as items using (product_id)
+        from read_parquet({parquet_source_sql(interactions)}) as interactions
+        join read_parquet({parquet_source_sql(item_features)}) as items using (product_id)
         where interactions.n_purchases > 0
     ),
     targets as (
-        select campaign_id, target_category from read_parquet({_parquet(campaigns)})
+        select campaign_id, target_category from read_parquet({parquet_source_sql(campaigns)})
     ),
     clicked as (
         select cohort.campaign_id, cohort.user_id, cohort.window_days, count(clicks.user_id) > 0 as clicked
@@ -174,7 +167,7 @@ def measure_campaign_lift(storage: Storage, *, ds: str, ctr_train: Path, interac
     con = open_catalog(storage, ["audiences"])
     try:
         active = [r[0] for r in con.execute(
-            f"select campaign_id from read_parquet({_parquet(campaigns)}) "
+            f"select campaign_id from read_parquet({parquet_source_sql(campaigns)}) "
             f"where date '{ds}' between start_date and end_date order by 1").fetchall()]
         has_history = con.execute("select count(*) from information_schema.tables "
                                   "where table_name = 'audiences_history'").fetchone()[0] > 0
