@@ -87,13 +87,15 @@ class SubjectRenderer:
                                f"row does not have ({error}); use only campaign_name, category, channel") from None
 
 
-def build_audience_exports(*, audiences: Path, recommendations: Path, item_features: Path, campaigns: Path,
+def build_audience_exports(*, audiences: Path, recommendations: Path | None, item_features: Path, campaigns: Path,
                            out: Path, activation: Mapping) -> dict:
-    """Write audience_exports (one Parquet file at `out`) and return counts."""
+    """Write audience_exports (one Parquet file at `out`) and return counts (no recommendations: no products)."""
     n_products = int(activation["content_products"])
     if n_products < 0:
         raise ContentError(f"activation content_products must be >= 0, got {n_products}")
     renderer = SubjectRenderer(activation)
+    recommendations_sql = (f"read_parquet({parquet_source_sql(recommendations)})" if recommendations is not None
+                           else "(select null::bigint as user_id, null::bigint as product_id, null::int as rank where false)")
     sql = f"""
     with exported as (
         select * from read_parquet({parquet_source_sql(audiences)}) where experiment_group = 'treatment'
@@ -108,7 +110,7 @@ def build_audience_exports(*, audiences: Path, recommendations: Path, item_featu
         select exported.campaign_id, exported.user_id, recs.product_id, items.title, recs.rank
         from exported
         join campaigns using (campaign_id)
-        join read_parquet({parquet_source_sql(recommendations)}) as recs on recs.user_id = exported.user_id
+        join {recommendations_sql} as recs on recs.user_id = exported.user_id
         join items on items.product_id = recs.product_id and items.category = campaigns.target_category
         qualify row_number() over (partition by exported.campaign_id, exported.user_id order by recs.rank)
             <= {n_products}

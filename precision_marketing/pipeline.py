@@ -273,7 +273,8 @@ def build_audience_exports(ds: str, params: Mapping | None = None) -> dict:
     config = run_config(params)
     paths = paths_for(config, ds)
     tables = output_tables(paths)
-    return build(audiences=tables["audiences"], recommendations=tables["recommendations"],
+    # without tonight's recommendations (publish gate keep_last) the rows get no products: fallback subjects
+    return build(audiences=tables["audiences"], recommendations=tables.get("recommendations"),
                  item_features=paths.feature("item_features"), campaigns=paths.feature("campaigns"),
                  out=tables["audience_exports"], activation=config["activation"])
 

@@ -65,3 +65,9 @@ def test_broken_templates_fail_naming_the_campaign(tmp_path):
     needs_products = {**ACTIVATION, "subject_fallback": "{{ first_product }}"}
     with pytest.raises(ContentError, match=r"campaign 'c_books': the fallback subject template needs a field"):
         build_audience_exports(**inputs, out=tmp_path / "b.parquet", activation=needs_products)
+
+
+def test_without_recommendations_every_row_gets_the_fallback(tmp_path):
+    inputs = {**write_inputs(tmp_path), "recommendations": None}
+    counts = build_audience_exports(**inputs, out=tmp_path / "exports.parquet", activation=ACTIVATION)
+    assert counts == {"rows": 3, "with_products": 0, "fallback_subjects": 3}

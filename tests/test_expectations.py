@@ -38,6 +38,7 @@ def good_marts() -> dict[str, pd.DataFrame]:
             "n_users": [1, 1, 1], "popularity_rank": [1, 2, 3]}),
         "interactions": pd.DataFrame({
             "user_id": [1, 1, 2], "product_id": [10, 12, 11], "event_date": [day] * 3,
+            "event_hour": [dt.datetime(2026, 11, 20, h) for h in (9, 10, 11)],
             "weight": [13.0, 1.0, 3.0], "n_purchases": [2, 0, 0]}),
         "ctr_train": pd.DataFrame({
             "impression_id": ["i1", "i2"], "user_id": [1, 2], "campaign_id": ["C1", "C1"],
@@ -157,6 +158,7 @@ def broken_marts_error(tmp_path_factory):
     frames["user_features"].loc[1, "user_id"] = None  # NULL key
     frames["item_features"].loc[2, "product_id"] = 10  # duplicate key
     frames["interactions"].loc[2, ["user_id", "product_id"]] = [1, 10]  # duplicate compound key
+    frames["interactions"].loc[2, "event_hour"] = frames["interactions"].loc[0, "event_hour"]
     frames["ctr_train"].loc[1, "clicked"] = 2
     frames["data_reconciliation"].loc[1, "raw_rows"] = 11  # 11 != 7 + 2 + 1
     root = tmp_path_factory.mktemp("broken_marts")
@@ -175,7 +177,7 @@ def test_duplicate_keys_fail_naming_table_and_columns(broken_marts_error):
     assert any(line.startswith("marts.item_features: expect_column_values_to_be_unique on column 'product_id'")
                and "[10, 10]" in line for line in lines)
     assert any(line.startswith("marts.interactions: expect_compound_columns_to_be_unique on columns "
-                               "['user_id', 'product_id', 'event_date']") for line in lines)
+                               "['user_id', 'product_id', 'event_hour']") for line in lines)
 
 
 def test_value_set_and_reconciliation_failures(broken_marts_error):
