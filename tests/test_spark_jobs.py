@@ -143,7 +143,7 @@ def test_ctr_reports_reliability_and_applies_the_chosen_calibration(ctr_run):
 def test_audiences_carry_groups_and_bid_hints(ctr_run):
     metrics, audiences, _ = ctr_run
     assert set(audiences["experiment_group"]) <= {"treatment", "control"}
-    assert (audiences["expected_value"] == pytest.approx(audiences["p_click"] * 1.0)).all()  # default value 1.0
+    assert audiences["expected_value"].to_numpy() == pytest.approx(audiences["p_click"].to_numpy())  # value 1.0
     assert audiences["bid_hint"].between(0.0, 5.0).all()
     for campaign, summary in metrics["campaigns"].items():
         group = audiences[audiences["campaign_id"] == campaign]
