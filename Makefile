@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo test bench bench-als bench-retail lock clean check-java chromium
+.PHONY: venv demo test bench bench-als bench-retail bench-ctr lock clean check-java chromium
 
 venv: $(STAMP)
 
@@ -48,6 +48,11 @@ bench-als: venv check-java
 
 bench-retail: venv check-java
 	$(BIN)/python bench/online_retail_eval.py
+
+# CTR model vs its ceiling and Spark LR vs scikit-learn at 2M impressions (run it alone; BENCH_CTR_ARGS resizes it).
+BENCH_CTR_ARGS ?= --impressions 2000000
+bench-ctr: venv check-java
+	$(BIN)/python bench/ctr_bench.py $(BENCH_CTR_ARGS)
 
 # Re-resolve the direct dependencies (requirements.in) into the lock file, in a throwaway venv.
 lock:

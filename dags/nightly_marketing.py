@@ -20,15 +20,19 @@ date (yesterday, for the trigger form's default "now"). `pm run --ds D` sets the
    bad rows quarantined with a reason), marts (features, interactions, CTR sets), audit (reconciliation).
 3. **export_features** → **validate_marts** (Great Expectations): a failure stops the run before anything is published.
 4. **train_als** (Spark ALS → top-K recommendations) | **segment_users** (scikit-learn) →
-   **train_ctr_and_build_audiences** (Spark logistic regression → per-campaign audiences).
+   **train_ctr_and_build_audiences** (Spark logistic regression, calibrated → per-campaign audiences with
+   frequency cap, treatment/control groups and bid hints) → **build_audience_exports** (treatment rows with
+   personalised products and subject lines) | **measure_campaign_lift** (treatment vs control, from the
+   audiences published on earlier nights).
 5. **validate_outputs** (Great Expectations) → **publish** (atomic per partition: manifest + `_SUCCESS`,
    original ids restored) → **refresh_catalog_and_report** (SQL views and the HTML run report: its "Run report"
    button opens it).
 
-Without impressions, campaigns or consent, **train_ctr_and_build_audiences** is skipped (the log and the
-report say why) and the rest publishes. A source's quarantine share above `ingest.max_quarantine_share`
-stops the run at **validate_marts**. A task that fails after its retries sends an alert (structured log
-line; webhook / e-mail when `PM_ALERT_WEBHOOK_URL` / `PM_ALERT_SMTP_*` are set).
+Without impressions, campaigns or consent, **train_ctr_and_build_audiences**, **build_audience_exports** and
+**measure_campaign_lift** are skipped (the log and the report say why) and the rest publishes. A source's
+quarantine share above `ingest.max_quarantine_share` stops the run at **validate_marts**. A task that fails
+after its retries sends an alert (structured log line; webhook / e-mail when `PM_ALERT_WEBHOOK_URL` /
+`PM_ALERT_SMTP_*` are set).
 
 Re-running a `ds` replaces its partitions whole; a failed run leaves the last good tables published.
 Configuration: `config/platform.yaml` + `PM__SECTION__KEY` environment variables + the params below.
@@ -45,7 +49,8 @@ from precision_marketing.operators import LandingFilesSensor, PublishOperator, R
 from precision_marketing.orchestration import (DAG_ID, DS_TEMPLATE, cosmos_dbt_group, dag_params, default_args,
                                                landing_sensor_args, nightly_timetable, processed_ds, skippable)
 
-PUBLISHED = [Asset(f"lake://marts/{table}") for table in ("recommendations", "audiences", "user_segments")]
+PUBLISHED = [Asset(f"lake://marts/{table}") for table in
+             ("recommendations", "audiences", "user_segments", "audience_exports", "campaign_lift")]
 
 
 @dag(
@@ -77,15 +82,19 @@ def nightly_marketing():
     train_als = step("train_als", pipeline.train_als)
     segment_users = step("segment_users", pipeline.segment_users)
     train_ctr = step("train_ctr_and_build_audiences", pipeline.train_ctr_and_build_audiences)
+    build_exports = step("build_audience_exports", pipeline.build_audience_exports)
+    measure_lift = step("measure_campaign_lift", pipeline.measure_campaign_lift)
     # runs when audiences were skipped for lack of their sources, not when a step failed
     validate_outputs = step("validate_outputs", pipeline.validate_outputs, trigger_rule="none_failed_min_one_success")
     publish = step("publish", pipeline.publish, {"run_id": "{{ run_id }}"}, operator=PublishOperator, outlets=PUBLISHED)
     report = step("refresh_catalog_and_report", pipeline.refresh_catalog_and_report, {"run_id": "{{ run_id }}"},
                   operator=ReportOperator)
 
-    wait_for_landing_files >> check_raw >> dbt >> export_features >> validate_marts >> [train_als, segment_users]
+    wait_for_landing_files >> check_raw >> dbt >> export_features >> validate_marts >> [
+        train_als, segment_users, measure_lift]
     segment_users >> train_ctr
-    [train_als, train_ctr] >> validate_outputs >> publish >> report
+    [train_als, train_ctr] >> build_exports
+    [build_exports, measure_lift] >> validate_outputs >> publish >> report
 
 
 nightly_marketing()

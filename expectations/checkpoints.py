@@ -34,7 +34,7 @@ from expectations.suites import LAYERS, expectations_for  # noqa: E402
 # tables an output check reads only to evaluate a cross-table rule (they were validated as marts)
 REFERENCE_TABLES = {"outputs": {"user_features", "interactions", "suppressions", "campaigns"}}
 # frames built here from a validated table; validated whenever their base table is
-DERIVED_FRAMES = {"recommendations_per_user", "audiences_per_campaign"}
+DERIVED_FRAMES = {"recommendations_per_user", "audiences_per_campaign", "audiences_per_user"}
 MAX_EXAMPLES = 5
 
 
@@ -112,6 +112,14 @@ def _frames_to_validate(layer: str, frames: dict[str, pd.DataFrame], paths: Mapp
         per_campaign = audiences.groupby("campaign_id").size().rename("n_users").reset_index()
         out["audiences_per_campaign"] = per_campaign.merge(
             campaigns[["campaign_id", "audience_size"]], on="campaign_id", how="left")
+        out["audiences_per_user"] = audiences.groupby("user_id").size().rename("n_audiences").reset_index()
+
+    if layer == "outputs" and "audience_exports" in out:
+        exports = ref("audience_exports", "audience_exports", ["campaign_id", "user_id"]).copy()
+        audiences = ref("audience_exports", "audiences", ["campaign_id", "user_id", "experiment_group"])
+        treatment = audiences.loc[audiences["experiment_group"] == "treatment", ["campaign_id", "user_id"]]
+        exports["exported_control"] = ~_has_pair(exports, treatment, ["campaign_id", "user_id"])
+        out["audience_exports"] = exports
     return out
 
 
@@ -180,7 +188,7 @@ def _new_context(project_dir: Path, docs_dir: Path):
 
 
 def run_checkpoint(layer: str, tables: Mapping[str, Path], *, docs_dir: Path, ds: str,
-                   top_k: int | None = None) -> dict:
+                   top_k: int | None = None, max_audiences_per_user: int | None = None) -> dict:
     """Validate the given tables of `layer`, build Data Docs into docs_dir (replaced), return a summary.
 
     tables: table name -> Parquet file or Spark Parquet directory; for "outputs" also the reference tables
@@ -223,7 +231,8 @@ def run_checkpoint(layer: str, tables: Mapping[str, Path], *, docs_dir: Path, ds
             frame.to_parquet(staging / f"{table}.parquet", index=False)
             batch = source.add_parquet_asset(name=table).add_batch_definition_path(name=table, path=f"{table}.parquet")
             suite = context.suites.add(gx.ExpectationSuite(
-                name=f"{layer}.{table}", expectations=expectations_for(layer, table, top_k=top_k)))
+                name=f"{layer}.{table}", expectations=expectations_for(
+                    layer, table, top_k=top_k, max_audiences_per_user=max_audiences_per_user)))
             definitions.append(context.validation_definitions.add(
                 gx.ValidationDefinition(name=f"{layer}.{table}", data=batch, suite=suite)))
         checkpoint = context.checkpoints.add(gx.Checkpoint(
@@ -268,9 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs-dir", required=True, type=Path, help="Data Docs site folder (replaced)")
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
     parser.add_argument("--top-k", type=int, default=None, help="recommendations per user (outputs layer)")
+    parser.add_argument("--max-audiences-per-user", type=int, default=None, help="frequency cap (outputs layer)")
     args = parser.parse_args(argv)
     try:
-        summary = run_checkpoint(args.layer, dict(args.table), docs_dir=args.docs_dir, ds=args.ds, top_k=args.top_k)
+        summary = run_checkpoint(args.layer, dict(args.table), docs_dir=args.docs_dir, ds=args.ds, top_k=args.top_k,
+                                 max_audiences_per_user=args.max_audiences_per_user)
     except (DataQualityError, ValueError) as error:
         print(f"data quality check failed: {error}", file=sys.stderr)
         return 1

@@ -10,6 +10,8 @@ derives columns or small frames and the rule is stated here on the derived value
   recommendations_per_user                one row per user of user_features with n_recommendations
   audiences.is_suppressed                 (user_id, channel) or (user_id, 'all') is in suppressions
   audiences_per_campaign                  n_users per campaign next to the campaign's audience_size
+  audiences_per_user                      n_audiences per user (the frequency cap)
+  audience_exports.exported_control       (campaign_id, user_id) is not a treatment row of audiences
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from great_expectations.expectations import Expectation
 CHANNELS = ["email", "push", "onsite"]
 PLACEMENTS = ["homepage_banner", "product_page", "search_results", "email", "push"]
 RECOMMENDATION_SOURCES = ["als", "item_cf", "blend", "category_popularity", "popularity"]
+EXPERIMENT_GROUPS = ["treatment", "control"]
+LIFT_METRICS = ["click", "conversion"]
 SHA256_HEX = r"^[0-9a-f]{64}$"
 
 
@@ -100,13 +104,16 @@ def interactions() -> list[Expectation]:
 def ctr_train() -> list[Expectation]:
     return [
         *_columns("impression_id", "user_id", "campaign_id", "impression_date", "placement", "channel",
-                  "target_category", "affinity", "recency_days", "frequency", "monetary", "clicked"),
+                  "target_category", "affinity", "recency_days", "frequency", "monetary", "impression_hour",
+                  "category_recency_days", "clicked"),
         *_not_empty(), *_key("impression_id"),
         *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("user_id", "campaign_id", "clicked")],
         _in_set("clicked", [0, 1]),
         _in_set("placement", PLACEMENTS),
         _in_set("channel", CHANNELS),
         _between("affinity", 0, 1),
+        _between("impression_hour", 0, 23),
+        _between("category_recency_days", 1),
         *_non_negative("recency_days", "frequency", "monetary"),
     ]
 
@@ -115,10 +122,11 @@ def ctr_score() -> list[Expectation]:
     # may be empty: no campaign active on ds is a valid day
     return [
         *_columns("user_id", "campaign_id", "placement", "channel", "target_category", "affinity", "recency_days",
-                  "frequency", "monetary", "email_sha256"),
+                  "frequency", "monetary", "category_recency_days", "email_sha256"),
         *_key("user_id", "campaign_id"),
         _in_set("channel", CHANNELS),
         _between("affinity", 0, 1),
+        _between("category_recency_days", 1),
         *_non_negative("recency_days", "frequency", "monetary"),
     ]
 
@@ -186,11 +194,14 @@ def recommendations_per_user(*, top_k: int) -> list[Expectation]:
 def audiences() -> list[Expectation]:
     # may be empty: no campaign active on ds
     return [
-        *_columns("campaign_id", "user_id", "rank", "p_click", "decile", "segment", "email_sha256", "channel"),
+        *_columns("campaign_id", "user_id", "rank", "p_click", "decile", "segment", "email_sha256", "channel",
+                  "experiment_group", "expected_value", "bid_hint"),
         *_key("campaign_id", "user_id"),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["campaign_id", "rank"]),
         _between("rank", 1),
         _between("p_click", 0, 1),
+        _in_set("experiment_group", EXPERIMENT_GROUPS),
+        *_non_negative("expected_value", "bid_hint"),
         _between("decile", 1, 10),
         _in_set("channel", CHANNELS),
         gxe.ExpectColumnValuesToMatchRegex(column="email_sha256", regex=SHA256_HEX),
@@ -202,6 +213,42 @@ def audiences_per_campaign() -> list[Expectation]:
     return [gxe.ExpectColumnPairValuesAToBeGreaterThanB(
         column_A="audience_size", column_B="n_users", or_equal=True,
         description="a campaign's audience holds at most audience_size users (campaigns.audience_size)")]
+
+
+def audiences_per_user(*, max_audiences_per_user: int | None = None) -> list[Expectation]:
+    if not max_audiences_per_user:  # no cap configured
+        return [_between("n_audiences", 1)]
+    return [gxe.ExpectColumnValuesToBeBetween(
+        column="n_audiences", min_value=1, max_value=max_audiences_per_user,
+        description=f"a user sits in at most max_audiences_per_user={max_audiences_per_user} audiences per night")]
+
+
+def audience_exports() -> list[Expectation]:
+    # may be empty: no campaign active on ds
+    return [
+        *_columns("campaign_id", "user_id", "email_sha256", "channel", "rank", "p_click", "expected_value",
+                  "bid_hint", "segment", "top_product_ids", "top_product_titles", "subject_line",
+                  "subject_is_fallback"),
+        *_key("campaign_id", "user_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="subject_line"),
+        gxe.ExpectColumnValuesToMatchRegex(column="email_sha256", regex=SHA256_HEX),
+        _all_false("exported_control", "only treatment rows of audiences are exported (never a control user)"),
+    ]
+
+
+def campaign_lift() -> list[Expectation]:
+    # may be empty: no campaign active and none measured
+    return [
+        *_columns("campaign_id", "window_days", "metric", "n_treatment", "n_control", "successes_treatment",
+                  "successes_control", "rate_treatment", "rate_control", "abs_lift", "rel_lift", "ci_low",
+                  "ci_high", "p_value", "status"),
+        *_key("campaign_id", "window_days", "metric"),
+        _in_set("metric", LIFT_METRICS),
+        _between("window_days", 1),
+        *_non_negative("n_treatment", "n_control", "successes_treatment", "successes_control"),
+        _between("p_value", 0, 1),
+        gxe.ExpectColumnValuesToNotBeNull(column="status"),
+    ]
 
 
 def user_segments() -> list[Expectation]:
@@ -227,15 +274,19 @@ LAYERS: dict[str, dict[str, SuiteFunction]] = {
     "outputs": {
         "recommendations": recommendations, "recommendations_per_user": recommendations_per_user,
         "audiences": audiences, "audiences_per_campaign": audiences_per_campaign,
-        "user_segments": user_segments,
+        "audiences_per_user": audiences_per_user, "audience_exports": audience_exports,
+        "campaign_lift": campaign_lift, "user_segments": user_segments,
     },
 }
 NEEDS_TOP_K = {recommendations, recommendations_per_user}
 
 
-def expectations_for(layer: str, table: str, *, top_k: int | None = None) -> list[Expectation]:
+def expectations_for(layer: str, table: str, *, top_k: int | None = None,
+                     max_audiences_per_user: int | None = None) -> list[Expectation]:
     """The expectations of one table of a layer (top_k is required by the recommendations suites)."""
     suite = LAYERS[layer][table]
+    if suite is audiences_per_user:
+        return suite(max_audiences_per_user=max_audiences_per_user)
     if suite in NEEDS_TOP_K:
         if top_k is None:
             raise ValueError(f"{layer}.{table}: top_k is required to validate recommendations")

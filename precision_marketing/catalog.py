@@ -26,6 +26,14 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def parquet_source_sql(path) -> str:
+    """A quoted read_parquet() argument for a local Parquet file or a folder of part files (a Spark output)."""
+    from pathlib import Path
+
+    path = Path(path)
+    return _quote(f"{path}/**/*.parquet" if path.is_dir() else str(path))
+
+
 def _partition_select(storage: Storage, table: str, ds: str) -> str | None:
     manifest = read_manifest(storage, table, ds)
     if not manifest or not manifest["files"]:

@@ -48,10 +48,14 @@ def cmd_generate(args, config) -> dict:
                                    if k in config["datagen"] and v is not None}}
     storage = storage_from_config(config)
     options = dict(users=int(gen["users"]), items=int(gen["items"]), days=int(gen["days"]),
-                   campaigns=int(gen["campaigns"]), dirty_rate=float(gen["dirty_rate"]), seed=int(gen["seed"]))
+                   campaigns=int(gen["campaigns"]), dirty_rate=float(gen["dirty_rate"]), seed=int(gen["seed"]),
+                   impression_rate=float(gen.get("impression_rate") or 0.04))
+    effect = dict(treatment_effect=float(gen.get("treatment_effect") or 0.0), effect_days=int(gen.get("effect_days") or 7))
+    if effect["treatment_effect"] > 0:  # close the loop: users exported on earlier nights respond
+        effect["exports"] = _published_exports(storage)
     written, kept = 0, 0
     with tempfile.TemporaryDirectory() as tmp:
-        summary = generate(Path(tmp) / "raw", args.ds, **options)
+        summary = generate(Path(tmp) / "raw", args.ds, **options, **effect)
         for source_dir in sorted((Path(tmp) / "raw").iterdir()):
             for part in sorted(source_dir.iterdir()):
                 prefix = f"raw/{source_dir.name}/{part.name}"
@@ -78,6 +82,21 @@ def cmd_import(args, config) -> dict:
           f"({summary['partitions_kept']} already there kept); run it with "
           f"PM__INGEST__MAPPING={summary['mapping']} pm run --ds {summary['last_ds']}", file=sys.stderr)
     return summary
+
+
+def _published_exports(storage):
+    """(campaign_id, user_id, ds) of every published audience_exports partition (None when there is none)."""
+    from precision_marketing.catalog import open_catalog
+
+    con = open_catalog(storage, ["audience_exports"])
+    try:
+        if not con.execute("select count(*) from information_schema.tables "
+                           "where table_name = 'audience_exports_history'").fetchone()[0]:
+            return None
+        return con.execute("select campaign_id, user_id, cast(ds as varchar) as ds "
+                           "from audience_exports_history").to_arrow_table()
+    finally:
+        con.close()
 
 
 def airflow(args: list[str], config, check: bool = True, log=None) -> subprocess.CompletedProcess:
@@ -391,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true",
                        help="replace landing partitions that already exist (default: keep them)")
         for name, kind in (("users", int), ("items", int), ("days", int), ("campaigns", int),
-                           ("dirty_rate", float), ("seed", int)):
+                           ("dirty_rate", float), ("seed", int), ("impression_rate", float)):
             p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
                            help="default from config datagen." + name)
         return p

@@ -56,6 +56,9 @@ class Datagen(Section):
     campaigns: int = Field(ge=0)
     dirty_rate: float = Field(ge=0, lt=1)
     seed: int
+    impression_rate: float = Field(ge=0)
+    treatment_effect: float = Field(ge=0, le=1)
+    effect_days: int = Field(ge=1)
 
 
 class Ingest(Section):
@@ -134,10 +137,55 @@ class Als(Section):
 
 class Ctr(Section):
     holdout_days: int = Field(ge=1, le=365)
-    reg_param: float = Field(ge=0)
+    reg_param: list[float] = Field(min_length=1)
     elastic_net: float = Field(ge=0, le=1)
     max_iter: int = Field(ge=1)
+    hash_features: int = Field(ge=0)
+    calibration_days: int = Field(ge=1, le=365)
+    calibration: Literal["auto", "none", "platt", "isotonic"]
     seed: int
+
+    @field_validator("reg_param", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return value if isinstance(value, list) else [value]
+
+    @field_validator("reg_param")
+    @classmethod
+    def _non_negative(cls, value):
+        if any(v < 0 for v in value):
+            raise ValueError("every reg_param must be >= 0")
+        return value
+
+
+class CampaignSettings(Section):  # per-campaign overrides of the activation defaults
+    control_share: float | None = Field(default=None, ge=0, lt=1)
+    value_per_click: float | None = Field(default=None, ge=0)
+    priority: int | None = None
+    send_hour: int | None = Field(default=None, ge=0, le=23)
+    subject_template: str | None = None
+    subject_fallback: str | None = None
+
+
+class Activation(Section):
+    control_share: float = Field(ge=0, lt=1)
+    control_salt: str = Field(min_length=1)
+    value_per_click: float = Field(ge=0)
+    bid_floor: float = Field(ge=0)
+    bid_cap: float = Field(ge=0)
+    priority: int
+    send_hour: int = Field(ge=0, le=23)
+    max_audiences_per_user: int = Field(ge=0)
+    content_products: int = Field(ge=0)
+    subject_template: str
+    subject_fallback: str
+    campaigns: dict[str, CampaignSettings]
+
+
+class Lift(Section):
+    windows_days: list[int] = Field(min_length=1)
+    min_group_size: int = Field(ge=1)
+    confidence: float = Field(gt=0, lt=1)
 
 
 class Segments(Section):
@@ -164,6 +212,8 @@ class PlatformConfig(Section):
     spark: Spark
     als: Als
     ctr: Ctr
+    activation: Activation
+    lift: Lift
     segments: Segments
     publish: Publish
     report: Report

@@ -8,7 +8,17 @@ increments (events, impressions). The structure is there for the models to find:
   ~10 % never act (cold start);
 - sessions ~ Poisson(activity) per day browse one preferred category by Zipf popularity, with a
   view -> cart (~30 %) -> purchase (~40 % of carts) funnel and ~5 % favourites;
-- P(click) of a campaign impression rises with the user's latent preference for its target category.
+- P(click) of a campaign impression rises with the user's latent preference for its target category,
+  differs by placement and by time of day (evenings click more, nights less).
+
+Side outputs the pipeline never reads (for benchmarks and tests):
+- `truth_root` (optional): each clean impression's true click probability,
+  `<truth_root>/impressions/ds=D/impression_truth.csv` (impression_id, p_click) — the CTR model's ceiling;
+- `exports` + `treatment_effect`: a planted campaign effect on *exported* users (audience_exports rows
+  of earlier nights, treatment group only). Every export row gets a send impression on the next day; each
+  exported (campaign, user) pair, with probability `treatment_effect`, buys once in the campaign's target
+  category on a day drawn uniformly from the `effect_days` days after its first export. Control users get
+  neither, so the lift measurement (precision_marketing/lift.py) can be checked against a known effect.
 
 Dirty rows (duplicates, NULL user_id, unknown ids, malformed timestamps, invalid enum values,
 non-positive prices) are *added* beside the clean rows, one defect each, and counted in the summary so
@@ -44,6 +54,8 @@ ONSITE_PLACEMENTS = ("homepage_banner", "product_page", "search_results")
 PLACEMENT_EFFECT = {"homepage_banner": 0.0, "product_page": 0.3, "search_results": 0.5, "email": -0.3, "push": -0.2}
 CLICK_BASE_LOGIT = -3.8       # ~2 % CTR for users without interest in the category
 CLICK_PREFERENCE_WEIGHT = 3.2  # a user devoted to the category clicks ~30-40 %
+# Added to the click logit by hour of the impression (UTC): evenings click more, nights less.
+HOUR_EFFECT = np.array([-0.4] * 6 + [0.0] * 12 + [0.4] * 5 + [0.0])
 PREFERENCE_ALPHA = 0.12
 COLD_START_SHARE = 0.10
 CART_RATE, PURCHASE_RATE, FAVOURITE_RATE = 0.30, 0.40, 0.05
@@ -273,9 +285,20 @@ def _build_events(rng: np.random.Generator, world: _World) -> tuple[pa.Table, np
     return table, day
 
 
-def _build_impressions(rng: np.random.Generator, world: _World, campaigns: pa.Table) -> tuple[pa.Table, np.ndarray]:
+def click_probability(world: _World, user_index: np.ndarray, target_index: np.ndarray, placement: np.ndarray,
+                      second_of_day: np.ndarray) -> np.ndarray:
+    """The true P(click) of impressions: latent category preference, placement and hour of day."""
+    effect = np.array([PLACEMENT_EFFECT[p] for p in placement], dtype=float) if len(placement) else np.zeros(0)
+    logit = (CLICK_BASE_LOGIT + CLICK_PREFERENCE_WEIGHT * world.preferences[user_index, target_index]
+             + effect + HOUR_EFFECT[second_of_day // 3600])
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
+def _build_impressions(rng: np.random.Generator, world: _World, campaigns: pa.Table,
+                       impression_rate: float) -> tuple[pa.Table, np.ndarray]:
+    """All clean impressions, sorted by time, with their true click probability in `_p_click`."""
     users = len(world.user_ids)
-    per_campaign_day = max(1, round(users * DAILY_IMPRESSIONS_PER_USER_PER_CAMPAIGN))
+    per_campaign_day = max(1, round(users * impression_rate))
     start = np.array([date.fromisoformat(d) for d in campaigns["start_date"].to_pylist()], dtype="datetime64[D]")
     end = np.array([date.fromisoformat(d) for d in campaigns["end_date"].to_pylist()], dtype="datetime64[D]")
     window_days = np.datetime64(world.window_start) + np.arange(world.days)
@@ -288,9 +311,8 @@ def _build_impressions(rng: np.random.Generator, world: _World, campaigns: pa.Ta
     second_of_day = rng.integers(0, SECONDS_PER_DAY, n)
     placement = np.array(campaigns["placement"].to_pylist(), dtype=object)[campaign] if n else np.array([], object)
     target = campaigns["_target_index"].to_numpy()[campaign]
-    effect = np.array([PLACEMENT_EFFECT[p] for p in campaigns["placement"].to_pylist()])[campaign]
-    logit = CLICK_BASE_LOGIT + CLICK_PREFERENCE_WEIGHT * world.preferences[user, target] + effect
-    clicked = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
+    p_click = click_probability(world, user, target, placement, second_of_day)
+    clicked = (rng.random(n) < p_click).astype(np.int64)
     order = np.lexsort((campaign, second_of_day, day))
     epoch = _epoch_seconds(world.window_start) + day[order] * SECONDS_PER_DAY + second_of_day[order]
     table = pa.table({
@@ -299,8 +321,72 @@ def _build_impressions(rng: np.random.Generator, world: _World, campaigns: pa.Ta
         "placement": pa.array(placement[order].astype(str) if n else [], pa.string()),
         "impression_ts": _ts_strings(epoch),
         "clicked": pa.array(clicked[order]),
+        "_p_click": pa.array(p_click[order], pa.float64()),
     })
     return table, day[order]
+
+
+def _exports_frame(exports, campaigns: pa.Table, world: _World) -> dict[str, np.ndarray]:
+    """Export rows (campaign_id, user_id, ds) of known campaigns and users as index arrays, sorted."""
+    table = exports if isinstance(exports, pa.Table) else pa.Table.from_pandas(exports, preserve_index=False)
+    campaign_ids = campaigns["campaign_id"].to_pylist()
+    campaign_pos = {c: i for i, c in enumerate(campaign_ids)}
+    user_pos = {int(u): i for i, u in enumerate(world.user_ids)}
+    rows = [(campaign_pos[c], user_pos[int(u)], (date.fromisoformat(str(d)[:10]) - world.window_start).days)
+            for c, u, d in zip(table["campaign_id"].to_pylist(), table["user_id"].to_pylist(),
+                               table["ds"].to_pylist())
+            if c in campaign_pos and u is not None and int(u) in user_pos]
+    rows.sort()
+    arr = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    return {"campaign": arr[:, 0], "user": arr[:, 1], "export_day": arr[:, 2]}
+
+
+def _planted_campaign_effect(rng: np.random.Generator, world: _World, campaigns: pa.Table, exports,
+                             treatment_effect: float, effect_days: int) -> tuple[pa.Table, np.ndarray, pa.Table, np.ndarray]:
+    """Send impressions (next day) for every export row and, per exported pair, the planted purchase.
+    Returns (impressions, their day index, events, their day index); days outside the window are dropped."""
+    frame = _exports_frame(exports, campaigns, world)
+    # sends: the day after each export
+    send_day = frame["export_day"] + 1
+    keep = (send_day >= 0) & (send_day < world.days)
+    user, campaign, send_day = frame["user"][keep], frame["campaign"][keep], send_day[keep]
+    second = rng.integers(0, SECONDS_PER_DAY, len(user))
+    placement = np.array(campaigns["placement"].to_pylist(), dtype=object)[campaign]
+    target = campaigns["_target_index"].to_numpy()[campaign]
+    p_click = click_probability(world, user, target, placement, second)
+    clicked = (rng.random(len(user)) < p_click).astype(np.int64)
+    sends = pa.table({
+        "user_id": pa.array(world.user_ids[user], pa.int64()),
+        "campaign_id": campaigns["campaign_id"].take(pa.array(campaign, pa.int64())),
+        "placement": pa.array(placement.astype(str), pa.string()),
+        "impression_ts": _ts_strings(_epoch_seconds(world.window_start) + send_day * SECONDS_PER_DAY + second),
+        "clicked": pa.array(clicked),
+        "_p_click": pa.array(p_click, pa.float64()),
+    })
+    # the planted purchase: once per exported (campaign, user), counted from the pair's first export
+    pair = frame["campaign"] * len(world.user_ids) + frame["user"]
+    _, first = np.unique(pair, return_index=True)  # rows are sorted by (campaign, user, day): first export
+    p_user, p_campaign = frame["user"][first], frame["campaign"][first]
+    buys = rng.random(len(first)) < treatment_effect
+    buy_day = frame["export_day"][first] + rng.integers(1, max(1, effect_days) + 1, len(first))
+    keep = buys & (buy_day >= 0) & (buy_day < world.days)
+    p_user, p_campaign, buy_day = p_user[keep], p_campaign[keep], buy_day[keep]
+    category = campaigns["_target_index"].to_numpy()[p_campaign]
+    product = np.searchsorted(world.popularity_cdf, category + rng.random(len(p_user)), side="right")
+    product = np.minimum(product, len(world.product_ids) - 1)
+    start = rng.integers(0, SECONDS_PER_DAY - 600, len(p_user))
+    sessions = _prefixed_ids("t", np.arange(1, len(p_user) + 1), 8)
+    steps = [("view", 0), ("cart", 60), ("purchase", 120)]
+    events = pa.concat_tables([pa.table({
+        "user_id": pa.array(world.user_ids[p_user], pa.int64()),
+        "product_id": pa.array(world.product_ids[product], pa.int64()),
+        "event_type": pa.array([kind] * len(p_user), pa.string()),
+        "event_ts": _ts_strings(_epoch_seconds(world.window_start) + buy_day * SECONDS_PER_DAY + start + offset),
+        "session_id": sessions,
+    }) for kind, offset in steps])
+    event_day = np.tile(buy_day, len(steps))
+    order_i, order_e = np.argsort(send_day, kind="stable"), np.argsort(event_day, kind="stable")
+    return (sends.take(pa.array(order_i)), send_day[order_i], events.take(pa.array(order_e)), event_day[order_e])
 
 
 def _as_strings(table: pa.Table) -> pa.Table:
@@ -397,9 +483,23 @@ def _write(raw_root: Path, source: str, ds: str, payload: bytes) -> None:
     path.write_bytes(payload)
 
 
+def _write_truth(truth_root: Path, ds: str, truth: pa.Table) -> None:
+    path = truth_root / "impressions" / f"ds={ds}" / "impression_truth.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(truth, sink)
+    path.write_bytes(sink.getvalue().to_pybytes())
+
+
 def generate(raw_root: Path, end_ds: str | date, *, users: int = 5000, items: int = 800, days: int = 30,
-             campaigns: int = 6, dirty_rate: float = 0.02, seed: int = 42) -> dict:
+             campaigns: int = 6, dirty_rate: float = 0.02, seed: int = 42,
+             impression_rate: float = DAILY_IMPRESSIONS_PER_USER_PER_CAMPAIGN, truth_root: Path | None = None,
+             exports=None, treatment_effect: float = 0.0, effect_days: int = 7) -> dict:
     """Write every source for each day of the `days`-day window ending at `end_ds`; return the summary.
+
+    impression_rate: impressions per user per active campaign per day. truth_root: where the true click
+    probabilities go (not written when None). exports: a table (pyarrow or pandas) of exported audience
+    rows (campaign_id, user_id, ds) that receive sends and the planted `treatment_effect` (module docstring).
 
     Summary: `rows` (rows in the files a run for end_ds with history_days=days reads: each snapshot
     of end_ds plus every increment day), `rows_written` (all files), `dirty` (planted dirty rows per
@@ -414,6 +514,9 @@ def generate(raw_root: Path, end_ds: str | date, *, users: int = 5000, items: in
             raise ValueError(f"{name} must be >= {minimum}, got {value}")
     if not 0 <= dirty_rate <= 0.5:
         raise ValueError(f"dirty_rate must be between 0 and 0.5, got {dirty_rate}")
+    if not 0 <= treatment_effect <= 1 or impression_rate <= 0 or effect_days < 1:
+        raise ValueError("treatment_effect must be within [0, 1], impression_rate > 0 and effect_days >= 1, got "
+                         f"{treatment_effect}, {impression_rate}, {effect_days}")
     raw_root = Path(raw_root)
     window_start = end - timedelta(days=days - 1)
     categories = CATEGORIES[:min(len(CATEGORIES), items)]
@@ -425,7 +528,13 @@ def generate(raw_root: Path, end_ds: str | date, *, users: int = 5000, items: in
     campaign_table = _build_campaigns(_rng(seed, "campaigns"), campaigns, users, world)
     consent_table, consent_seconds = _build_consent(_rng(seed, "consent"), world)
     event_table, event_day = _build_events(_rng(seed, "events"), world)
-    impression_table, impression_day = _build_impressions(_rng(seed, "impressions"), world, campaign_table)
+    impression_table, impression_day = _build_impressions(_rng(seed, "impressions"), world, campaign_table,
+                                                          impression_rate)
+    planted = {"events": None, "impressions": None}
+    if exports is not None and len(exports):
+        sends, send_day, bought, bought_day = _planted_campaign_effect(
+            _rng(seed, "treatment"), world, campaign_table, exports, treatment_effect, effect_days)
+        planted = {"events": (bought, bought_day, "t"), "impressions": (sends, send_day, "t")}
 
     dirt_rng = _rng(seed, "dirt")
     user_table, user_dirt = _with_dirt(dirt_rng, user_table, USER_DIRT,
@@ -440,7 +549,9 @@ def generate(raw_root: Path, end_ds: str | date, *, users: int = 5000, items: in
                "dirty": {"users": user_dirt, "products": product_dirt, "campaigns": {}, "consent": {},
                          "events": {kind: 0 for kind in EVENT_DIRT},
                          "impressions": {kind: 0 for kind in IMPRESSION_DIRT}},
-               "dirty_by_ds": {"events": {}, "impressions": {}}}
+               "dirty_by_ds": {"events": {}, "impressions": {}},
+               "planted": {"treatment_effect": treatment_effect, "effect_days": effect_days,
+                           "send_impressions": 0, "planted_purchases": 0}}
     snapshot_rows = {"users": user_table.num_rows, "products": product_table.num_rows,
                      "campaigns": campaign_table.num_rows}
 
@@ -469,7 +580,23 @@ def generate(raw_root: Path, end_ds: str | date, *, users: int = 5000, items: in
             today = table.slice(lo, hi - lo)
             ids = _prefixed_ids(f"{prefix}{day:%Y%m%d}-", np.arange(1, today.num_rows + 1), 7)
             today = today.add_column(0, id_column, ids)
+            truth = today.select([id_column, "_p_click"]) if "_p_click" in today.column_names else None
             today, dirt = _with_dirt(dirt_rng, today, kinds, round(dirty_rate * today.num_rows), make_dirty)
+            if planted[source] is not None:
+                # after the base and dirty rows, with their own ids, so those rows stay exactly the same
+                extra_table, extra_day, extra_prefix = planted[source]
+                lo_x, hi_x = np.searchsorted(extra_day, [offset, offset + 1])
+                extra = extra_table.slice(lo_x, hi_x - lo_x)
+                extra = extra.add_column(0, id_column, _prefixed_ids(f"{prefix}{day:%Y%m%d}-{extra_prefix}",
+                                                                     np.arange(1, extra.num_rows + 1), 7))
+                if truth is not None:
+                    truth = pa.concat_tables([truth, extra.select([id_column, "_p_click"])])
+                key = "send_impressions" if source == "impressions" else "planted_purchases"
+                summary["planted"][key] += extra.num_rows if source == "impressions" else extra.num_rows // 3
+                columns = list(today.select([c for c in today.column_names if not c.startswith("_")]).column_names)
+                today = pa.concat_tables([_as_strings(today.select(columns)), _as_strings(extra.select(columns))])
+            if truth is not None and truth_root is not None:
+                _write_truth(Path(truth_root), ds, truth.rename_columns(["impression_id", "p_click"]))
             _write(raw_root, source, ds, _csv_bytes(today, source))
             summary["rows_written"][source] += today.num_rows
             summary["rows"][source] += today.num_rows

@@ -2,12 +2,13 @@
 a notebook or a test. Each step reads and writes the work dir and/or the lake; none holds state.
 
 Order: stage_and_check_raw -> dbt (Cosmos, one task per model) -> export_features -> validate_marts
-       -> train_als | segment_users -> train_ctr_and_build_audiences -> validate_outputs -> publish
-       -> refresh_catalog_and_report
+       -> train_als | segment_users -> train_ctr_and_build_audiences -> build_audience_exports
+       | measure_campaign_lift -> validate_outputs -> publish -> refresh_catalog_and_report
 
 What a run can build depends on what was delivered (the landing status stage_and_check_raw writes): without
-the audience sources (impressions, campaigns, consent) train_ctr_and_build_audiences raises StepSkipped and
-the audiences are neither validated nor published; the notes say why in the task logs and the report.
+the audience sources (impressions, campaigns, consent) train_ctr_and_build_audiences, build_audience_exports and
+measure_campaign_lift raise StepSkipped and their tables are neither validated nor published; the notes say why
+in the task logs and the report.
 """
 from __future__ import annotations
 
@@ -328,6 +329,16 @@ def _audience_note(config: Mapping, ds: str) -> str | None:
     if status["capabilities"]["audiences"]:
         return None
     return next((note for note in status["notes"] if note.startswith("audiences skipped")), "audiences skipped")
+SPARK_CAMPAIGN_SETTINGS = ("control_share", "value_per_click", "priority", "send_hour")
+
+
+def _skip_without_audience_sources(config: Mapping, paths: RunPaths, model: str) -> None:
+    """StepSkipped (the task shows as skipped) when the audience sources were not delivered; an earlier run's
+    output of this ds is removed so nothing stale is published."""
+    note = _audience_note(config, paths.ds)
+    if note:
+        shutil.rmtree(paths.model_dir(model), ignore_errors=True)
+        raise StepSkipped(note)
 
 
 def train_ctr_and_build_audiences(ds: str, params: Mapping | None = None) -> dict:
@@ -335,19 +346,59 @@ def train_ctr_and_build_audiences(ds: str, params: Mapping | None = None) -> dic
 
     config = run_config(params)
     paths = paths_for(config, ds)
-    note = _audience_note(config, ds)
-    if note:
-        shutil.rmtree(paths.model_dir("ctr"), ignore_errors=True)  # no stale audiences of an earlier run of ds
-        raise StepSkipped(note)
-    ctr = config["ctr"]
+    _skip_without_audience_sources(config, paths, "ctr")
+    ctr, activation = config["ctr"], config["activation"]
     out = paths.model_dir("ctr")
+    reg_params = ctr["reg_param"] if isinstance(ctr["reg_param"], list) else [ctr["reg_param"]]
+    overrides = {campaign: {k: v for k, v in (settings or {}).items() if k in SPARK_CAMPAIGN_SETTINGS and v is not None}
+                 for campaign, settings in (activation.get("campaigns") or {}).items()}
     run_spark_job("ctr_audiences", [
         "--features-dir", paths.work / "features", "--ds", ds,
         "--segments", paths.model_dir("segments") / "user_segments.parquet", "--output-dir", out,
-        "--holdout-days", ctr["holdout_days"], "--reg-param", ctr["reg_param"],
+        "--holdout-days", ctr["holdout_days"], "--reg-param", ",".join(str(r) for r in reg_params),
         "--elastic-net", ctr["elastic_net"], "--max-iter", ctr["max_iter"], "--seed", ctr["seed"],
+        "--hash-features", ctr["hash_features"], "--calibration-days", ctr["calibration_days"],
+        "--calibration", ctr["calibration"],
+        "--control-share", activation["control_share"], "--control-salt", activation["control_salt"],
+        "--value-per-click", activation["value_per_click"], "--bid-floor", activation["bid_floor"],
+        "--bid-cap", activation["bid_cap"], "--priority", activation["priority"],
+        "--send-hour", activation["send_hour"], "--max-audiences-per-user", activation["max_audiences_per_user"],
+        "--campaign-overrides", json.dumps(overrides),
     ], config["spark"])
     return json.loads((out / "metrics.json").read_text())
+
+
+def build_audience_exports(ds: str, params: Mapping | None = None) -> dict:
+    """The treatment rows of the audiences with their personalised content (precision_marketing/campaign_content.py)."""
+    from precision_marketing.campaign_content import build_audience_exports as build
+
+    config = run_config(params)
+    paths = paths_for(config, ds)
+    _skip_without_audience_sources(config, paths, "activation")
+    tables = output_tables(paths)
+    # without tonight's recommendations (publish gate keep_last) the rows get no products: fallback subjects
+    return build(audiences=tables["audiences"], recommendations=tables.get("recommendations"),
+                 item_features=paths.feature("item_features"), campaigns=paths.feature("campaigns"),
+                 out=tables["audience_exports"], activation=config["activation"])
+
+
+def measure_campaign_lift(ds: str, params: Mapping | None = None) -> dict:
+    """campaign_lift from the audiences published before ds and the window's behaviour (precision_marketing/lift.py)."""
+    from precision_marketing.lift import measure_campaign_lift as measure
+
+    config = run_config(params)
+    paths = paths_for(config, ds)
+    _skip_without_audience_sources(config, paths, "lift")
+    lift = config["lift"]
+    return measure(storage_from_config(config), ds=ds, ctr_train=paths.feature("ctr_train"),
+                   interactions=paths.feature("interactions"), item_features=paths.feature("item_features"),
+                   campaigns=paths.feature("campaigns"), user_keys=paths.feature("user_keys"),
+                   out=output_tables(paths)["campaign_lift"],
+                   windows=lift["windows_days"], history_days=int(config["dbt"]["history_days"]),
+                   confidence=float(lift["confidence"]), min_group_size=int(lift["min_group_size"]))
+
+
+AUDIENCE_TABLES = ("audiences", "audience_exports", "campaign_lift")  # need impressions, campaigns, consent
 
 
 def output_tables(paths: RunPaths) -> dict[str, Path]:
@@ -357,6 +408,8 @@ def output_tables(paths: RunPaths) -> dict[str, Path]:
         "recommendations": paths.model_dir("als") / "recommendations",
         "audiences": paths.model_dir("ctr") / "audiences",
         "user_segments": paths.model_dir("segments") / "user_segments.parquet",
+        "audience_exports": paths.model_dir("activation") / "audience_exports.parquet",
+        "campaign_lift": paths.model_dir("lift") / "campaign_lift.parquet",
     }
     als_metrics = paths.model_dir("als") / "metrics.json"
     if als_metrics.exists() and json.loads(als_metrics.read_text()).get("gate", {}).get("published") == "none":
@@ -369,7 +422,7 @@ def built_outputs(config: Mapping, paths: RunPaths) -> tuple[dict[str, Path], li
     outputs = output_tables(paths)
     note = _audience_note(config, paths.ds)
     if note:
-        return {t: p for t, p in outputs.items() if t != "audiences"}, [note]
+        return {t: p for t, p in outputs.items() if t not in AUDIENCE_TABLES}, [note]
     return outputs, []
 
 
@@ -382,7 +435,8 @@ def validate_outputs(ds: str, params: Mapping | None = None) -> dict:
     references = ["user_features", "interactions", "suppressions"] + (["campaigns"] if "audiences" in outputs else [])
     tables = {**outputs, **{t: paths.feature(t) for t in references}}
     return run_checkpoint("outputs", tables, docs_dir=paths.report_dir / "data_docs" / "outputs", ds=ds,
-                          top_k=int(config["als"]["top_k"]))
+                          top_k=int(config["als"]["top_k"]),
+                          max_audiences_per_user=int(config["activation"]["max_audiences_per_user"]))
 
 
 def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
@@ -483,6 +537,7 @@ def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = No
         history=report_history(storage, ds, int(config["report"]["history_nights"])),
         audience_sizes=audience_sizes(outputs["audiences"]) if "audiences" in outputs else {},
         task_seconds=timing_records(paths.task_times_dir, run_id),
+        campaign_lift_path=outputs.get("campaign_lift"),
     )
     _upload(storage, paths, paths.report_dir)
     return {"report": storage.uri(f"reports/ds={ds}/report.html"), "published": report["published"]}

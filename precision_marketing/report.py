@@ -215,7 +215,39 @@ def recommendation_sections(als: Mapping) -> list[str]:
     return sections
 
 
-def render_html(report: Mapping, history: list[Mapping]) -> str:
+def campaign_sections(campaigns: Mapping, calibration_svg: str | None) -> list[str]:
+    """CTR calibration (scores, reliability diagram), tonight's audiences by group and the measured lift
+    (precision_marketing/campaign_report.py computes them)."""
+    if not campaigns:
+        return []
+    calibration = dict(campaigns.get("calibration") or {})
+    method = calibration.pop("method", "none")
+    sections = ["<h2>Campaigns</h2>",
+                f"<h3>CTR calibration (applied tonight: {html.escape(str(method))})</h3>",
+                _table(["score", "Brier", "ECE", "log loss", "AUC"],
+                       [["raw" if name == "none" else name, *[c.get(k) for k in ("brier", "ece", "log_loss", "auc")]]
+                        for name, c in calibration.items()]),
+                _plot_block("calibration", "Reliability: observed click rate per bin of predicted p (diagonal = "
+                            "perfectly calibrated)", calibration_svg)]
+    audiences = campaigns.get("audiences") or {}
+    if audiences:
+        sections += ["<h3>Audiences tonight</h3>",
+                     _table(["campaign", "audience", "treatment", "control", "short (cap)", "mean p_click",
+                             "expected value"],
+                            [[c, a.get("audience"), a.get("treatment"), a.get("control"), a.get("capped_short"),
+                              a.get("mean_p_click"), a.get("expected_value")] for c, a in audiences.items()])]
+    lift = campaigns.get("lift") or []
+    sections += ["<h3>Measured lift (treatment − control, after each user's first night in the audience)</h3>",
+                 _table(["campaign", "window (days)", "metric", "treatment", "control", "rate T", "rate C", "lift",
+                         "CI low", "CI high", "p", "status"],
+                        [[r["campaign_id"], r["window_days"], r["metric"], r["n_treatment"], r["n_control"],
+                          r["rate_treatment"], r["rate_control"], r["abs_lift"], r["ci_low"], r["ci_high"],
+                          r["p_value"], r["status"]] for r in lift], numeric_from=3)
+                 if lift else "<p>No campaign to measure.</p>"]
+    return sections
+
+
+def render_html(report: Mapping, history: list[Mapping], calibration_svg: str | None = None) -> str:
     """The page for `report`, with trends over `history` (earlier nights' report.json) plus this night."""
     nights = sorted([h for h in history if h.get("ds") != report["ds"]] + [report], key=lambda n: n["ds"])
     metrics = report.get("metrics") or {}
@@ -263,6 +295,7 @@ def render_html(report: Mapping, history: list[Mapping]) -> str:
                                          ("ctr", "baseline_auc", "placement-prior AUC")], "AUC")),
         "</div>",
         *recommendation_sections(metrics.get("als") or {}),
+        *campaign_sections(report.get("campaigns") or {}, calibration_svg),
         "<h2>Audiences</h2>",
         _table(["campaign", "users"], [[c, n] for c, n in audiences.items()]),
         _plot_block("audiences", "Audience size per campaign",
@@ -286,7 +319,7 @@ def render_html(report: Mapping, history: list[Mapping]) -> str:
             + "\n".join(sections) + "</body></html>\n")
 
 
-def render_markdown(report: Mapping) -> str:
+def render_markdown(report: Mapping, campaign_lines: Sequence[str] = ()) -> str:
     metrics = report.get("metrics") or {}
     als, ctr, seg = metrics.get("als") or {}, metrics.get("ctr") or {}, metrics.get("segments") or {}
     reconciliation = (report.get("data_quality") or {}).get("reconciliation") or []
@@ -311,6 +344,7 @@ def render_markdown(report: Mapping) -> str:
         if "ctr" in metrics else "- CTR logistic regression: skipped (see notes)",
         f"- Segments (k={_fmt(seg.get('k'))}): silhouette {_fmt(seg.get('silhouette'))}",
         "",
+        *campaign_lines,
         "## Data quality: raw rows = clean + quarantined + duplicates",
         "| source | delivered | raw | clean | quarantined | duplicates |",
         "|---|---|---|---|---|---|",
@@ -326,20 +360,26 @@ def render_markdown(report: Mapping) -> str:
 def build_report(*, ds: str, run_id: str, manifests: Mapping[str, dict | None], metrics: Mapping[str, dict],
                  reconciliation_path: Path, out_dir: Path, history: list[Mapping] = (),
                  audience_sizes: Mapping[str, int] | None = None, task_seconds: list[dict] = (),
-                 notes: Sequence[str] = ()) -> dict:
+                 notes: Sequence[str] = (), campaign_lift_path: Path | None = None) -> dict:
+    from precision_marketing.campaign_report import campaign_section, read_lift
+
     reconciliation = pq.read_table(reconciliation_path).to_pylist()  # one row per raw source: tiny
+    campaigns = campaign_section(metrics.get("ctr", {}), read_lift(campaign_lift_path))
     report = {
         "ds": ds,
         "run_id": run_id,
         "published": {t: (m["row_count"] if m else None) for t, m in manifests.items()},
         "metrics": dict(metrics),
+        "campaigns": campaigns["data"],
         "data_quality": {"reconciliation": reconciliation},
         "audience_sizes": dict(audience_sizes or {}),
         "task_seconds": list(task_seconds),
         "notes": list(notes),  # what was not delivered, skipped or derived, and why
     }
     out_dir.mkdir(parents=True, exist_ok=True)
+    if campaigns["svg"]:
+        (out_dir / "calibration.svg").write_text(campaigns["svg"])
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (out_dir / "report.md").write_text(render_markdown(report))
-    (out_dir / "report.html").write_text(render_html(report, list(history)))
+    (out_dir / "report.md").write_text(render_markdown(report, campaigns["markdown"]))
+    (out_dir / "report.html").write_text(render_html(report, list(history), campaigns["svg"]))
     return report

@@ -1,14 +1,23 @@
-"""Campaign audiences ranked by predicted click-through (Spark MLlib logistic regression).
+"""Campaign audiences ranked by a calibrated click probability (Spark MLlib logistic regression).
 
 Reads the dbt features `ctr_train`, `ctr_score` and `campaigns` from `<features-dir>/<table>/ds=<ds>/`
 and the user segments (`--segments`: Parquet file or directory with user_id, segment), then:
-1. evaluates on a time-based holdout (impression_date <= ds - holdout_days trains, later days test):
-   AUC and log loss of the model vs a baseline scoring each impression with its placement's train CTR;
-2. refits on the whole window, scores every ctr_score row (p_click) and, per campaign, ranks users by
-   p_click (ties: user_id), assigns deciles over all its scored users, keeps rank <= audience_size,
-   adds the segment ('unknown' without one) and writes `<output-dir>/audiences/` (overwritten);
+1. evaluates on a time-based holdout (impression_date <= ds - holdout_days trains, later days test). The
+   `calibration_days` days just before the holdout choose reg_param (best AUC among --reg-param values)
+   and fit the calibrators (Platt, isotonic: spark_jobs/calibration.py) on the scores of a model fit on the
+   days before them. On the holdout: AUC and log loss vs a baseline scoring each impression with its
+   placement's train CTR, and Brier score, expected calibration error and calibration curve of the raw and
+   each calibrated score; `auto` keeps the calibration with the lowest holdout Brier score;
+2. fits tonight's model the same way shifted to ds (with a calibration: model on the days up to
+   ds - calibration_days, calibrator on the last calibration_days; without: the whole window), scores every
+   ctr_score row at its campaign's send hour (p_click, calibrated), assigns deciles over all the campaign's
+   scored users, selects audiences (top audience_size under the per-user frequency cap), assigns each member
+   to treatment or control (salted hash) and adds bid hints (spark_jobs/audience_rules.py), attaches the
+   segment ('unknown' without one) and writes `<output-dir>/audiences/` (overwritten);
 3. writes metrics.json (default `<output-dir>/metrics.json`).
-Features: one-hot placement and channel, standardised affinity, recency_days, log1p(frequency), log1p(monetary).
+Features: one-hot placement, channel and hour; standardised affinity, recency_days, log1p(frequency),
+log1p(monetary), log1p(category_recency_days); affinity x placement and affinity x channel; hashed user,
+campaign x category and user x category keys (FeatureHasher).
 
 Run:
   spark-submit --master 'local[*]' --driver-memory 4g spark_jobs/ctr_audiences.py \
@@ -21,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import sys
 import time
 from pathlib import Path
@@ -32,11 +42,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyspark.ml import Pipeline, PipelineModel  # noqa: E402
 from pyspark.ml.classification import LogisticRegression  # noqa: E402
 from pyspark.ml.evaluation import BinaryClassificationEvaluator  # noqa: E402
-from pyspark.ml.feature import OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler  # noqa: E402
+from pyspark.ml.feature import (  # noqa: E402
+    FeatureHasher,
+    Interaction,
+    OneHotEncoder,
+    StandardScaler,
+    StringIndexer,
+    VectorAssembler,
+)
 from pyspark.ml.functions import vector_to_array  # noqa: E402
 from pyspark.sql import DataFrame, SparkSession, Window  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
+from spark_jobs.audience_rules import (  # noqa: E402
+    CONTROL,
+    GROUP_COL,
+    TREATMENT,
+    add_bid_hints,
+    assign_groups,
+    select_audiences,
+)
+from spark_jobs.calibration import CALIBRATION_METHODS, Calibrator, fit_calibrator, reliability  # noqa: E402
 from spark_jobs.common import (  # noqa: E402
     check_columns,
     feature_table_path,
@@ -60,37 +86,70 @@ DECILE_COL = "decile"
 SEGMENT_COL = "segment"
 EMAIL_COL = "email_sha256"
 AUDIENCE_SIZE_COL = "audience_size"
+HOUR_COL = "impression_hour"
 UNKNOWN_SEGMENT = "unknown"
-CATEGORICAL_COLS = ("placement", "channel")
-RAW_NUMERIC_COLS = ("affinity", "recency_days", "frequency", "monetary")
-MODEL_NUMERIC_COLS = ("affinity", "recency_days", "log_frequency", "log_monetary")
-AUDIENCE_COLS = (CAMPAIGN_COL, USER_COL, RANK_COL, P_CLICK_COL, DECILE_COL, SEGMENT_COL, EMAIL_COL, "channel")
-TRAIN_COLS = (USER_COL, CAMPAIGN_COL, DATE_COL, *CATEGORICAL_COLS, *RAW_NUMERIC_COLS, CLICK_COL)
-SCORE_COLS = (USER_COL, CAMPAIGN_COL, *CATEGORICAL_COLS, *RAW_NUMERIC_COLS, EMAIL_COL)
+CATEGORICAL_COLS = ("placement", "channel", HOUR_COL)
+RAW_NUMERIC_COLS = ("affinity", "recency_days", "frequency", "monetary", "category_recency_days")
+MODEL_NUMERIC_COLS = ("affinity", "recency_days", "log_frequency", "log_monetary", "log_category_recency")
+# hashed one-hot keys: a per-user bias, a campaign x category bias, and the user's own taste for the category
+HASHED_KEYS = ("user_key", "campaign_category_key", "user_category_key")
+AUDIENCE_COLS = (CAMPAIGN_COL, USER_COL, RANK_COL, P_CLICK_COL, DECILE_COL, SEGMENT_COL, EMAIL_COL, "channel",
+                 GROUP_COL, "expected_value", "bid_hint")
+TRAIN_COLS = (USER_COL, CAMPAIGN_COL, DATE_COL, "placement", "channel", "target_category", *RAW_NUMERIC_COLS,
+              HOUR_COL, CLICK_COL)
+SCORE_COLS = (USER_COL, CAMPAIGN_COL, "placement", "channel", "target_category", *RAW_NUMERIC_COLS, EMAIL_COL)
+# per-campaign activation settings: CLI defaults, overridable per campaign_id (--campaign-overrides)
+CAMPAIGN_SETTINGS = {"control_share": float, "value_per_click": float, "priority": int, "send_hour": int}
 LOG_LOSS_EPSILON = 1e-15
 
 
 @dataclasses.dataclass(frozen=True)
 class CtrConfig:
     holdout_days: int = 7
-    reg_param: float = 0.01
+    reg_params: tuple[float, ...] = (0.01,)  # several: chosen by AUC on the calibration days
     elastic_net: float = 0.0
     max_iter: int = 50
+    hash_features: int = 1 << 16
+    calibration_days: int = 3                # last days before the holdout: calibrator fit and reg_param choice
+    calibration: str = "auto"                # auto (lowest holdout Brier score) | none | platt | isotonic
     seed: int = 42  # LBFGS logistic regression is deterministic; kept for a stable CLI and recorded
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationConfig:
+    control_share: float = 0.10
+    control_salt: str = "pm-control-v1"
+    value_per_click: float = 1.0
+    bid_floor: float = 0.0
+    bid_cap: float = 5.0
+    priority: int = 100
+    send_hour: int = 10
+    max_audiences_per_user: int = 2
+    campaign_overrides: dict = dataclasses.field(default_factory=dict)  # campaign_id -> {setting: value}
 
 
 # ---------------------------------------------------------------------------------------------- transforms
 def add_model_inputs(frame: DataFrame) -> DataFrame:
-    """Log-scale the heavy-tailed counts; add the double label when the click column is present."""
-    frame = frame.withColumn("log_frequency", F.log1p("frequency")).withColumn("log_monetary", F.log1p("monetary"))
+    """Log-scale the heavy-tailed counts, build the hashed keys; add the double label when clicks are present."""
+    user = F.col(USER_COL).cast("string")
+    frame = (frame.withColumn("log_frequency", F.log1p("frequency"))
+             .withColumn("log_monetary", F.log1p("monetary"))
+             .withColumn("log_category_recency", F.log1p("category_recency_days"))
+             .withColumn("user_key", user)
+             .withColumn("campaign_category_key", F.concat_ws("|", CAMPAIGN_COL, "target_category"))
+             .withColumn("user_category_key", F.concat_ws("|", user, "target_category")))
     if CLICK_COL in frame.columns:
         frame = frame.withColumn(LABEL_COL, F.col(CLICK_COL).cast("double"))
     return frame
 
 
-def build_pipeline(config: CtrConfig) -> Pipeline:
-    """one-hot(placement, channel) + standardised numerics -> logistic regression.
-    Unseen categories at scoring time go to an extra 'keep' slot instead of failing."""
+def build_pipeline(config: CtrConfig, reg_param: float, hashed: bool | None = None) -> Pipeline:
+    """one-hot(placement, channel, hour) + standardised numerics + affinity x placement/channel crosses
+    + hashed keys -> logistic regression. Unseen categories at scoring time go to an extra 'keep' slot.
+    Numerics are standardised here, so LR's own standardisation is off: the L2 penalty then shrinks every
+    one-hot and hashed coefficient in the same units (a per-user bias with few impressions stays near 0).
+    hashed: with the hashed keys (default: when config.hash_features > 0)."""
+    hashed = config.hash_features > 0 if hashed is None else hashed
     indexed = [f"{name}_index" for name in CATEGORICAL_COLS]
     one_hot = [f"{name}_one_hot" for name in CATEGORICAL_COLS]
     return Pipeline(
@@ -99,20 +158,27 @@ def build_pipeline(config: CtrConfig) -> Pipeline:
             OneHotEncoder(inputCols=indexed, outputCols=one_hot, handleInvalid="keep"),
             VectorAssembler(inputCols=list(MODEL_NUMERIC_COLS), outputCol="numeric_raw"),
             StandardScaler(inputCol="numeric_raw", outputCol="numeric_scaled", withMean=True, withStd=True),
-            VectorAssembler(inputCols=["numeric_scaled", *one_hot], outputCol="features"),
+            Interaction(inputCols=["affinity", "placement_one_hot"], outputCol="affinity_x_placement"),
+            Interaction(inputCols=["affinity", "channel_one_hot"], outputCol="affinity_x_channel"),
+            *([FeatureHasher(inputCols=list(HASHED_KEYS), outputCol="hashed", numFeatures=config.hash_features)]
+              if hashed else []),
+            VectorAssembler(inputCols=["numeric_scaled", *one_hot, "affinity_x_placement", "affinity_x_channel",
+                                       *(["hashed"] if hashed else [])], outputCol="features"),
             LogisticRegression(
                 featuresCol="features",
                 labelCol=LABEL_COL,
-                regParam=config.reg_param,
+                regParam=reg_param,
                 elasticNetParam=config.elastic_net,
                 maxIter=config.max_iter,
+                standardization=False,
             ),
         ]
     )
 
 
-def fit_ctr_model(train: DataFrame, config: CtrConfig) -> PipelineModel:
-    return build_pipeline(config).fit(add_model_inputs(train))
+def fit_ctr_model(train: DataFrame, config: CtrConfig, reg_param: float | None = None) -> PipelineModel:
+    reg = config.reg_params[0] if reg_param is None else reg_param
+    return build_pipeline(config, reg).fit(add_model_inputs(train))
 
 
 def predict_p_click(model: PipelineModel, frame: DataFrame) -> DataFrame:
@@ -142,28 +208,58 @@ def log_loss(scored: DataFrame, *, p_col: str = P_CLICK_COL, label_col: str = CL
     return scored.agg(F.avg(-(y * F.log(p) + (1 - y) * F.log(1 - p)))).first()[0]
 
 
-def build_audiences(scored: DataFrame, campaigns: DataFrame, segments: DataFrame) -> DataFrame:
-    """Per campaign: rank users by p_click desc (ties: user_id), decile over all the campaign's scored
-    users, keep rank <= audience_size, attach the segment ('unknown' if the user has none)."""
+def resolve_campaign_settings(spark: SparkSession, campaigns: DataFrame, activation: ActivationConfig) -> DataFrame:
+    """campaigns (campaign_id, audience_size) with the campaign's activation settings: the defaults, overridden
+    per campaign_id. The campaigns table is small (one row per campaign), so it is resolved on the driver."""
+    rows = []
+    for row in campaigns.select(CAMPAIGN_COL, AUDIENCE_SIZE_COL).collect():
+        override = activation.campaign_overrides.get(row[CAMPAIGN_COL], {}) or {}
+        settings = {}
+        for name, kind in CAMPAIGN_SETTINGS.items():
+            value = override.get(name, getattr(activation, name))
+            try:
+                settings[name] = kind(value)
+            except (TypeError, ValueError):
+                raise SystemExit(f"campaign {row[CAMPAIGN_COL]!r}: setting {name}={value!r} is not a {kind.__name__}")
+        if not 0 <= settings["control_share"] < 1 or settings["value_per_click"] < 0 or not 0 <= settings["send_hour"] <= 23:
+            raise SystemExit(f"campaign {row[CAMPAIGN_COL]!r}: control_share must be in [0, 1), value_per_click >= 0 "
+                             f"and send_hour in 0..23, got {settings}")
+        rows.append((row[CAMPAIGN_COL], int(row[AUDIENCE_SIZE_COL]), *settings.values()))
+    schema = (f"{CAMPAIGN_COL} string, {AUDIENCE_SIZE_COL} int, control_share double, value_per_click double, "
+              "priority int, send_hour int")
+    return spark.createDataFrame(rows, schema)
+
+
+def build_audiences(scored: DataFrame, campaign_settings: DataFrame, segments: DataFrame,
+                    activation: ActivationConfig) -> DataFrame:
+    """Deciles over all the campaign's scored users; the audience (audience_rules.select_audiences: top
+    audience_size by p_click under the frequency cap), ranked 1..n by p_click (ties: user_id); the segment
+    ('unknown' if the user has none); the treatment/control group and the bid hints."""
     by_p_click = Window.partitionBy(CAMPAIGN_COL).orderBy(F.desc(P_CLICK_COL), F.asc(USER_COL))
-    ranked = scored.withColumn(RANK_COL, F.row_number().over(by_p_click)).withColumn(
-        DECILE_COL, F.ntile(10).over(by_p_click)
-    )
-    return (
-        ranked.join(F.broadcast(campaigns.select(CAMPAIGN_COL, AUDIENCE_SIZE_COL)), CAMPAIGN_COL, "inner")
-        .filter(F.col(RANK_COL) <= F.col(AUDIENCE_SIZE_COL))
+    with_deciles = scored.withColumn(DECILE_COL, F.ntile(10).over(by_p_click))
+    selected = select_audiences(with_deciles, campaign_settings,
+                                max_audiences_per_user=activation.max_audiences_per_user)
+    settings = campaign_settings.select(CAMPAIGN_COL, "control_share", "value_per_click")
+    audiences = (
+        selected.withColumn(RANK_COL, F.row_number().over(by_p_click))
+        .join(F.broadcast(settings), CAMPAIGN_COL, "inner")
         .join(segments.select(USER_COL, SEGMENT_COL), USER_COL, "left")
         .withColumn(SEGMENT_COL, F.coalesce(F.col(SEGMENT_COL), F.lit(UNKNOWN_SEGMENT)))
-        .select(
-            CAMPAIGN_COL,
-            USER_COL,
-            F.col(RANK_COL).cast("int").alias(RANK_COL),
-            P_CLICK_COL,
-            F.col(DECILE_COL).cast("int").alias(DECILE_COL),
-            SEGMENT_COL,
-            EMAIL_COL,
-            "channel",
-        )
+    )
+    audiences = add_bid_hints(assign_groups(audiences, salt=activation.control_salt),
+                              bid_floor=activation.bid_floor, bid_cap=activation.bid_cap)
+    return audiences.select(
+        CAMPAIGN_COL,
+        USER_COL,
+        F.col(RANK_COL).cast("int").alias(RANK_COL),
+        P_CLICK_COL,
+        F.col(DECILE_COL).cast("int").alias(DECILE_COL),
+        SEGMENT_COL,
+        EMAIL_COL,
+        "channel",
+        GROUP_COL,
+        "expected_value",
+        "bid_hint",
     )
 
 
@@ -173,8 +269,63 @@ def label_counts(frame: DataFrame) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def _both_classes(counts: tuple[int, int]) -> bool:
+    rows, clicks = counts
+    return 0 < clicks < rows
+
+
+def day_splits(ctr_train: DataFrame, *, end: dt.date, calibration_days: int) -> tuple[DataFrame, DataFrame]:
+    """(days <= end - calibration_days, the calibration_days days up to end)."""
+    cal_cutoff = end - dt.timedelta(days=calibration_days)
+    fit = ctr_train.filter(F.col(DATE_COL) <= F.lit(cal_cutoff))
+    cal = ctr_train.filter((F.col(DATE_COL) > F.lit(cal_cutoff)) & (F.col(DATE_COL) <= F.lit(end)))
+    return fit, cal
+
+
+def fit_with_calibration(ctr_train: DataFrame, config: CtrConfig, *, end: dt.date, reg_params, methods) -> dict:
+    """Fit one model per reg_param on the days up to end - calibration_days, keep the one with the best AUC on
+    the calibration days, and fit the calibrators `methods` on its scores there. Without usable calibration
+    days (none configured, or no clicks / no non-clicks in them): the first reg_param on every day up to end."""
+    fit, cal = day_splits(ctr_train, end=end, calibration_days=config.calibration_days)
+    fit, cal = fit.cache(), cal.cache()
+    result = {"reg_param": reg_params[0], "reg_param_auc": {}, "calibrators": {"none": Calibrator("none")}}
+    if config.calibration_days > 0 and _both_classes(label_counts(fit)) and _both_classes(label_counts(cal)):
+        best = None
+        for reg in reg_params:
+            model = fit_ctr_model(fit, config, reg)
+            scored_cal = predict_p_click(model, cal).cache()
+            auc = area_under_roc(scored_cal, score_col=P_CLICK_COL)
+            result["reg_param_auc"][str(reg)] = auc
+            if best is None or auc > best[0]:
+                if best is not None:
+                    best[2].unpersist()
+                best = (auc, reg, scored_cal, model)
+            else:
+                scored_cal.unpersist()
+        _, result["reg_param"], scored_cal, result["model"] = best
+        for method in methods:
+            if method != "none":
+                result["calibrators"][method] = fit_calibrator(scored_cal, method, p_col=P_CLICK_COL, label_col=CLICK_COL)
+        result["calibration_from"] = (end - dt.timedelta(days=config.calibration_days - 1)).isoformat()
+        scored_cal.unpersist()
+    else:
+        everything = ctr_train.filter(F.col(DATE_COL) <= F.lit(end))
+        result["model"] = fit_ctr_model(everything, config, reg_params[0])
+        result["note"] = "no calibration: the calibration days need clicks and non-clicks (and calibration_days > 0)"
+    fit.unpersist()
+    cal.unpersist()
+    return result
+
+
+def calibration_methods(config: CtrConfig) -> tuple[str, ...]:
+    return CALIBRATION_METHODS if config.calibration == "auto" else tuple(dict.fromkeys(("none", config.calibration)))
+
+
 def evaluate_holdout(ctr_train: DataFrame, config: CtrConfig, *, ds: dt.date) -> dict:
-    """AUC / log loss of the model fit on the earlier days vs the placement-CTR baseline on the later days."""
+    """On the last holdout_days: AUC / log loss of the model fit on the earlier days (reg_param chosen and
+    calibrators fit on the calibration days just before the holdout) vs the placement-CTR baseline, and the
+    reliability (Brier, ECE, curve) of the raw and each calibrated score. Under `auto` the calibration with the
+    lowest holdout Brier score is chosen (`calibration.method`); the nightly model uses it."""
     cutoff = ds - dt.timedelta(days=config.holdout_days)
     train = ctr_train.filter(F.col(DATE_COL) <= F.lit(cutoff)).cache()
     test = ctr_train.filter(F.col(DATE_COL) > F.lit(cutoff)).cache()
@@ -188,22 +339,59 @@ def evaluate_holdout(ctr_train: DataFrame, config: CtrConfig, *, ds: dt.date) ->
         "auc": None,
         "baseline_auc": None,
         "log_loss": None,
+        "brier": None,
+        "ece": None,
+        "reg_param": config.reg_params[0],
+        "calibration": {"method": "none", "candidates": {}},
         "note": None,
     }
-    if train_clicks in (0, n_train) or test_clicks in (0, n_test):
+    if not _both_classes((n_train, train_clicks)) or not _both_classes((n_test, test_clicks)):
         metrics["note"] = (
             f"no evaluation: the holdout split at {cutoff} needs clicks and non-clicks on both sides "
             f"(train {train_clicks}/{n_train}, test {test_clicks}/{n_test})"
         )
     else:
-        scored = predict_p_click(fit_ctr_model(train, config), test).cache()
+        fitted = fit_with_calibration(train, config, end=cutoff, reg_params=config.reg_params,
+                                      methods=calibration_methods(config))
+        scored = predict_p_click(fitted["model"], test).cache()
         metrics["auc"] = area_under_roc(scored, score_col=P_CLICK_COL)
         metrics["log_loss"] = log_loss(scored)
         metrics["baseline_auc"] = area_under_roc(placement_ctr_baseline(train, test), score_col="baseline_score")
+        metrics["reg_param"] = fitted["reg_param"]
+        metrics["reg_param_auc"] = fitted["reg_param_auc"]
+        candidates = {}
+        for method, calibrator in fitted["calibrators"].items():
+            calibrated = calibrator.apply(scored, p_col=P_CLICK_COL)
+            candidates[method] = {
+                **reliability(calibrated, p_col=P_CLICK_COL, label_col=CLICK_COL),
+                "log_loss": log_loss(calibrated),
+                "auc": area_under_roc(calibrated, score_col=P_CLICK_COL),
+                **calibrator.describe(),
+            }
+        chosen = (min(candidates, key=lambda m: candidates[m]["brier"]) if config.calibration == "auto"
+                  else config.calibration if config.calibration in candidates else "none")
+        metrics["calibration"] = {"method": chosen, "fitted_from": fitted.get("calibration_from"),
+                                  "fitted_to": cutoff.isoformat() if "calibration_from" in fitted else None,
+                                  "candidates": candidates}
+        metrics["brier"], metrics["ece"] = candidates[chosen]["brier"], candidates[chosen]["ece"]
+        metrics["note"] = fitted.get("note")
         scored.unpersist()
     train.unpersist()
     test.unpersist()
     return metrics
+
+
+def fit_nightly_model(ctr_train: DataFrame, config: CtrConfig, *, ds: dt.date, reg_param: float,
+                      calibration: str) -> tuple[PipelineModel, Calibrator, str | None]:
+    """The model that scores tonight, mirroring the evaluation shifted to ds: with a calibration, the model is
+    fit on the days up to ds - calibration_days and the calibrator on the last calibration_days; without one,
+    on the whole window."""
+    if calibration != "none":
+        fitted = fit_with_calibration(ctr_train, config, end=ds, reg_params=(reg_param,), methods=("none", calibration))
+        if calibration in fitted["calibrators"]:
+            return fitted["model"], fitted["calibrators"][calibration], None
+        return fitted["model"], Calibrator("none"), fitted.get("note")
+    return fit_ctr_model(ctr_train, config, reg_param), Calibrator("none"), None
 
 
 # ------------------------------------------------------------------------------------------------- job
@@ -214,15 +402,16 @@ def read_inputs(spark: SparkSession, args: argparse.Namespace) -> tuple[DataFram
     campaigns = read_feature_table(spark, args.features_dir, "campaigns", args.ds, [CAMPAIGN_COL, AUDIENCE_SIZE_COL])
     segments = read_parquet_table(spark, args.segments, "user_segments", [USER_COL, SEGMENT_COL])
 
-    feature_rules = dict(not_null=[*CATEGORICAL_COLS, *RAW_NUMERIC_COLS], non_negative=list(RAW_NUMERIC_COLS))
+    categorical = ["placement", "channel", "target_category"]
+    feature_rules = dict(not_null=[*categorical, *RAW_NUMERIC_COLS], non_negative=list(RAW_NUMERIC_COLS))
     train_path = feature_table_path(args.features_dir, "ctr_train", args.ds)
     n_train = check_columns(
         ctr_train,
         table="ctr_train",
         path=train_path,
-        not_null=[DATE_COL, CLICK_COL, *feature_rules["not_null"]],
+        not_null=[DATE_COL, CLICK_COL, HOUR_COL, *feature_rules["not_null"]],
         non_negative=feature_rules["non_negative"],
-        allowed_values={CLICK_COL: [0, 1]},
+        allowed_values={CLICK_COL: [0, 1], HOUR_COL: list(range(24))},
     )
     if n_train == 0:
         raise SystemExit(f"input table 'ctr_train' at {train_path} has no rows: nothing to train the CTR model on")
@@ -251,9 +440,45 @@ def read_inputs(spark: SparkSession, args: argparse.Namespace) -> tuple[DataFram
     return ctr_train, ctr_score, campaigns, segments
 
 
+def audience_summary(audiences: DataFrame, scored: DataFrame, campaign_settings: DataFrame) -> dict:
+    """Per campaign: candidates, audience rows by group, shortfall against audience_size, mean p_click and the
+    summed expected value (one small row per campaign)."""
+    candidates = scored.groupBy(CAMPAIGN_COL).agg(F.count(F.lit(1)).alias("candidates"))
+    per_group = audiences.groupBy(CAMPAIGN_COL).agg(
+        F.count(F.lit(1)).alias("audience"),
+        F.sum(F.when(F.col(GROUP_COL) == TREATMENT, 1).otherwise(0)).alias("treatment"),
+        F.sum(F.when(F.col(GROUP_COL) == CONTROL, 1).otherwise(0)).alias("control"),
+        F.avg(P_CLICK_COL).alias("mean_p_click"),
+        F.sum("expected_value").alias("expected_value"),
+    )
+    rows = (campaign_settings.join(candidates, CAMPAIGN_COL, "inner").join(per_group, CAMPAIGN_COL, "left")
+            .fillna(0, ["audience", "treatment", "control"]).orderBy(CAMPAIGN_COL).collect())
+    return {
+        r[CAMPAIGN_COL]: {
+            "candidates": r["candidates"], "audience_size": r[AUDIENCE_SIZE_COL], "audience": r["audience"],
+            "treatment": r["treatment"], "control": r["control"], "priority": r["priority"],
+            "capped_short": max(0, min(r[AUDIENCE_SIZE_COL], r["candidates"]) - r["audience"]),
+            "mean_p_click": finite_or_none(r["mean_p_click"]), "expected_value": finite_or_none(r["expected_value"]),
+        }
+        for r in rows
+    }
+
+
+def _json_safe(value):
+    if isinstance(value, float):
+        return finite_or_none(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     config = CtrConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(CtrConfig)})
+    activation = ActivationConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(ActivationConfig)})
     ctr_train, ctr_score, campaigns, segments = read_inputs(spark, args)
+    campaign_settings = resolve_campaign_settings(spark, campaigns, activation).cache()
 
     metrics = evaluate_holdout(ctr_train, config, ds=args.ds)
     n_window, window_clicks = label_counts(ctr_train)
@@ -263,44 +488,97 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
             f"has {window_clicks} clicks in {n_window} impressions: the model needs both clicks and non-clicks"
         )
     started = time.perf_counter()
-    model = fit_ctr_model(ctr_train, config)
+    model, calibrator, note = fit_nightly_model(ctr_train, config, ds=args.ds, reg_param=metrics["reg_param"],
+                                                calibration=metrics["calibration"]["method"])
     train_seconds = time.perf_counter() - started
 
-    audiences = build_audiences(predict_p_click(model, ctr_score), campaigns, segments)
+    # tomorrow's messages go out at the campaign's send hour
+    to_score = ctr_score.join(F.broadcast(campaign_settings.select(CAMPAIGN_COL, F.col("send_hour").alias(HOUR_COL))),
+                              CAMPAIGN_COL, "inner")
+    scored = calibrator.apply(predict_p_click(model, to_score), p_col=P_CLICK_COL).drop(HOUR_COL).cache()
+    audiences = build_audiences(scored, campaign_settings, segments, activation)
     output_path = f"{str(args.output_dir).rstrip('/')}/audiences"
     audiences.write.mode("overwrite").parquet(output_path)
     written = spark.read.parquet(output_path)
     metrics.update(
         ds=args.ds.isoformat(),
         n_window_impressions=n_window,
-        n_scored=ctr_score.count(),
+        n_scored=scored.count(),
         n_audience_rows=written.count(),
         n_campaigns=written.select(CAMPAIGN_COL).distinct().count(),
+        campaigns=audience_summary(written, scored, campaign_settings),
+        applied_calibration=calibrator.describe(),
         train_seconds=train_seconds,
-        params=dataclasses.asdict(config),
+        params={**dataclasses.asdict(config), **dataclasses.asdict(activation)},
         audiences_path=output_path,
     )
-    metrics = {key: finite_or_none(value) if isinstance(value, float) else value for key, value in metrics.items()}
+    if note:
+        metrics["note"] = "; ".join(filter(None, [metrics.get("note"), f"nightly model: {note}"]))
+    scored.unpersist()
+    metrics = _json_safe(metrics)
     write_metrics(args.metrics_path or f"{str(args.output_dir).rstrip('/')}/metrics.json", metrics)
     return metrics
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.replace("[", "").replace("]", "").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected one or more non-negative numbers, got {text!r}")
+    return values
+
+
+def _overrides(text: str) -> dict:
+    """--campaign-overrides: a JSON object or the path of a JSON file, {campaign_id: {setting: value}}."""
+    source = Path(text.removeprefix("file://"))
+    raw = source.read_text() if not text.lstrip().startswith("{") and source.exists() else text
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"--campaign-overrides is neither a JSON object nor a JSON file: {error}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise argparse.ArgumentTypeError("--campaign-overrides must map campaign_id to an object of settings")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = CtrConfig()
+    defaults, activation = CtrConfig(), ActivationConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features-dir", required=True, help="root holding <table>/ds=<ds>/ Parquet features")
     parser.add_argument("--ds", required=True, type=iso_date, help="logical date YYYY-MM-DD")
     parser.add_argument("--segments", required=True, help="user_segments Parquet file or directory (user_id, segment)")
     parser.add_argument("--output-dir", required=True, help="audiences/ and metrics.json go here")
     parser.add_argument("--holdout-days", type=int, default=defaults.holdout_days, help="last days held out for evaluation")
-    parser.add_argument("--reg-param", type=float, default=defaults.reg_param)
+    parser.add_argument("--reg-param", dest="reg_params", type=_float_list, default=defaults.reg_params,
+                        help="L2 strength; several (comma-separated) are compared on the calibration days")
     parser.add_argument("--elastic-net", type=float, default=defaults.elastic_net, help="0 = L2, 1 = L1")
     parser.add_argument("--max-iter", type=int, default=defaults.max_iter)
+    parser.add_argument("--hash-features", type=int, default=defaults.hash_features,
+                        help="size of the hashed user / campaign-category / user-category space (0 = none)")
+    parser.add_argument("--calibration-days", type=int, default=defaults.calibration_days,
+                        help="days before the holdout (and before ds, for the nightly model) that fit the calibrator")
+    parser.add_argument("--calibration", default=defaults.calibration, choices=("auto", *CALIBRATION_METHODS))
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--control-share", type=float, default=activation.control_share,
+                        help="share of each audience held out as control (default per campaign)")
+    parser.add_argument("--control-salt", default=activation.control_salt, help="salt of the group hash")
+    parser.add_argument("--value-per-click", type=float, default=activation.value_per_click)
+    parser.add_argument("--bid-floor", type=float, default=activation.bid_floor)
+    parser.add_argument("--bid-cap", type=float, default=activation.bid_cap)
+    parser.add_argument("--priority", type=int, default=activation.priority, help="default campaign priority (lower first)")
+    parser.add_argument("--send-hour", type=int, default=activation.send_hour, help="default send hour (UTC) scored")
+    parser.add_argument("--max-audiences-per-user", type=int, default=activation.max_audiences_per_user,
+                        help="frequency cap: audiences per user per night (0 = no cap)")
+    parser.add_argument("--campaign-overrides", type=_overrides, default={},
+                        help="JSON object or file: {campaign_id: {control_share, value_per_click, priority, send_hour}}")
     parser.add_argument("--metrics-path", default=None, help="default: <output-dir>/metrics.json")
     args = parser.parse_args(argv)
-    if args.holdout_days < 0 or not 0.0 <= args.elastic_net <= 1.0:
-        parser.error("--holdout-days must be >= 0 and --elastic-net within [0, 1]")
+    if args.holdout_days < 0 or args.calibration_days < 0 or not 0.0 <= args.elastic_net <= 1.0:
+        parser.error("--holdout-days and --calibration-days must be >= 0 and --elastic-net within [0, 1]")
+    if not 0 <= args.control_share < 1 or args.bid_floor < 0 or args.bid_cap < args.bid_floor:
+        parser.error("--control-share must be in [0, 1) and 0 <= --bid-floor <= --bid-cap")
     return args
 
 

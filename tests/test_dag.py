@@ -9,7 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_STEPS = ["wait_for_landing_files", "check_raw", "export_features", "validate_marts", "train_als", "segment_users",
-                  "train_ctr_and_build_audiences", "validate_outputs", "publish", "refresh_catalog_and_report"]
+                  "train_ctr_and_build_audiences", "build_audience_exports", "measure_campaign_lift",
+                  "validate_outputs", "publish", "refresh_catalog_and_report"]
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,10 @@ def test_dag_wiring(dagbag):
     assert dag.get_task("check_raw").upstream_task_ids == {"wait_for_landing_files"}
     assert not dag.get_task("wait_for_landing_files").upstream_task_ids
     assert "validate_marts" in downstream("export_features")
-    assert downstream("validate_marts") == {"train_als", "segment_users"}
+    assert downstream("validate_marts") == {"train_als", "segment_users", "measure_campaign_lift"}
     assert downstream("segment_users") == {"train_ctr_and_build_audiences"}
+    assert downstream("train_als") == downstream("train_ctr_and_build_audiences") == {"build_audience_exports"}
+    assert downstream("build_audience_exports") == downstream("measure_campaign_lift") == {"validate_outputs"}
     assert downstream("validate_outputs") == {"publish"}
     assert downstream("publish") == {"refresh_catalog_and_report"}
     assert dag.get_task("publish").outlets, "published tables are Assets for data-aware DAGs"
@@ -129,7 +132,8 @@ def test_only_the_published_tables_are_assets(dagbag):
     dbt_tasks = [t for t in dag.tasks if t.task_id.startswith("dbt.")]
     assert dbt_tasks and all(t.emit_datasets is False and not t.outlets for t in dbt_tasks)
     outlets = {a.uri for t in dag.tasks for a in t.outlets}
-    assert outlets == {f"lake://marts/{t}" for t in ("recommendations", "audiences", "user_segments")}
+    assert outlets == {f"lake://marts/{t}" for t in ("recommendations", "audiences", "user_segments",
+                                                      "audience_exports", "campaign_lift")}
 
 
 def test_manual_runs_process_the_last_complete_day_unless_a_day_is_given(dagbag):

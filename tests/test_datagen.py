@@ -209,3 +209,43 @@ def test_cli_prints_the_summary_and_rejects_bad_arguments(tmp_path, capsys):
     assert "end_ds must be a date YYYY-MM-DD, got '2026-02-30'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="dirty_rate must be between 0 and 0.5"):
         generate(tmp_path, END_DS, dirty_rate=2.0)
+
+
+def test_true_click_probabilities_explain_the_clicks(tmp_path):
+    summary = generate(tmp_path / "raw", END_DS, dirty_rate=0.02, truth_root=tmp_path / "truth", **SMALL)
+    truth = pd.concat([pd.read_csv(p) for p in sorted((tmp_path / "truth" / "impressions").glob("ds=*/*.csv"))])
+    impressions = read_source(tmp_path / "raw", "impressions").drop_duplicates("impression_id")
+    clean = impressions.merge(truth, on="impression_id", how="inner")
+    # one truth row per clean impression; dirty rows (fresh ids with -x) have none
+    assert len(truth) == truth["impression_id"].nunique() == len(clean)
+    assert not impressions.loc[~impressions["impression_id"].isin(truth["impression_id"]), "impression_id"].str.contains(
+        r"^i\d{8}-\d{7}$").any()
+    clicked = clean["clicked"].astype(int)
+    assert clean["p_click"].between(0, 1).all()
+    assert clicked.mean() == pytest.approx(clean["p_click"].mean(), abs=3 * (clean["p_click"].mean() / len(clean)) ** 0.5)
+    assert roc_auc_score(clicked, clean["p_click"]) > 0.65
+    hour = pd.to_datetime(clean["impression_ts"], format=TIMESTAMP).dt.hour
+    assert clean.loc[hour.between(18, 22), "p_click"].mean() > clean.loc[hour < 6, "p_click"].mean()
+    assert summary["planted"]["send_impressions"] == 0
+
+
+def test_planted_effect_reaches_exported_users_only_after_their_first_export(tmp_path):
+    exports = pd.DataFrame({"campaign_id": ["cmp_002"] * 100 + ["cmp_002"] * 100, "user_id": list(range(1, 101)) * 2,
+                            "ds": ["2026-11-15"] * 100 + ["2026-11-16"] * 100})
+    base = generate(tmp_path / "base", END_DS, dirty_rate=0.0, **SMALL)
+    planted = generate(tmp_path / "planted", END_DS, dirty_rate=0.0, exports=exports, treatment_effect=0.5,
+                       effect_days=3, **SMALL)
+    assert planted["planted"]["send_impressions"] == 200  # one per export row, the next day
+    assert 30 < planted["planted"]["planted_purchases"] < 70  # once per exported pair, p = 0.5
+    events = read_source(tmp_path / "planted", "events")
+    extra = events[events["event_id"].str.contains("-t")]
+    buys = extra[extra["event_type"] == "purchase"]
+    assert len(buys) == planted["planted"]["planted_purchases"] and buys["user_id"].astype(int).between(1, 100).all()
+    days = pd.to_datetime(buys["event_ts"], format=TIMESTAMP).dt.strftime("%Y-%m-%d")
+    assert days.between("2026-11-16", "2026-11-18").all()  # within effect_days of the first export (11-15)
+    campaigns = read_source(tmp_path / "planted", "campaigns", END_DS).set_index("campaign_id")
+    products = read_source(tmp_path / "planted", "products", END_DS).set_index("product_id")
+    assert (products.loc[buys["product_id"], "category"] == campaigns.loc["cmp_002", "target_category"]).all()
+    # everything else is exactly the base data
+    base_events = read_source(tmp_path / "base", "events")
+    pd.testing.assert_frame_equal(events[~events["event_id"].str.contains("-t")].reset_index(drop=True), base_events)

@@ -34,14 +34,15 @@ def run(tmp_path_factory):
            "PM__WORK_DIR": str(state / "work"), "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
            "PM__SPARK__MASTER": "local[2]", "PM__SPARK__DRIVER_MEMORY": "2g", "PM__SPARK__SHUFFLE_PARTITIONS": "4",
            "PM__ALS__TUNING__MAX_FITS": "3"}  # a small tuning budget keeps the test short
-    generated = pm(["generate", "--ds", DS, "--users", "800", "--items", "200", "--days", "21", "--seed", "7"],
-                   env, state / "generate.log")
+    # 5x the default impression rate: enough impressions (~13k) for the CTR evaluation to mean something
+    generated = pm(["generate", "--ds", DS, "--users", "800", "--items", "200", "--days", "21", "--seed", "7",
+                    "--impression-rate", "0.2"], env, state / "generate.log")
     assert generated.returncode == 0, generated.stdout[-3000:]
     summary = json.loads(generated.stdout[generated.stdout.index("{"):])
     result = pm(["run", "--ds", DS], env, state / "run.log")
     assert result.returncode == 0, f"nightly run failed; log: {state / 'run.log'}\n" + result.stdout[-6000:]
     lake = LocalStorage(state / "lake")
-    con = open_catalog(lake, ["recommendations", "audiences", "user_segments"])
+    con = open_catalog(lake, ["recommendations", "audiences", "user_segments", "audience_exports", "campaign_lift"])
     features = state / "lake" / "features"
     for table in ("user_features", "interactions", "suppressions", "campaigns", "data_reconciliation"):
         con.execute(f"CREATE VIEW f_{table} AS SELECT * FROM read_parquet('{features}/{table}/ds={DS}/*.parquet')")
@@ -94,9 +95,56 @@ def test_audiences_never_include_suppressed_users(run):
     assert scalar(run, "select count(*) from audiences where segment is null") == 0
 
 
+def test_audiences_hold_out_a_control_group_that_is_never_exported(run):
+    groups = dict(run["con"].execute("select experiment_group, count(*) from audiences group by 1").fetchall())
+    assert set(groups) == {"treatment", "control"}
+    share = groups["control"] / sum(groups.values())
+    assert 0.05 < share < 0.15, groups  # the configured 10 %
+    assert scalar(run, "select count(*) from audience_exports") == groups["treatment"]
+    assert scalar(run, """select count(*) from audience_exports e left join audiences a
+                          on a.campaign_id = e.campaign_id and a.user_id = e.user_id
+                          where a.experiment_group is distinct from 'treatment'""") == 0
+    # frequency cap (2 per night) and the bid formula with the default value 1.0, floor 0, cap 5
+    assert scalar(run, "select max(n) from (select count(*) n from audiences group by user_id)") <= 2
+    assert scalar(run, "select max(abs(expected_value - p_click)) from audiences") < 1e-12
+    assert scalar(run, "select count(*) from audiences where bid_hint <> least(5.0, greatest(0.0, expected_value))") == 0
+
+
+def test_exports_carry_products_of_the_campaign_category_and_a_subject(run):
+    features = run["state"] / "lake" / "features"
+    assert scalar(run, "select count(*) from audience_exports where subject_line is null or subject_line = ''") == 0
+    assert scalar(run, "select count(*) from audience_exports where len(top_product_ids) > 0") > 0
+    off_category = scalar(run, f"""
+        select count(*) from (select e.campaign_id, unnest(e.top_product_ids) as product_id from audience_exports e) x
+        join f_campaigns c using (campaign_id)
+        join read_parquet('{features}/item_features/ds={DS}/*.parquet') i using (product_id)
+        where i.category <> c.target_category""")
+    assert off_category == 0
+    fallback = run["con"].execute("select bool_and(len(top_product_ids) = 0) from audience_exports "
+                                  "where subject_is_fallback").fetchone()[0]
+    assert fallback in (True, None)  # the fallback is used only when the row has no product
+
+
+def test_first_night_lift_says_not_enough_data(run):
+    statuses = [r[0] for r in run["con"].execute("select distinct status from campaign_lift").fetchall()]
+    assert statuses and all(s.startswith("not enough data") for s in statuses)
+    assert scalar(run, "select count(*) from campaign_lift where abs_lift is not null") == 0
+
+
+def test_ctr_calibration_is_measured_and_reported(run):
+    ctr = json.loads(run["lake"].get_bytes(f"models/ctr/ds={DS}/metrics.json"))
+    calibration = ctr["calibration"]
+    assert calibration["method"] in ("none", "platt", "isotonic")
+    assert set(calibration["candidates"]) == {"none", "platt", "isotonic"}
+    assert 0 < ctr["brier"] < 0.25 and 0 <= ctr["ece"] < 0.1
+    report = run["lake"].get_bytes(f"reports/ds={DS}/report.md").decode()
+    assert "CTR calibration" in report and "Measured lift" in report
+    assert run["lake"].get_bytes(f"reports/ds={DS}/calibration.svg").startswith(b"<svg")
+
+
 def test_manifest_row_counts_match_the_files(run):
     lake = run["lake"]
-    for table in ("recommendations", "audiences", "user_segments"):
+    for table in ("recommendations", "audiences", "user_segments", "audience_exports", "campaign_lift"):
         assert published_partitions(lake, table) == [DS]
         manifest = read_manifest(lake, table, DS)
         files = [str(lake.path(f"marts/{table}/ds={DS}/{f['file']}")) for f in manifest["files"]]

@@ -44,11 +44,12 @@ def good_marts() -> dict[str, pd.DataFrame]:
             "impression_id": ["i1", "i2"], "user_id": [1, 2], "campaign_id": ["C1", "C1"],
             "impression_date": [day] * 2, "placement": ["email"] * 2, "channel": ["email"] * 2,
             "target_category": ["shoes"] * 2, "affinity": [0.8, 0.0], "recency_days": [1, 3],
-            "frequency": [2, 0], "monetary": [30.0, 0.0], "clicked": [1, 0]}),
+            "frequency": [2, 0], "monetary": [30.0, 0.0], "impression_hour": [9, 21],
+            "category_recency_days": [2, 31], "clicked": [1, 0]}),
         "ctr_score": pd.DataFrame({
             "user_id": [1], "campaign_id": ["C1"], "placement": ["email"], "channel": ["email"],
             "target_category": ["shoes"], "affinity": [0.8], "recency_days": [1], "frequency": [2],
-            "monetary": [30.0], "email_sha256": [sha("a")]}),
+            "monetary": [30.0], "category_recency_days": [1], "email_sha256": [sha("a")]}),
         "campaigns": pd.DataFrame({
             "campaign_id": ["C1", "C2"], "name": ["shoe sale", "bag push"], "target_category": ["shoes", "bags"],
             "channel": ["email", "push"], "placement": ["email", "push"],
@@ -74,7 +75,22 @@ def good_outputs() -> dict[str, pd.DataFrame]:
         "audiences": pd.DataFrame({
             "campaign_id": ["C1", "C2", "C2"], "user_id": [1, 1, 2], "rank": [1, 1, 2],
             "p_click": [0.3, 0.2, 0.1], "decile": [1, 1, 6], "segment": ["champions", "champions", "loyal"],
-            "email_sha256": [sha("a"), sha("a"), sha("b")], "channel": ["email", "push", "push"]}),
+            "email_sha256": [sha("a"), sha("a"), sha("b")], "channel": ["email", "push", "push"],
+            "experiment_group": ["treatment", "control", "treatment"], "expected_value": [0.3, 0.2, 0.1],
+            "bid_hint": [0.3, 0.2, 0.1]}),
+        # control rows are never exported
+        "audience_exports": pd.DataFrame({
+            "campaign_id": ["C1", "C2"], "user_id": [1, 2], "email_sha256": [sha("a"), sha("b")],
+            "channel": ["email", "push"], "rank": [1, 2], "p_click": [0.3, 0.1], "expected_value": [0.3, 0.1],
+            "bid_hint": [0.3, 0.1], "segment": ["champions", "loyal"], "top_product_ids": [[10], []],
+            "top_product_titles": [["Shoe"], []], "subject_line": ["Shoe for you", "New in bags"],
+            "subject_is_fallback": [False, True]}),
+        "campaign_lift": pd.DataFrame({
+            "campaign_id": ["C1", "C1"], "window_days": [7, 7], "metric": ["click", "conversion"],
+            "n_treatment": [900, 900], "n_control": [100, 100], "successes_treatment": [90, 45],
+            "successes_control": [1, 3], "rate_treatment": [0.1, 0.05], "rate_control": [0.01, 0.03],
+            "abs_lift": [0.09, None], "rel_lift": [9.0, None], "ci_low": [0.07, None], "ci_high": [0.11, None],
+            "p_value": [0.001, None], "status": ["ok", "not enough data: ..."]}),
         "user_segments": pd.DataFrame({
             "user_id": [1, 2, 3], "segment_id": [0, 1, 2], "segment": ["champions", "loyal", "hibernating"],
             "recency_days": [1, 3, 200], "frequency": [2, 0, 0], "monetary": [30.0, 0.0, 0.0]}),
@@ -131,8 +147,10 @@ def test_good_outputs_pass_with_derived_frames(tmp_path):
 
     assert summary["success"] is True
     assert set(summary["tables"]) == {"recommendations", "recommendations_per_user", "audiences",
-                                      "audiences_per_campaign", "user_segments"}
+                                      "audiences_per_campaign", "audiences_per_user", "audience_exports",
+                                      "campaign_lift", "user_segments"}
     assert summary["tables"]["recommendations_per_user"]["rows"] == 3  # one per user of user_features
+    assert summary["tables"]["audience_exports"]["evaluated_expectations"] >= 5
     assert (docs / "index.html").is_file()
 
 
@@ -143,6 +161,7 @@ def broken_marts_error(tmp_path_factory):
     frames["user_features"].loc[1, "user_id"] = None  # NULL key
     frames["item_features"].loc[2, "product_id"] = 10  # duplicate key
     frames["interactions"].loc[2, ["user_id", "product_id"]] = [1, 10]  # duplicate compound key
+    frames["interactions"].loc[2, "event_hour"] = frames["interactions"].loc[0, "event_hour"]
     frames["ctr_train"].loc[1, "clicked"] = 2
     frames["data_reconciliation"].loc[1, "raw_rows"] = 11  # 11 != 7 + 2 + 1
     root = tmp_path_factory.mktemp("broken_marts")
@@ -191,14 +210,18 @@ def broken_outputs_error(tmp_path_factory):
     outputs["audiences"] = pd.concat([outputs["audiences"], pd.DataFrame({
         "campaign_id": ["C1", "C1"], "user_id": [2, 3], "rank": [2, 3], "p_click": [0.2, 0.1], "decile": [5, 9],
         "segment": ["loyal", "hibernating"], "email_sha256": [sha("b"), sha("c")], "channel": ["email", "email"],
+        "experiment_group": ["treatment", "treatment"], "expected_value": [0.2, 0.1], "bid_hint": [0.2, 0.1],
     })], ignore_index=True)  # user 2 opted out of email, user 3 of all; C1 now has 3 > audience_size 2
+    exports = outputs["audience_exports"]
+    outputs["audience_exports"] = pd.concat([exports, exports.iloc[[0]].assign(campaign_id="C2")],
+                                            ignore_index=True)  # (C2, 1) is a control row of audiences
     marts = good_marts()
     new_user = marts["user_features"].iloc[[0]].assign(user_id=4)  # a clean user without recommendations
     marts["user_features"] = pd.concat([marts["user_features"], new_user], ignore_index=True)
     root = tmp_path_factory.mktemp("broken_outputs")
     with pytest.raises(DataQualityError) as caught:
         run_checkpoint("outputs", output_tables(root / "in", outputs, marts), docs_dir=root / "docs", ds=DS,
-                       top_k=TOP_K)
+                       top_k=TOP_K, max_audiences_per_user=1)
     return caught.value
 
 
@@ -216,6 +239,14 @@ def test_wrong_recommendation_count_per_user_fails(broken_outputs_error):
 def test_suppressed_users_in_audience_fail(broken_outputs_error):
     assert ("outputs.audiences: expect_column_values_to_be_in_set on column 'is_suppressed' failed "
             "(2 unexpected values of 5 rows") in str(broken_outputs_error)
+
+
+def test_exported_control_user_and_frequency_cap_fail(broken_outputs_error):
+    assert ("outputs.audience_exports: expect_column_values_to_be_in_set on column 'exported_control' failed "
+            "(1 unexpected values of 3 rows, e.g. [True])") in str(broken_outputs_error)
+    # users 1 and 2 are in C1 and C2 with a cap of 1
+    assert ("outputs.audiences_per_user: expect_column_values_to_be_between on column 'n_audiences' failed "
+            "(2 unexpected values of 3 rows, e.g. [2, 2])") in str(broken_outputs_error)
 
 
 def test_audience_larger_than_audience_size_fails(broken_outputs_error):

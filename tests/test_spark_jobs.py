@@ -69,6 +69,8 @@ def planted_impressions(users: pd.DataFrame, n: int = 3000) -> pd.DataFrame:
         placement=placement,
         channel=np.where(placement == "banner", "onsite", "email"),
         target_category="shoes",
+        impression_hour=rng.integers(0, 24, n).astype("int32"),
+        category_recency_days=rng.integers(1, 32, n).astype("int32"),
         clicked=clicked,
     )
 
@@ -76,7 +78,7 @@ def planted_impressions(users: pd.DataFrame, n: int = 3000) -> pd.DataFrame:
 def score_rows(users: pd.DataFrame, campaign_id: str, placement: str, channel: str) -> pd.DataFrame:
     return users.assign(
         campaign_id=campaign_id, placement=placement, channel=channel, target_category="shoes",
-        email_sha256=[f"sha-{u}" for u in users["user_id"]],
+        category_recency_days=np.int32(5), email_sha256=[f"sha-{u}" for u in users["user_id"]],
     )
 
 
@@ -121,6 +123,32 @@ def test_ctr_model_beats_placement_baseline(ctr_run):
     assert 0 < metrics["train_ctr"] < 1 and 0 < metrics["test_ctr"] < 1
     assert 0 < metrics["log_loss"] < math.log(2)  # better than a coin flip
     assert json.loads((output_dir / "metrics.json").read_text()) == metrics
+
+
+def test_ctr_reports_reliability_and_applies_the_chosen_calibration(ctr_run):
+    metrics, audiences, _ = ctr_run
+    calibration_report = metrics["calibration"]
+    assert set(calibration_report["candidates"]) == {"none", "platt", "isotonic"}
+    chosen = calibration_report["method"]
+    briers = {m: c["brier"] for m, c in calibration_report["candidates"].items()}
+    assert briers[chosen] == min(briers.values()) == metrics["brier"]
+    for candidate in calibration_report["candidates"].values():
+        assert 0 < candidate["brier"] < 0.25 and 0 <= candidate["ece"] < 0.2
+        assert sum(b["n"] for b in candidate["curve"]) == metrics["n_test"]
+    assert metrics["applied_calibration"]["method"] == chosen
+    assert calibration_report["fitted_to"] == metrics["holdout_cutoff"]
+    assert audiences["p_click"].between(0, 1).all()
+
+
+def test_audiences_carry_groups_and_bid_hints(ctr_run):
+    metrics, audiences, _ = ctr_run
+    assert set(audiences["experiment_group"]) <= {"treatment", "control"}
+    assert audiences["expected_value"].to_numpy() == pytest.approx(audiences["p_click"].to_numpy())  # value 1.0
+    assert audiences["bid_hint"].between(0.0, 5.0).all()
+    for campaign, summary in metrics["campaigns"].items():
+        group = audiences[audiences["campaign_id"] == campaign]
+        assert summary["audience"] == len(group)
+        assert summary["control"] == (group["experiment_group"] == "control").sum()
 
 
 def test_audiences_have_sizes_ranks_deciles_and_segments(ctr_run):
@@ -186,3 +214,92 @@ def test_ctr_help_and_bad_date_do_not_need_spark(capsys):
     with pytest.raises(SystemExit) as exited:
         ctr_job.main(["--features-dir", "x", "--ds", "22/11/2026", "--segments", "s", "--output-dir", "o"])
     assert exited.value.code == 2 and "expected a date YYYY-MM-DD" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ audience rules and calibration
+from spark_jobs import audience_rules, calibration  # noqa: E402
+
+
+def test_control_groups_are_the_salted_hash_stable_and_near_the_share(spark):
+    pairs = spark.range(1, 20001).selectExpr("concat('cmp_', cast(id % 4 as string)) as campaign_id",
+                                             "id as user_id", "0.1 as control_share")
+    grouped = audience_rules.assign_groups(pairs, salt="s1").withColumn("draw", audience_rules.control_draw(salt="s1"))
+    rows = grouped.toPandas()
+    sample = rows.sample(200, random_state=1)
+    for campaign, user, draw in zip(sample["campaign_id"], sample["user_id"], sample["draw"]):
+        assert draw == pytest.approx(audience_rules.control_draw_reference("s1", campaign, user), abs=1e-15)
+    share = (rows["experiment_group"] == "control").mean()
+    assert abs(share - 0.1) < 3 * math.sqrt(0.1 * 0.9 / len(rows))  # within 3 standard errors
+    # rerun: identical; another salt reshuffles
+    again = audience_rules.assign_groups(pairs, salt="s1").toPandas()
+    assert (again["experiment_group"] == rows["experiment_group"]).all()
+    other = audience_rules.assign_groups(pairs, salt="s2").toPandas()
+    assert (other["experiment_group"] != rows["experiment_group"]).mean() > 0.1
+    # the share is per campaign: 0 holds nobody out
+    none_held = audience_rules.assign_groups(pairs.withColumn("control_share", pairs["control_share"] * 0), salt="s1")
+    assert none_held.filter("experiment_group = 'control'").count() == 0
+
+
+def test_frequency_cap_serves_priority_then_p_click(spark):
+    # users 1..4 are candidates of three campaigns; 'urgent' (priority 1) first, then 'a' and 'b' (priority 5)
+    scored = spark.createDataFrame(
+        [("urgent", u, 0.5 - u / 100) for u in (1, 2, 3)]
+        + [("a", u, p) for u, p in ((1, 0.9), (2, 0.3), (3, 0.8), (4, 0.7))]
+        + [("b", u, p) for u, p in ((1, 0.8), (2, 0.4), (3, 0.2), (4, 0.6))],
+        "campaign_id string, user_id bigint, p_click double")
+    campaigns = spark.createDataFrame([("urgent", 3, 1), ("a", 4, 5), ("b", 4, 5)],
+                                      "campaign_id string, audience_size int, priority int")
+    capped = audience_rules.select_audiences(scored, campaigns, max_audiences_per_user=2)
+    got = sorted((r.campaign_id, r.user_id) for r in capped.collect())
+    # urgent takes one slot of users 1-3; each keeps its best p_click among a/b; user 4 fits in both
+    assert got == sorted([("urgent", 1), ("urgent", 2), ("urgent", 3), ("a", 1), ("a", 3), ("b", 2),
+                          ("a", 4), ("b", 4)])
+    uncapped = audience_rules.select_audiences(scored, campaigns, max_audiences_per_user=0)
+    assert uncapped.count() == 11
+    sized = audience_rules.select_audiences(scored, campaigns.replace(4, 1, "audience_size"), max_audiences_per_user=1)
+    assert sorted((r.campaign_id, r.user_id) for r in sized.collect()) == [
+        ("a", 4), ("urgent", 1), ("urgent", 2), ("urgent", 3)]  # b's best (user 1) is already capped: b runs short
+
+
+def test_bid_hints_follow_the_documented_formula(spark):
+    frame = spark.createDataFrame([(0.001, 2.0), (0.05, 2.0), (0.9, 20.0)], "p_click double, value_per_click double")
+    rows = audience_rules.add_bid_hints(frame, bid_floor=0.01, bid_cap=5.0).collect()
+    assert [r.expected_value for r in rows] == pytest.approx([0.002, 0.1, 18.0])
+    assert [r.bid_hint for r in rows] == pytest.approx([0.01, 0.1, 5.0])
+
+
+def reliability_reference(p: np.ndarray, y: np.ndarray, edges: list[float]) -> tuple[float, float, list[tuple]]:
+    """numpy: Brier, ECE and (n, mean p, rate) per non-empty bin [edge_i, edge_i+1)."""
+    bins = np.searchsorted(np.asarray(edges), p, side="right")
+    curve = [(int((bins == b).sum()), float(p[bins == b].mean()), float(y[bins == b].mean()))
+             for b in np.unique(bins)]
+    ece = sum(n * abs(mp - r) for n, mp, r in curve) / len(p)
+    return float(np.mean((p - y) ** 2)), ece, curve
+
+
+def test_reliability_matches_numpy_and_calibrators_fix_overconfident_scores(spark):
+    rng = np.random.default_rng(4)
+    true_p = rng.uniform(0.01, 0.3, 4000)
+    y = (rng.uniform(size=4000) < true_p).astype(float)
+    overconfident = 1 / (1 + np.exp(-(2.5 * np.log(true_p / (1 - true_p)) + 2.0)))  # too extreme, too high
+    frame = spark.createDataFrame(pd.DataFrame({"p_click": overconfident, "clicked": y}))
+
+    edges = calibration.quantile_bin_edges(frame, p_col="p_click", n_bins=10, relative_error=0.0)
+    assert len(edges) == 9
+    curve = calibration.calibration_curve(frame, edges, p_col="p_click", label_col="clicked")
+    brier, ece, reference_curve = reliability_reference(overconfident, y, edges)
+    assert [(b["n"], b["mean_p"], b["rate"]) for b in curve] == [pytest.approx(c) for c in reference_curve]
+    assert calibration.expected_calibration_error(curve) == pytest.approx(ece, rel=1e-9)
+    assert calibration.brier_score(frame, p_col="p_click", label_col="clicked") == pytest.approx(brier, rel=1e-9)
+
+    raw = calibration.reliability(frame, p_col="p_click", label_col="clicked")
+    for method in ("platt", "isotonic"):
+        fitted = calibration.fit_calibrator(frame, method, p_col="p_click", label_col="clicked")
+        calibrated = fitted.apply(frame, p_col="p_click")
+        after = calibration.reliability(calibrated, p_col="p_click", label_col="clicked")
+        assert after["ece"] < raw["ece"] / 3 and after["brier"] < raw["brier"], (method, raw["ece"], after["ece"])
+        values = calibrated.select("p_click").toPandas()["p_click"].to_numpy()
+        order = np.argsort(overconfident, kind="stable")
+        assert np.all(np.diff(values[order]) >= -1e-12), f"{method} keeps the order of the scores"
+    a, _ = calibration.fit_calibrator(frame, "platt", p_col="p_click", label_col="clicked").platt
+    assert a == pytest.approx(1 / 2.5, abs=0.1)  # undoes the planted stretch of the logit

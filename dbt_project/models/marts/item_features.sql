@@ -1,5 +1,5 @@
--- One row per product of the run (int_products) on its internal key: interaction counts over the window and its
--- popularity rank.
+-- One row per product of the run (int_products) on its internal key: its title (for personalised content), its
+-- interaction counts over the window and its popularity rank.
 with products as (
     select product_keys.product_key, int_products.*
     from {{ ref('int_products') }} as int_products
@@ -25,6 +25,7 @@ product_activity as (
 
 select
     products.product_key                                        as product_id,
+    products.title,
     products.category,
     products.brand,
     products.price,
