@@ -284,6 +284,22 @@ def last_published_metrics(storage: Storage, model: str, ds: str, target: Path) 
     return target
 
 
+def report_gate(ds: str, gate: Mapping) -> None:
+    """A failed recommendation gate alerts (warning; error with level 'fail', which also fails the task)."""
+    if gate["passed"]:
+        return
+    from precision_marketing.alerts import notify
+
+    message = (f"recommendations for ds={ds} failed the publish gate ("
+               + {"fallback": "publishing the popularity fallback lists",
+                  "none": "keeping the last published partition"}.get(gate["published"], gate["published"])
+               + "): " + "; ".join(gate["reasons"]))
+    notify("error" if gate["level"] == "fail" else "warning", message,
+           {"event": "recommendation_gate_failed", "ds": ds, "published": gate["published"]})
+    if gate["level"] == "fail":
+        raise RecommendationGateError(message)
+
+
 def train_als(ds: str, params: Mapping | None = None) -> dict:
     """Tune, evaluate, gate and serve the recommendations (spark_jobs/als_recommendations.py). A gate
     failure is logged as a structured warning; with gate level 'fail' the task fails."""
@@ -296,17 +312,7 @@ def train_als(ds: str, params: Mapping | None = None) -> dict:
     run_spark_job("als_recommendations", als_job_args(config, paths, previous), config["spark"])
     metrics = json.loads((out / "metrics.json").read_text())
     gate = metrics["gate"]
-    if not gate["passed"]:
-        from precision_marketing.alerts import notify
-
-        message = (f"recommendations for ds={ds} failed the publish gate ("
-                   + {"fallback": "publishing the popularity fallback lists",
-                      "none": "keeping the last published partition"}.get(gate["published"], gate["published"])
-                   + "): " + "; ".join(gate["reasons"]))
-        notify("error" if gate["level"] == "fail" else "warning", message,
-               {"event": "recommendation_gate_failed", "ds": ds, "published": gate["published"]})
-        if gate["level"] == "fail":
-            raise RecommendationGateError(message)
+    report_gate(ds, gate)
     return {key: metrics.get(key) for key in (
         "model", "precision_at_k", "baseline_precision_at_k", "ndcg_at_k", "baseline_ndcg_at_k", "n_eval_users",
         "min_history", "recommendations_by_source", "catalog_coverage")} | {"gate": gate["published"]}

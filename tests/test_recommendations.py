@@ -405,3 +405,22 @@ def test_bad_arguments_are_one_clear_line(capsys):
     with pytest.raises(SystemExit) as exited:
         job.parse_args(["--features-dir", "f", "--ds", DS.isoformat(), "--output-dir", "o", "--holdout", "soon"])
     assert exited.value.code == 2 and "holdout must look like '7d', '36h' or '20%'" in capsys.readouterr().err
+
+
+def test_a_failed_gate_alerts_and_with_level_fail_fails_the_task(webhook, monkeypatch):
+    from precision_marketing.pipeline import RecommendationGateError, report_gate
+
+    url, received = webhook
+    received.clear()
+    monkeypatch.setenv("PM_ALERT_WEBHOOK_URL", url)
+    report_gate(DS.isoformat(), {"passed": True, "published": "model", "level": "fail", "reasons": []})
+    assert received == []
+    failed = {"passed": False, "published": "fallback", "level": "warn",
+              "reasons": ["served ndcg@K 0.0100 does not beat popularity 0.0200 by 5%"]}
+    report_gate(DS.isoformat(), failed)  # warn: the run goes on
+    [warning] = received
+    assert warning["body"]["level"] == "warning"
+    assert "publishing the popularity fallback lists): served ndcg@K 0.0100" in warning["body"]["message"]
+    with pytest.raises(RecommendationGateError, match="keeping the last published partition"):
+        report_gate(DS.isoformat(), {**failed, "level": "fail", "published": "none"})
+    assert received[-1]["body"]["level"] == "error" and received[-1]["body"]["context"]["published"] == "none"
