@@ -49,8 +49,7 @@ from precision_marketing.operators import LandingFilesSensor, PublishOperator, R
 from precision_marketing.orchestration import (DAG_ID, DS_TEMPLATE, cosmos_dbt_group, dag_params, default_args,
                                                landing_sensor_args, nightly_timetable, processed_ds, skippable)
 
-PUBLISHED = [Asset(f"lake://marts/{table}") for table in
-             ("recommendations", "audiences", "user_segments", "audience_exports", "campaign_lift")]
+PUBLISHED = [Asset(f"lake://marts/{table}") for table in pipeline.PUBLISHED_TABLES]
 
 
 @dag(
@@ -84,7 +83,7 @@ def nightly_marketing():
     train_ctr = step("train_ctr_and_build_audiences", pipeline.train_ctr_and_build_audiences)
     build_exports = step("build_audience_exports", pipeline.build_audience_exports)
     measure_lift = step("measure_campaign_lift", pipeline.measure_campaign_lift)
-    # runs when audiences were skipped for lack of their sources, not when a step failed
+    # runs when the audience steps were skipped for lack of their sources, not when a step failed
     validate_outputs = step("validate_outputs", pipeline.validate_outputs, trigger_rule="none_failed_min_one_success")
     publish = step("publish", pipeline.publish, {"run_id": "{{ run_id }}"}, operator=PublishOperator, outlets=PUBLISHED)
     report = step("refresh_catalog_and_report", pipeline.refresh_catalog_and_report, {"run_id": "{{ run_id }}"},
@@ -94,7 +93,8 @@ def nightly_marketing():
         train_als, segment_users, measure_lift]
     segment_users >> train_ctr
     [train_als, train_ctr] >> build_exports
-    [build_exports, measure_lift] >> validate_outputs >> publish >> report
+    # train_als and segment_users directly too: with the audience branch skipped they alone carry the night
+    [train_als, segment_users, build_exports, measure_lift] >> validate_outputs >> publish >> report
 
 
 nightly_marketing()

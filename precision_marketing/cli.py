@@ -144,11 +144,15 @@ class TaskProgress:
             self.seen[path.name] = record["end"]
             self.finished.append(record)
             seconds = record.get("seconds")
-            print(f"  {record['task_id']:<48} {record['state']:<8} {seconds if seconds is not None else 0:7.1f} s",
+            reason = f"  ({record['reason']})" if record.get("reason") else ""
+            print(f"  {record['task_id']:<48} {record['state']:<8} {seconds if seconds is not None else 0:7.1f} s{reason}",
                   file=self.out, flush=True)
 
     def failures(self) -> list[dict]:
         return [r for r in self.finished if r["state"] == "failed"]
+
+    def succeeded(self, task_id: str) -> bool:
+        return any(r["task_id"] == task_id and r["state"] == "success" for r in self.finished)
 
 
 class Stopped(Exception):
@@ -237,6 +241,9 @@ def cmd_run(args, config) -> None:
             print(f"\n{failed['task_id']} failed:\n  " + failed.get("error", "").replace("\n", "\n  "))
         failed_tasks = ", ".join(r["task_id"] for r in progress.failures()) or "see the log"
         raise SystemExit(f"the nightly run for ds={args.ds} failed (airflow exit {returncode}; failed: {failed_tasks}). "
+                         f"Full log: {log_path}. Published tables were left as they were.")
+    if not progress.succeeded("publish"):  # e.g. skipped because an upstream step was skipped
+        raise SystemExit(f"the nightly run for ds={args.ds} ended without publishing (the publish task did not run). "
                          f"Full log: {log_path}. Published tables were left as they were.")
     print(f"nightly run for ds={args.ds} finished in {time.monotonic() - started:.0f} s")
 

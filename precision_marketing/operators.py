@@ -111,7 +111,7 @@ def _task_context(context) -> dict[str, Any]:
             "try_number": ti.try_number, "log_url": getattr(ti, "log_url", None)}
 
 
-def record_task_time(context, state: str | None = None, error: str | None = None) -> None:
+def record_task_time(context, state: str | None = None, error: str | None = None, reason: str | None = None) -> None:
     """One JSON per task and ds in the work dir: the run report's "time per task" reads them."""
     from precision_marketing.pipeline import paths_for
 
@@ -125,6 +125,8 @@ def record_task_time(context, state: str | None = None, error: str | None = None
               "seconds": round((ended - started).total_seconds(), 3) if started else None}
     if error:
         record["error"] = error
+    if reason:
+        record["reason"] = reason
     target = paths_for(load_config(), ds).task_time(ti.task_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
@@ -136,6 +138,14 @@ def on_task_success(context) -> None:
     try:
         record_task_time(context, "success")
     except Exception as exc:  # noqa: BLE001 - bookkeeping must never fail a task that succeeded
+        context["ti"].log.warning("could not record the task's timing: %s", exc)
+
+
+def on_task_skipped(context) -> None:
+    """A step that skipped itself (e.g. audiences without their sources): shown as skipped by `pm run`."""
+    try:
+        record_task_time(context, "skipped", reason=context.get("skip_reason"))
+    except Exception as exc:  # noqa: BLE001
         context["ti"].log.warning("could not record the task's timing: %s", exc)
 
 

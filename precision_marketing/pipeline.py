@@ -404,6 +404,7 @@ def measure_campaign_lift(ds: str, params: Mapping | None = None) -> dict:
                    confidence=float(lift["confidence"]), min_group_size=int(lift["min_group_size"]))
 
 
+PUBLISHED_TABLES = ("recommendations", "audiences", "user_segments", "audience_exports", "campaign_lift")
 AUDIENCE_TABLES = ("audiences", "audience_exports", "campaign_lift")  # need impressions, campaigns, consent
 
 

@@ -60,9 +60,12 @@ def test_dag_wiring(dagbag):
     assert not dag.get_task("wait_for_landing_files").upstream_task_ids
     assert "validate_marts" in downstream("export_features")
     assert downstream("validate_marts") == {"train_als", "segment_users", "measure_campaign_lift"}
-    assert downstream("segment_users") == {"train_ctr_and_build_audiences"}
-    assert downstream("train_als") == downstream("train_ctr_and_build_audiences") == {"build_audience_exports"}
+    assert downstream("segment_users") == {"train_ctr_and_build_audiences", "validate_outputs"}
+    assert downstream("train_als") == {"build_audience_exports", "validate_outputs"}
+    assert downstream("train_ctr_and_build_audiences") == {"build_audience_exports"}
     assert downstream("build_audience_exports") == downstream("measure_campaign_lift") == {"validate_outputs"}
+    # with the audience branch skipped (no impressions/campaigns/consent) the night still validates and publishes
+    assert dag.get_task("validate_outputs").trigger_rule == "none_failed_min_one_success"
     assert downstream("validate_outputs") == {"publish"}
     assert downstream("publish") == {"refresh_catalog_and_report"}
     assert dag.get_task("publish").outlets, "published tables are Assets for data-aware DAGs"

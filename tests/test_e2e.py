@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from precision_marketing.catalog import open_catalog
+from precision_marketing.pipeline import PUBLISHED_TABLES
 from precision_marketing.publish import published_partitions, read_manifest
 from precision_marketing.storage import LocalStorage
 
@@ -173,7 +174,7 @@ def test_run_report_and_data_docs_are_published(run):
     assert report["published"]["recommendations"] == scalar(run, "select count(*) from recommendations")
     assert lake.exists(f"reports/ds={DS}/report.md")
     page = lake.get_bytes(f"reports/ds={DS}/report.html").decode()
-    assert page.count("<svg") == 5  # trends, audiences, quarantine, time per task: all have data after a run
+    assert page.count("<svg") == 6  # trends, audiences, quarantine, time per task, calibration: all have data
     assert {t["task_id"] for t in report["task_seconds"]} >= {"check_raw", "train_als", "publish"}
     assert lake.exists(f"reports/ds={DS}/data_docs/marts/index.html")
     assert lake.exists(f"reports/ds={DS}/data_docs/outputs/index.html")
@@ -240,7 +241,7 @@ def test_airflow_keeps_every_run_with_true_durations(rerun):
         assert (ended - started).total_seconds() < 3600, run_id
     # the published tables' Asset events carry the run's figures
     extras = [json.loads(e[0]) for e in db.execute("select extra from asset_event")]
-    assert {e["table"] for e in extras} == {"recommendations", "audiences", "user_segments"}
+    assert {e["table"] for e in extras} == set(PUBLISHED_TABLES)
     assert all(e["ds"] == DS and e["rows"] > 0 for e in extras)
     assert any("als_precision_at_k" in e and "ctr_auc" in e for e in extras)
 
@@ -286,4 +287,4 @@ def test_run_output_is_one_line_per_task_with_the_log_in_a_file(run):
     task_lines = [line for line in lines if line.startswith("  ")]
     assert len(task_lines) >= 35 and all(line.split()[1] == "success" for line in task_lines), task_lines
     assert any(line.split()[0] == "train_als" for line in task_lines)
-    assert len(lines) < 50 and lines[-1].startswith(f"nightly run for ds={DS} finished in")
+    assert len(lines) == len(task_lines) + 2 and lines[-1].startswith(f"nightly run for ds={DS} finished in")

@@ -139,4 +139,6 @@ def test_audiences_are_skipped_not_failed(run):
     assert report["published"]["audiences"] is None
     assert any(note.startswith("audiences skipped: source(s) impressions, campaigns, consent not delivered")
                for note in report["notes"])
-    assert "skipped: audiences skipped" in run["log"]
+    # pm run's line for the step says it was skipped and why
+    [ctr_line] = [line for line in run["log"].splitlines() if line.split()[:1] == ["train_ctr_and_build_audiences"]]
+    assert ctr_line.split()[1] == "skipped" and "(audiences skipped: source(s) impressions" in ctr_line

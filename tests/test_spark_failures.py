@@ -1,10 +1,12 @@
 """A failing Spark job names its root cause in the task's final error, and an unreachable master fails in
 seconds, before any job is submitted (so the CTR job is not started on a master the ALS job could not reach)."""
+import json
 import time
 
 import pytest
 
 from precision_marketing import pipeline
+from precision_marketing.ingest import status_path
 from precision_marketing.spark_submit import SparkJobError, check_master, root_cause, run_spark_job
 
 SMALL_SPARK = {"master": "local[1]", "driver_memory": "1g", "shuffle_partitions": 1, "conf": {}}
@@ -53,6 +55,11 @@ def test_neither_spark_step_submits_to_an_unreachable_master(tmp_path, monkeypat
     monkeypatch.setenv("PM__WORK_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("PM__LAKE__LOCAL_ROOT", str(tmp_path / "lake"))
     params = {"spark_master": "spark://nowhere.invalid:7077"}
+    # check_raw's status for the day: every source delivered, so the CTR step does not skip itself
+    status = status_path(tmp_path / "work" / "landed", "2026-11-22")
+    status.parent.mkdir(parents=True)
+    status.write_text(json.dumps({"capabilities": {"recommendations": True, "segments": True, "audiences": True},
+                                  "notes": []}))
     for step in (pipeline.train_als, pipeline.train_ctr_and_build_audiences):
         started = time.monotonic()
         with pytest.raises(SparkJobError, match="Spark master spark://nowhere.invalid:7077 is not reachable"):
