@@ -57,7 +57,7 @@ def dbt_span(env: dict, ds: str) -> dict:
     def airflow_json(args):
         out = subprocess.run([str(BIN / "pm"), "airflow", *args, "-o", "json"], env=env, capture_output=True,
                              text=True, check=True).stdout
-        return json.loads(out[out.find("["):])
+        return next(json.loads(line) for line in out.splitlines() if line.startswith("[{") or line == "[]")
 
     run = [r for r in airflow_json(["dags", "list-runs", DAG_ID]) if str(r["logical_date"]).startswith(ds)][-1]
     tasks = [t for t in airflow_json(["tasks", "states-for-dag-run", DAG_ID, run["run_id"]])

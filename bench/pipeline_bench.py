@@ -85,8 +85,8 @@ def run_timed(command: list[str], env: dict, log: Path) -> dict:
 
 def airflow_json(args: list[str], env: dict) -> list[dict]:
     out = subprocess.run([PM, "airflow", *args, "-o", "json"], env=env, capture_output=True, text=True, check=True)
-    start = out.stdout.find("[")  # Airflow may print warnings before the JSON
-    return json.loads(out.stdout[start:]) if start >= 0 else []
+    # Airflow may print log lines (which contain brackets) before the JSON line
+    return next((json.loads(line) for line in out.stdout.splitlines() if line.startswith("[{")), [])
 
 
 def _when(value: str | None) -> float | None:
