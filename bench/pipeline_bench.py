@@ -8,7 +8,8 @@ For each scale (1x = the demo's 20,000 users and 2,000 products; 10x = 200,000 a
 Per night: wall time and the peak resident memory of the largest process (`/usr/bin/time -v`), and per task
 its duration (Airflow's task instance) and the peak resident memory of the run's whole process tree while it
 ran (psutil, sampled every 0.2 s; `pm run` runs tasks in one process, so "own" is the peak above the tree's
-memory when the task started: what the task itself added). Results: bench/results/pipeline_<scale>x.json and
+memory when the task started: what the task itself added); task times are the records the DAG's task callbacks
+write (<work>/runs/ds=D/tasks/). Results: bench/results/pipeline_<scale>x.json and
 Markdown tables on stdout. Run it alone: parallel jobs slow each other.
 
     .venv/bin/python bench/pipeline_bench.py [--scale 1 10] [--ds 2026-11-22] [--nights 2] [--state DIR]
@@ -32,7 +33,6 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 PM = str(Path(sys.executable).with_name("pm"))
-DAG_ID = "nightly_marketing"
 
 
 class TreeSampler(threading.Thread):
@@ -83,31 +83,25 @@ def run_timed(command: list[str], env: dict, log: Path) -> dict:
             "samples": sampler.samples, "log": str(log)}
 
 
-def airflow_json(args: list[str], env: dict) -> list[dict]:
-    out = subprocess.run([PM, "airflow", *args, "-o", "json"], env=env, capture_output=True, text=True, check=True)
-    # Airflow may print log lines (which contain brackets) before the JSON line
-    return next((json.loads(line) for line in out.stdout.splitlines() if line.startswith("[{")), [])
-
-
 def _when(value: str | None) -> float | None:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+    return dt.datetime.fromisoformat(value).timestamp() if value else None
 
 
-def task_figures(env: dict, ds: str, samples: list) -> list[dict]:
-    """Duration and memory of every task instance of the run of ds (from Airflow's metadata database)."""
-    runs = [r for r in airflow_json(["dags", "list-runs", DAG_ID], env) if str(r.get("logical_date", "")).startswith(ds)]
-    if not runs:
-        return []
-    run_id = sorted(runs, key=lambda r: r.get("start_date") or "")[-1]["run_id"]
+def task_figures(work: Path, ds: str, since: float, samples: list) -> list[dict]:
+    """Duration and memory of every task of the run of ds that ended after `since`, from the timing records the
+    DAG's task callbacks write (<work>/runs/ds=D/tasks/)."""
     tasks = []
-    for ti in airflow_json(["tasks", "states-for-dag-run", DAG_ID, run_id], env):
-        start, end = _when(ti.get("start_date")), _when(ti.get("end_date"))
-        window = [s for s in samples if start is not None and end is not None and start <= s[0] <= end]
+    for path in sorted((work / "runs" / f"ds={ds}" / "tasks").glob("*.json")):
+        record = json.loads(path.read_text())
+        start, end = _when(record.get("start")), _when(record.get("end"))
+        if end is None or end < since:
+            continue
+        window = [s for s in samples if start is not None and start <= s[0] <= end]
         before = [s for s in samples if start is not None and s[0] <= start]
         base = before[-1][1] if before else (window[0][1] if window else 0)
         tasks.append({
-            "task": ti["task_id"], "state": ti.get("state"), "start": start,
-            "seconds": round(end - start, 1) if start and end else None,
+            "task": record["task_id"], "state": record.get("state"), "start": start,
+            "seconds": record.get("seconds"),
             "peak_tree_rss_mb": round(max(s[1] for s in window) / 2**20) if window else None,
             "peak_own_rss_mb": round(max(0, max(s[1] for s in window) - base) / 2**20) if window else None,
         })
@@ -140,9 +134,9 @@ def bench_scale(scale: int, ds: str, nights: int, state: Path) -> dict:
               "raw_mb": round(raw_bytes / 2**20), "generated": generated, "machine": machine(), "nights": []}
     for night, day in enumerate(days, 1):
         print(f"[{scale}x] night {night}: pm run --ds {day} ...", file=sys.stderr, flush=True)
+        started = time.time()
         timed = run_timed([PM, "run", "--ds", day], env, root / f"run-{day}.log")
-        samples = timed.pop("samples")
-        tasks = task_figures(env, day, samples) if (root / "airflow" / "airflow.db").exists() else []
+        tasks = task_figures(root / "work", day, started, timed.pop("samples"))
         result["nights"].append({"night": night, "ds": day, **timed, "tasks": tasks,
                                  "load_average_after": [round(x, 1) for x in os.getloadavg()]})
         if timed["returncode"] != 0:
