@@ -4,7 +4,7 @@
   pm generate --ds D [...]    write synthetic raw landing files for the window ending at D into the lake
   pm import online-retail PATH [--from D --to D]   land a public export into the raw zone by day (adapters.py)
   pm setup                    prepare the in-repo Airflow (db migrate) and the dbt manifest Cosmos renders from
-  pm run --ds D               run the nightly DAG for D (`airflow dags test`, in-process, no servers):
+  pm run --ds D [--full-refresh]  run the nightly DAG for D (`airflow dags test`, in-process, no servers):
                               one line per task, the full log in a file (--verbose: on the terminal too)
   pm backfill --from D1 --to D2   run the DAG for every day D1..D2 through Airflow's backfill and scheduler
   pm query "SQL"              run SQL over the published tables (DuckDB views; local folder or S3)
@@ -219,6 +219,8 @@ def cmd_run(args, config) -> None:
     if conf.get("ds") not in (None, args.ds):
         raise SystemExit(f"--conf sets ds={conf['ds']} but --ds is {args.ds}: give the day once")
     conf["ds"] = args.ds
+    if getattr(args, "full_refresh", False):
+        conf["full_refresh"] = True
     problems = check_conf(conf, config)
     if problems:
         raise SystemExit("pm run: " + "\npm run: ".join(problems))
@@ -440,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "in .state/logs/. Re-running a day replaces its published tables."))
     run.add_argument("--conf", type=_json_object, help='DAG params as JSON, e.g. \'{"top_k": 20}\'')
     run.add_argument("--verbose", action="store_true", help="print the full Airflow log, not one line per task")
+    run.add_argument("--full-refresh", action="store_true",
+                     help="rebuild dbt staging from every landed partition of the window (DAG param full_refresh)")
     backfill = command("backfill", "run the nightly DAG for a range of days (Airflow backfill)",
                        "Days that already have a run are skipped unless --reprocess says otherwise.")
     backfill.add_argument("--from", dest="from_date", required=True, type=iso_day, help="first day YYYY-MM-DD")

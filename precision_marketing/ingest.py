@@ -329,11 +329,13 @@ def land_partition(raw_root: Path, landed_root: Path, source: SourceContract, da
     target = landed_root / source.name / f"ds={day}"
     fingerprint = {"version": INGEST_VERSION, "mapping": mapping.fingerprint(),
                    "files": [[path.relative_to(raw_root).as_posix(), _sha256(path)] for path in files]}
+    # what dbt's incremental staging compares to decide whether a partition must be typed again
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:32]
     marker = target / "_landed.json"
     if marker.exists():
         landed = json.loads(marker.read_text())
         if landed.get("fingerprint") == fingerprint:
-            return {**landed["counts"], "cached": True}
+            return {**landed["counts"], "cached": True, "fingerprint": digest}
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     counts = {"rows": 0, "ingest_errors": 0}
@@ -345,11 +347,15 @@ def land_partition(raw_root: Path, landed_root: Path, source: SourceContract, da
     if not files:  # a source not delivered: an empty table with the schema, so dbt always has a file to read
         pq.write_table(landed_schema(source).empty_table(), target / "part-00000.parquet")
     marker.write_text(json.dumps({"fingerprint": fingerprint, "counts": counts}, indent=2))
-    return {**counts, "cached": False}
+    return {**counts, "cached": False, "fingerprint": digest}
 
 
 def status_path(landed_root: Path, ds: str) -> Path:
     return Path(landed_root) / "_status" / f"ds={ds}.json"
+
+
+def partitions_path(landed_root: Path, ds: str) -> Path:
+    return Path(landed_root) / "_status" / f"ds={ds}.partitions.ndjson"
 
 
 def land_window(raw_root: Path, landed_root: Path, ds: str, history_days: int, mapping: Mapping) -> dict:
@@ -360,7 +366,7 @@ def land_window(raw_root: Path, landed_root: Path, ds: str, history_days: int, m
 
     raw_root, landed_root = Path(raw_root), Path(landed_root)
     plan = plan_window(raw_root, ds, history_days, mapping)
-    sources = []
+    sources, partitions = [], []
     for name, source in SOURCES.items():
         planned = plan["sources"][name]
         source_mapping = mapping.source(name)
@@ -369,13 +375,16 @@ def land_window(raw_root: Path, landed_root: Path, ds: str, history_days: int, m
         for day, files in planned["partitions"].items():
             counts = land_partition(raw_root, landed_root, source, day, [raw_root / f for f in files], source_mapping)
             landed_days.add(day)
+            partitions.append({"source": name, "partition_date": day, "fingerprint": counts["fingerprint"],
+                               "rows": counts["rows"]})
             rows += counts["rows"]
             errors += counts["ingest_errors"]
             cached += counts["cached"]
             if day == ds:
                 rows_ds = counts["rows"]
         if not planned["delivered"]:
-            land_partition(raw_root, landed_root, source, ds, [], source_mapping)
+            counts = land_partition(raw_root, landed_root, source, ds, [], source_mapping)
+            partitions.append({"source": name, "partition_date": ds, "fingerprint": counts["fingerprint"], "rows": 0})
             landed_days.add(ds)
         for day in plan["window"] if source.kind == "increment" else [ds]:
             if day not in landed_days:  # its landing partition was removed: so is what was landed from it
@@ -389,8 +398,11 @@ def land_window(raw_root: Path, landed_root: Path, ds: str, history_days: int, m
     path = status_path(landed_root, ds)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(status, indent=2))
-    # the same rows as JSON lines for dbt (model landed_sources)
+    # the same rows as JSON lines for dbt (model landed_sources), and the landed partitions of the run with their
+    # fingerprints (landing files, mapping, ingest version): dbt's incremental staging types a partition again
+    # when its fingerprint changed (macros/incremental.sql)
     path.with_suffix(".ndjson").write_text("".join(json.dumps(s) + "\n" for s in sources))
+    partitions_path(landed_root, ds).write_text("".join(json.dumps(p) + "\n" for p in partitions))
     return status
 
 

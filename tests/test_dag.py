@@ -129,11 +129,25 @@ def test_spark_jobs_have_a_working_help():
         assert "--features-dir" in out.stdout
 
 
+def test_dbt_runs_one_build_that_every_model_task_reports_on(dagbag):
+    """dbt.execution_mode watcher: one `dbt build` (the producer) before every model's and tests' task, so
+    `airflow dags test`, which runs one task at a time, never starts a watching task before the build."""
+    dag = dagbag.dags["nightly_marketing"]
+    producer = dag.get_task("dbt.dbt_producer_watcher")
+    assert producer.upstream_task_ids == {"check_raw"}
+    model_tasks = [t for t in dag.tasks if t.task_id.startswith("dbt.") and t is not producer
+                   and not t.task_id.endswith("_done")]
+    assert {"dbt.stg_events.run", "dbt.stg_events.test", "dbt.interactions.run"} <= {t.task_id for t in model_tasks}
+    upstream = {t.task_id: set(dag.get_task(t.task_id).get_flat_relative_ids(upstream=True)) for t in model_tasks}
+    assert all(producer.task_id in ids for ids in upstream.values())
+    assert all(t.trigger_rule == "always" for t in model_tasks if t.upstream_task_ids == {producer.task_id})
+
+
 def test_only_the_published_tables_are_assets(dagbag):
     """Cosmos would register every dbt relation as an Asset (and warn twice per task about URI rules)."""
     dag = dagbag.dags["nightly_marketing"]
     dbt_tasks = [t for t in dag.tasks if t.task_id.startswith("dbt.")]
-    assert dbt_tasks and all(t.emit_datasets is False and not t.outlets for t in dbt_tasks)
+    assert dbt_tasks and all(getattr(t, "emit_datasets", False) is False and not t.outlets for t in dbt_tasks)
     outlets = {a.uri for t in dag.tasks for a in t.outlets}
     assert outlets == {f"lake://marts/{t}" for t in ("recommendations", "audiences", "user_segments",
                                                       "audience_exports", "campaign_lift")}

@@ -1,11 +1,4 @@
 -- Clean events: valid rows of checked_events, one per event_key (the event_id, or the row content without one);
--- a repeated key is a duplicate of the first delivered row.
-with valid_rows as (
-    select * exclude (raw_values, reject_reason, ingest_error)
-    from {{ ref('checked_events') }}
-    where reject_reason is null
-)
-
-select *
-from valid_rows
-qualify row_number() over (partition by event_key order by source_file, source_row) = 1
+-- a repeated key is a duplicate of the first delivered row. Incremental: only rows that stopped or started being
+-- the first of their key are written (macros/incremental.sql).
+{{ first_delivered_rows(ref('checked_events'), ['event_key'], ['raw_values', 'reject_reason', 'ingest_error', 'landing_fingerprint', 'typing_fingerprint']) }}

@@ -1,10 +1,4 @@
--- Clean impressions: valid rows of checked_impressions, one per (impression_id); a repeated key is a duplicate of the first delivered row.
-with valid_rows as (
-    select * exclude (raw_values, reject_reason, ingest_error)
-    from {{ ref('checked_impressions') }}
-    where reject_reason is null
-)
-
-select *
-from valid_rows
-qualify row_number() over (partition by impression_id order by source_file, source_row) = 1
+-- Clean impressions: valid rows of checked_impressions, one per impression_id; a repeated key is a duplicate of the
+-- first delivered row. Incremental: only rows that stopped or started being the first of their key are written
+-- (macros/incremental.sql).
+{{ first_delivered_rows(ref('checked_impressions'), ['impression_id'], ['raw_values', 'reject_reason', 'ingest_error', 'landing_fingerprint', 'typing_fingerprint']) }}

@@ -1,7 +1,8 @@
--- Every landed impressions row of the history window, typed, with the first contract rule it breaks (NULL = valid).
--- Known users/campaigns are the clean snapshots of ds (users: when delivered).
-with raw_rows as (
-    {{ read_landed('impressions') }}
+-- Every landed impressions row of the history window (typed_impressions), with the first contract rule it breaks
+-- (NULL = valid). Known users/campaigns are the clean snapshots of ds (users: when delivered).
+with typed as (
+    select * from {{ ref('typed_impressions') }}
+    where partition_date > date '{{ run_ds() }}' - {{ history_days() }} and partition_date <= date '{{ run_ds() }}'
 ),
 
 known_users as (
@@ -14,23 +15,6 @@ known_campaigns as (
 
 delivery as (
     select {{ delivered('users') }} as users_delivered
-),
-
-typed as (
-    select
-        raw_values.impression_id                            as impression_id,
-        {{ parse_id('raw_values.user_id', 'user_id') }}     as user_id,
-        raw_values.campaign_id                              as campaign_id,
-        raw_values.placement                                as placement,
-        {{ parse_timestamp('raw_values.impression_ts') }}   as impression_ts,
-        cast(impression_ts as date)                         as impression_date,
-        case raw_values.clicked when '0' then 0 when '1' then 1 end as clicked,
-        partition_date,
-        source_file,
-        source_row,
-        ingest_error,
-        raw_values
-    from raw_rows
 )
 
 select

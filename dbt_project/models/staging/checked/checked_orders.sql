@@ -1,7 +1,8 @@
--- Every landed order line of the history window, typed, with the first contract rule it breaks (NULL = valid).
--- A negative quantity is a return. Known users/products as for events.
-with raw_rows as (
-    {{ read_landed('orders') }}
+-- Every landed order line of the history window (typed_orders), with the first contract rule it breaks (NULL =
+-- valid). A negative quantity is a return. Known users/products as for events.
+with typed as (
+    select * from {{ ref('typed_orders') }}
+    where partition_date > date '{{ run_ds() }}' - {{ history_days() }} and partition_date <= date '{{ run_ds() }}'
 ),
 
 known_users as (
@@ -14,31 +15,10 @@ known_products as (
 
 delivery as (
     select {{ delivered('users') }} as users_delivered, {{ delivered('products') }} as products_delivered
-),
-
-typed as (
-    select
-        raw_values.order_id                                 as order_id,
-        raw_values.line                                     as line,
-        {{ parse_id('raw_values.user_id', 'user_id') }}     as user_id,
-        {{ parse_id('raw_values.product_id', 'product_id') }} as product_id,
-        {{ parse_integer('raw_values.quantity') }}          as quantity,
-        {{ parse_decimal('raw_values.unit_price') }}        as unit_price,
-        {{ parse_timestamp('raw_values.order_ts') }}        as order_ts,
-        cast(order_ts as date)                              as order_date,
-        partition_date,
-        source_file,
-        source_row,
-        ingest_error,
-        raw_values
-    from raw_rows
 )
 
 select
     typed.*,
-    -- without a line number, a line is identified by its content: an exact repeat is a duplicate
-    coalesce(typed.line, 'row:' || md5(concat_ws('|', typed.user_id, typed.product_id, typed.quantity,
-                                                 typed.unit_price, typed.order_ts))) as line_key,
     case
         when typed.ingest_error is not null then typed.ingest_error
         when typed.order_id is null then 'order_id is null'
