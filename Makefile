@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo test bench bench-als bench-retail bench-ctr lock clean check-java chromium
+.PHONY: venv demo test bench bench-als bench-retail bench-ctr bench-pipeline bench-dbt lock clean check-java chromium
 
 venv: $(STAMP)
 
@@ -41,13 +41,22 @@ test: venv check-java chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Benchmarks (figures, not tests; run them alone: parallel jobs slow each other). Results in bench/results/.
-bench: bench-als bench-retail
+bench: bench-als bench-retail bench-pipeline
 
 bench-als: venv check-java
 	$(BIN)/python bench/als_bench.py $(BENCH_ARGS)
 
 bench-retail: venv check-java
 	$(BIN)/python bench/online_retail_eval.py
+
+# The whole DAG at 1x and 10x (two nights: a first one and one new day), time and peak memory per task.
+BENCH_PIPELINE_ARGS ?= --scale 1 10
+bench-pipeline: venv check-java
+	$(BIN)/python bench/pipeline_bench.py $(BENCH_PIPELINE_ARGS)
+
+# The dbt step of a night per Cosmos execution mode (local, local + partial-parse cache, watcher) and bare dbt.
+bench-dbt: venv check-java
+	$(BIN)/python bench/dbt_startup.py --scale 1
 
 # CTR model vs its ceiling and Spark LR vs scikit-learn at 2M impressions (run it alone; BENCH_CTR_ARGS resizes it).
 BENCH_CTR_ARGS ?= --impressions 2000000

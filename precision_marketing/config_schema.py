@@ -189,6 +189,11 @@ class Lift(Section):
     confidence: float = Field(gt=0, lt=1)
 
 
+class Validation(Section):
+    spark_min_rows: int = Field(ge=0)
+    spark_driver_memory: str = Field(pattern=r"^\d+[kmgtKMGT]?$")
+
+
 class Segments(Section):
     k: int = Field(ge=2, le=50)
     seed: int
@@ -215,6 +220,7 @@ class PlatformConfig(Section):
     ctr: Ctr
     activation: Activation
     lift: Lift
+    validation: Validation
     segments: Segments
     publish: Publish
     report: Report

@@ -230,6 +230,15 @@ def check_quarantine(ds: str, params: Mapping | None = None) -> dict:
         where={s: storage.uri(paths.lake_key(paths.quarantine(s).parent)) for s in raw_sources()})
 
 
+def validation_engine(config: Mapping) -> dict:
+    """run_checkpoint's engine settings: large tables on a local Spark inside the task (its staging files are
+    local to the task, so not the cluster master), the rest with pandas."""
+    validation = config["validation"]
+    return {"spark_min_rows": int(validation["spark_min_rows"]),
+            "spark_config": {"master": "local[*]", "shuffle_partitions": int(config["spark"]["shuffle_partitions"])},
+            "spark_driver_memory": validation["spark_driver_memory"]}
+
+
 def validate_marts(ds: str, params: Mapping | None = None) -> dict:
     """The quarantine share of every source, then the Great Expectations marts suites (the CTR marts only
     when the audience sources were delivered: otherwise they are empty by design)."""
@@ -240,7 +249,8 @@ def validate_marts(ds: str, params: Mapping | None = None) -> dict:
     quarantine = check_quarantine(ds, params)
     audiences = landing_status(config, ds)["capabilities"]["audiences"]
     tables = {t: paths.feature(t) for t in MART_TABLES + AUDIT_TABLES if audiences or t not in AUDIENCE_MARTS}
-    summary = run_checkpoint("marts", tables, docs_dir=paths.report_dir / "data_docs" / "marts", ds=ds)
+    summary = run_checkpoint("marts", tables, docs_dir=paths.report_dir / "data_docs" / "marts", ds=ds,
+                             **validation_engine(config))
     return {**summary, "quarantine_share": quarantine}
 
 
@@ -443,7 +453,8 @@ def validate_outputs(ds: str, params: Mapping | None = None) -> dict:
     tables = {**outputs, **{t: paths.feature(t) for t in references}}
     return run_checkpoint("outputs", tables, docs_dir=paths.report_dir / "data_docs" / "outputs", ds=ds,
                           top_k=int(config["als"]["top_k"]),
-                          max_audiences_per_user=int(config["activation"]["max_audiences_per_user"]))
+                          max_audiences_per_user=int(config["activation"]["max_audiences_per_user"]),
+                          **validation_engine(config))
 
 
 def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:

@@ -129,10 +129,14 @@ def test_spark_jobs_have_a_working_help():
         assert "--features-dir" in out.stdout
 
 
-def test_dbt_runs_one_build_that_every_model_task_reports_on(dagbag):
-    """dbt.execution_mode watcher: one `dbt build` (the producer) before every model's and tests' task, so
-    `airflow dags test`, which runs one task at a time, never starts a watching task before the build."""
-    dag = dagbag.dags["nightly_marketing"]
+def test_dbt_runs_one_build_that_every_model_task_reports_on(dagbag, monkeypatch):
+    """dbt.execution_mode watcher (an option; local is the default): one `dbt build` (the producer) before every
+    model's and tests' task, so `airflow dags test`, which runs one task at a time, never starts a watching task
+    before the build."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("PM__DBT__EXECUTION_MODE", "watcher")
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["nightly_marketing"]
     producer = dag.get_task("dbt.dbt_producer_watcher")
     assert producer.upstream_task_ids == {"check_raw"}
     model_tasks = [t for t in dag.tasks if t.task_id.startswith("dbt.") and t is not producer

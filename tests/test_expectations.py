@@ -155,8 +155,7 @@ def test_good_outputs_pass_with_derived_frames(tmp_path):
 
 
 # --- broken marts: one checkpoint, several assertions ----------------------------------------------
-@pytest.fixture(scope="module")
-def broken_marts_error(tmp_path_factory):
+def broken_marts() -> dict[str, pd.DataFrame]:
     frames = good_marts()
     frames["user_features"].loc[1, "user_id"] = None  # NULL key
     frames["item_features"].loc[2, "product_id"] = 10  # duplicate key
@@ -164,6 +163,12 @@ def broken_marts_error(tmp_path_factory):
     frames["interactions"].loc[2, "event_hour"] = frames["interactions"].loc[0, "event_hour"]
     frames["ctr_train"].loc[1, "clicked"] = 2
     frames["data_reconciliation"].loc[1, "raw_rows"] = 11  # 11 != 7 + 2 + 1
+    return frames
+
+
+@pytest.fixture(scope="module")
+def broken_marts_error(tmp_path_factory):
+    frames = broken_marts()
     root = tmp_path_factory.mktemp("broken_marts")
     with pytest.raises(DataQualityError) as caught:
         run_checkpoint("marts", write_tables(root / "in", frames), docs_dir=root / "docs", ds=DS)
@@ -198,6 +203,24 @@ def test_failure_summary_counts_only_broken_tables(broken_marts_error):
     assert tables["interactions"]["failed_expectations"] == 1
     # the message lists exactly the failed expectations
     assert len(failure_lines(broken_marts_error)) == sum(t["failed_expectations"] for t in tables.values())
+
+
+def test_large_tables_are_validated_with_spark_to_the_same_verdicts(broken_marts_error, spark, tmp_path):
+    """Above spark_min_rows a table is validated by GX's Spark datasource (never loaded into pandas): the same
+    suites give the same failures, and the Data Docs list every table whichever engine validated it."""
+    subset = ("user_features", "item_features", "interactions", "data_reconciliation", "suppressions")
+    frames = {table: frame for table, frame in broken_marts().items() if table in subset}
+    docs = tmp_path / "docs"
+    with pytest.raises(DataQualityError) as caught:
+        run_checkpoint("marts", write_tables(tmp_path / "in", frames), docs_dir=docs, ds=DS, spark_min_rows=2)
+    tables = caught.value.summary["tables"]
+    assert {t for t, summary in tables.items() if summary["engine"] == "spark"} == {
+        "user_features", "item_features", "interactions"}  # 3 rows each; the others have 2
+    expected = [line for line in failure_lines(broken_marts_error) if line.split(":")[0].split(".")[1] in subset]
+    assert sorted(failure_lines(caught.value)) == sorted(expected) and len(expected) == 4
+    assert {t: (v["success"], v["rows"]) for t, v in tables.items()} == \
+        {t: (v["success"], v["rows"]) for t, v in broken_marts_error.summary["tables"].items() if t in subset}
+    assert "marts.interactions" in (docs / "index.html").read_text()
 
 
 # --- broken outputs: one checkpoint, several assertions --------------------------------------------
