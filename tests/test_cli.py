@@ -46,7 +46,8 @@ def test_ds_must_be_a_real_day_written_yyyy_mm_dd(given, reason, capsys):
                        "(Recommendations per user (K))"),
     ('{"top_k": "abc"}', "pm run: top_k = 'abc' is not allowed: 'abc' is not of type 'integer' "
                          "(Recommendations per user (K))"),
-    ('{"topk": 5}', "pm run: unknown parameter 'topk' (parameters: ds, top_k, holdout_days, spark_master)"),
+    ('{"topk": 5}', "pm run: unknown parameter 'topk' (parameters: ds, top_k, holdout_days, spark_master, "
+                    "full_refresh)"),
 ])
 def test_a_rejected_run_parameter_is_one_clear_line(conf, line, env):
     result = pm(["run", "--ds", "2026-11-22", "--conf", conf], env)
