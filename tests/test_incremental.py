@@ -22,7 +22,7 @@ import pytest
 from precision_marketing.datagen import generate
 from precision_marketing.ingest import land_window
 from precision_marketing.mapping import Mapping
-from test_dbt_project import run_dbt
+from test_dbt_project import query, run_dbt
 
 HISTORY_DAYS = 5
 NIGHT1, NIGHT2 = "2026-03-09", "2026-03-10"
@@ -124,14 +124,6 @@ def assert_reconciles(work: Path) -> None:
                               group by all having r.raw_rows <> sum(p.raw_rows)
                                   or r.duplicate_rows <> sum(p.duplicate_rows)""").fetchall()
         assert sums == []
-    finally:
-        con.close()
-
-
-def query(work: Path, sql: str, params=None) -> list[tuple]:
-    con = duckdb.connect(str(work / "warehouse.duckdb"), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
     finally:
         con.close()
 

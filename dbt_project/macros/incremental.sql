@@ -62,15 +62,7 @@
         {%- do paths.append("'" ~ (landed_dir() ~ '/' ~ source_name ~ '/ds=' ~ partition[0] ~ '/*.parquet') | replace("'", "''") ~ "'") -%}
     {%- endfor %}
     select
-        {
-            {%- for column in source.columns %}
-            '{{ column }}': "{{ column }}"{{ "," if not loop.last }}
-            {%- endfor %}
-        } as raw_values,
-        source_file,
-        source_row,
-        ingest_error,
-        ds as partition_date,
+        {{ landed_columns(source) }},
         case ds
             {%- for partition in partitions %}
             when date '{{ partition[0] }}' then '{{ partition[1] }}'

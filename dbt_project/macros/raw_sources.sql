@@ -34,6 +34,17 @@
     {%- set partitions = ('ds=' ~ ds) if source.kind == 'snapshot' else 'ds=*' -%}
     {%- set path = landed_dir() ~ '/' ~ source_name ~ '/' ~ partitions ~ '/*.parquet' %}
     select
+        {{ landed_columns(source) }}
+    from read_parquet('{{ path | replace("'", "''") }}', hive_partitioning = true, hive_types = {'ds': 'DATE'})
+    {%- if source.kind == 'increment' %}
+    where ds > date '{{ ds }}' - {{ history_days() }} and ds <= date '{{ ds }}'
+    {%- endif %}
+{%- endmacro %}
+
+{#- SQL boolean: the source was delivered for this run (landed_sources). -#}
+{#- The columns every reader of the landed zone selects: the contract's columns as one raw_values STRUCT, the
+    row's lineage and its landing partition. -#}
+{% macro landed_columns(source) -%}
         {
             {%- for column in source.columns %}
             '{{ column }}': "{{ column }}"{{ "," if not loop.last }}
@@ -43,13 +54,8 @@
         source_row,
         ingest_error,
         ds as partition_date
-    from read_parquet('{{ path | replace("'", "''") }}', hive_partitioning = true, hive_types = {'ds': 'DATE'})
-    {%- if source.kind == 'increment' %}
-    where ds > date '{{ ds }}' - {{ history_days() }} and ds <= date '{{ ds }}'
-    {%- endif %}
 {%- endmacro %}
 
-{#- SQL boolean: the source was delivered for this run (landed_sources). -#}
 {% macro delivered(source_name) -%}
     (select coalesce(bool_or(delivered), false) from {{ ref('landed_sources') }} where source = '{{ source_name }}')
 {%- endmacro %}
