@@ -134,19 +134,20 @@ def record_task_time(context, state: str | None = None, error: str | None = None
     tmp.replace(target)
 
 
-def on_task_success(context) -> None:
+def _record_quietly(context, state: str, reason: str | None = None) -> None:
     try:
-        record_task_time(context, "success")
-    except Exception as exc:  # noqa: BLE001 - bookkeeping must never fail a task that succeeded
+        record_task_time(context, state, reason=reason)
+    except Exception as exc:  # noqa: BLE001 - bookkeeping must never fail a task that ended well
         context["ti"].log.warning("could not record the task's timing: %s", exc)
+
+
+def on_task_success(context) -> None:
+    _record_quietly(context, "success")
 
 
 def on_task_skipped(context) -> None:
     """A step that skipped itself (e.g. audiences without their sources): shown as skipped by `pm run`."""
-    try:
-        record_task_time(context, "skipped", reason=context.get("skip_reason"))
-    except Exception as exc:  # noqa: BLE001
-        context["ti"].log.warning("could not record the task's timing: %s", exc)
+    _record_quietly(context, "skipped", reason=context.get("skip_reason"))
 
 
 def on_task_failure(context) -> None:

@@ -414,20 +414,22 @@ def measure_campaign_lift(ds: str, params: Mapping | None = None) -> dict:
                    confidence=float(lift["confidence"]), min_group_size=int(lift["min_group_size"]))
 
 
-PUBLISHED_TABLES = ("recommendations", "audiences", "user_segments", "audience_exports", "campaign_lift")
+# every publishable table: the model whose work dir holds it, and its file or Spark folder there
+OUTPUT_FILES = {
+    "recommendations": ("als", "recommendations"),
+    "audiences": ("ctr", "audiences"),
+    "user_segments": ("segments", "user_segments.parquet"),
+    "audience_exports": ("activation", "audience_exports.parquet"),
+    "campaign_lift": ("lift", "campaign_lift.parquet"),
+}
+PUBLISHED_TABLES = tuple(OUTPUT_FILES)
 AUDIENCE_TABLES = ("audiences", "audience_exports", "campaign_lift")  # need impressions, campaigns, consent
 
 
 def output_tables(paths: RunPaths) -> dict[str, Path]:
     """The run's publishable outputs: table name -> local Parquet file or Spark folder. Recommendations are
     left out when the publish gate kept the last published partition (gate action keep_last)."""
-    outputs = {
-        "recommendations": paths.model_dir("als") / "recommendations",
-        "audiences": paths.model_dir("ctr") / "audiences",
-        "user_segments": paths.model_dir("segments") / "user_segments.parquet",
-        "audience_exports": paths.model_dir("activation") / "audience_exports.parquet",
-        "campaign_lift": paths.model_dir("lift") / "campaign_lift.parquet",
-    }
+    outputs = {table: paths.model_dir(model) / name for table, (model, name) in OUTPUT_FILES.items()}
     als_metrics = paths.model_dir("als") / "metrics.json"
     if als_metrics.exists() and json.loads(als_metrics.read_text()).get("gate", {}).get("published") == "none":
         del outputs["recommendations"]

@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 
 from precision_marketing import pipeline
-from precision_marketing.ingest import status_path
 from test_recommendations import planted_interactions, write_features
 from test_scheduler import free_port
+from test_spark_failures import write_every_source_delivered
 from test_spark_jobs import DS, planted_impressions, planted_users, score_rows, write_feature
 
 pytestmark = pytest.mark.e2e
@@ -106,11 +106,7 @@ def plant_work_dir(work: Path) -> None:
     segments = work / "models" / "segments" / f"ds={DS.isoformat()}" / "user_segments.parquet"
     segments.parent.mkdir(parents=True)
     pd.DataFrame({"user_id": np.arange(1, 41), "segment_id": 1, "segment": "champions"}).to_parquet(segments)
-    # check_raw's status: every source delivered, so the audience step runs
-    status = status_path(work / "landed", DS.isoformat())
-    status.parent.mkdir(parents=True)
-    status.write_text(json.dumps({"capabilities": {"recommendations": True, "segments": True, "audiences": True},
-                                  "notes": []}))
+    write_every_source_delivered(work, DS.isoformat())
 
 
 def test_the_dags_spark_steps_run_unchanged_on_a_standalone_cluster(cluster, tmp_path, monkeypatch):

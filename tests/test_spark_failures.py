@@ -51,15 +51,19 @@ def test_an_unreachable_master_fails_in_seconds_naming_it(master, reason):
     check_master("local[2]")  # nothing to reach
 
 
+def write_every_source_delivered(work, ds: str) -> None:
+    """check_raw's status for ds with every source delivered, so the CTR step does not skip itself."""
+    status = status_path(work / "landed", ds)
+    status.parent.mkdir(parents=True)
+    status.write_text(json.dumps({"capabilities": {"recommendations": True, "segments": True, "audiences": True},
+                                  "notes": []}))
+
+
 def test_neither_spark_step_submits_to_an_unreachable_master(tmp_path, monkeypatch):
     monkeypatch.setenv("PM__WORK_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("PM__LAKE__LOCAL_ROOT", str(tmp_path / "lake"))
     params = {"spark_master": "spark://nowhere.invalid:7077"}
-    # check_raw's status for the day: every source delivered, so the CTR step does not skip itself
-    status = status_path(tmp_path / "work" / "landed", "2026-11-22")
-    status.parent.mkdir(parents=True)
-    status.write_text(json.dumps({"capabilities": {"recommendations": True, "segments": True, "audiences": True},
-                                  "notes": []}))
+    write_every_source_delivered(tmp_path / "work", "2026-11-22")
     for step in (pipeline.train_als, pipeline.train_ctr_and_build_audiences):
         started = time.monotonic()
         with pytest.raises(SparkJobError, match="Spark master spark://nowhere.invalid:7077 is not reachable"):

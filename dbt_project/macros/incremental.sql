@@ -72,6 +72,11 @@
     {%- endif %}
 {%- endmacro %}
 
+{#- The lineage columns every typed_ model keeps from raw_rows (the last of its typed columns). -#}
+{% macro typed_lineage_columns() -%}
+partition_date, source_file, source_row, ingest_error, landing_fingerprint, raw_values
+{%- endmacro %}
+
 {#- The body of a typed_<source> model: `typed_select` selects the typed columns from `raw_rows` (the landed rows of
     the partitions to type), keeping its lineage columns (source_file, source_row, ingest_error, partition_date,
     landing_fingerprint). Its rendered SQL is the typing fingerprint: a change to it retypes every partition. -#}

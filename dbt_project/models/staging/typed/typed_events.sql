@@ -17,12 +17,7 @@
             raw_values.event_type                               as event_type,
             {{ parse_timestamp('raw_values.event_ts') }}        as event_ts,
             cast(event_ts as date)                              as event_date,
-            partition_date,
-            source_file,
-            source_row,
-            ingest_error,
-            landing_fingerprint,
-            raw_values
+            {{ typed_lineage_columns() }}
         from raw_rows
     ) as typed
 {%- endset %}

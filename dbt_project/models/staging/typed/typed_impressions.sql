@@ -11,12 +11,7 @@
         {{ parse_timestamp('raw_values.impression_ts') }}   as impression_ts,
         cast(impression_ts as date)                         as impression_date,
         case raw_values.clicked when '0' then 0 when '1' then 1 end as clicked,
-        partition_date,
-        source_file,
-        source_row,
-        ingest_error,
-        landing_fingerprint,
-        raw_values
+        {{ typed_lineage_columns() }}
     from raw_rows
 {%- endset %}
 

@@ -18,12 +18,7 @@
             {{ parse_decimal('raw_values.unit_price') }}        as unit_price,
             {{ parse_timestamp('raw_values.order_ts') }}        as order_ts,
             cast(order_ts as date)                              as order_date,
-            partition_date,
-            source_file,
-            source_row,
-            ingest_error,
-            landing_fingerprint,
-            raw_values
+            {{ typed_lineage_columns() }}
         from raw_rows
     ) as typed
 {%- endset %}
