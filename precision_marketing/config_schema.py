@@ -105,14 +105,14 @@ class AlsSearch(Section):
 
 class AlsTuning(Section):
     max_fits: int = Field(ge=1)
+    min_seconds: float = Field(ge=0)
+    seconds_per_million_rows: float = Field(ge=0)
     max_minutes: float = Field(gt=0)
     every_days: int = Field(ge=1)
-    max_pairs: int = Field(ge=1)
+    max_rows: int = Field(ge=1)
 
 
 class AlsGate(Section):
-    baseline: Literal["popularity", "best"]
-    min_lift: float
     max_drop: float = Field(ge=0, le=1)
     action: Literal["fallback", "keep_last"]
     level: Literal["warn", "fail"]
@@ -120,7 +120,13 @@ class AlsGate(Section):
 
 class Als(Section):
     top_k: int = Field(ge=1, le=200)
+    engine: Literal["auto", "implicit", "mllib"]
+    inprocess_max_rows: int = Field(ge=1)
+    split: Literal["user_latest", "time"]
+    holdout_share: float = Field(gt=0, lt=1)
     holdout: str = Field(pattern=r"^\d+(\.\d+)?(d|h|%)$")
+    min_eval_users: int = Field(ge=1)
+    min_eval_share: float = Field(gt=0, le=1)
     max_iter: int = Field(ge=1)
     seed: int
     search: AlsSearch
@@ -130,6 +136,7 @@ class Als(Section):
     min_history: Literal["auto"] | int
     min_score: float = Field(ge=0)
     heavy_min_items: int = Field(ge=1)
+    confidence: float = Field(gt=0, lt=1)
     gate: AlsGate
     checkpoint_interval: int = Field(ge=1)
     broadcast_max_mb: int = Field(ge=1)

@@ -52,8 +52,10 @@ def dag_params(config: Mapping | None = None) -> dict[str, dict]:
                   "title": "Recommendations per user (K)",
                   "description": "Products recommended per user, 1 to 200 (default: configuration als.top_k)."},
         "holdout_days": {"default": int(config["ctr"]["holdout_days"]), "type": "integer", "minimum": 1,
-                         "maximum": 60, "title": "Holdout days for model evaluation (ALS and CTR)",
-                         "description": "The last N days are held out to evaluate both models, 1 to 60."},
+                         "maximum": 60, "title": "Holdout days for model evaluation (CTR; ALS with split time)",
+                         "description": "The last N days are held out to evaluate the CTR model, and the "
+                                        "recommendations when als.split is 'time' (the default split holds out "
+                                        "each user's latest interactions instead), 1 to 60."},
         "spark_master": {"default": None, "type": ["null", "string"],
                          "title": "Spark master (empty = config spark.master)",
                          "description": "e.g. local[*], spark://host:7077, yarn. Empty: configuration spark.master."},

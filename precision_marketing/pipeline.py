@@ -263,16 +263,20 @@ def als_job_args(config: Mapping, paths: RunPaths, previous_metrics: Path | None
     als, search, tuning, gate = config["als"], config["als"]["search"], config["als"]["tuning"], config["als"]["gate"]
     args = [
         "--features-dir", paths.work / "features", "--ds", paths.ds, "--output-dir", paths.model_dir("als"),
-        "--top-k", als["top_k"], "--holdout", als["holdout"], "--max-iter", als["max_iter"], "--seed", als["seed"],
+        "--top-k", als["top_k"], "--engine", als["engine"], "--inprocess-max-rows", als["inprocess_max_rows"],
+        "--split", als["split"], "--holdout-share", als["holdout_share"], "--holdout", als["holdout"],
+        "--min-eval-users", als["min_eval_users"], "--min-eval-share", als["min_eval_share"],
+        "--max-iter", als["max_iter"], "--seed", als["seed"],
         "--alpha-range", *search["alpha"], "--reg-range", *search["reg_param"], "--rank-range", *search["rank"],
         "--neighbours-choices", *search["item_cf_neighbours"],
-        "--tune-max-fits", tuning["max_fits"], "--tune-max-minutes", tuning["max_minutes"],
-        "--tune-every-days", tuning["every_days"], "--tune-max-pairs", tuning["max_pairs"],
+        "--tune-max-fits", tuning["max_fits"], "--tune-min-seconds", tuning["min_seconds"],
+        "--tune-seconds-per-million-rows", tuning["seconds_per_million_rows"],
+        "--tune-max-minutes", tuning["max_minutes"], "--tune-every-days", tuning["every_days"],
+        "--tune-max-rows", tuning["max_rows"],
         "--max-eval-users", als["max_eval_users"], "--selection-metric", als["selection_metric"],
         "--min-history", als["min_history"], "--min-score", als["min_score"],
-        "--heavy-min-items", als["heavy_min_items"],
-        "--gate-baseline", gate["baseline"], "--gate-min-lift", gate["min_lift"], "--gate-max-drop", gate["max_drop"],
-        "--gate-action", gate["action"], "--gate-level", gate["level"],
+        "--heavy-min-items", als["heavy_min_items"], "--confidence", als["confidence"],
+        "--gate-max-drop", gate["max_drop"], "--gate-action", gate["action"], "--gate-level", gate["level"],
         "--checkpoint-interval", als["checkpoint_interval"], "--broadcast-max-mb", als["broadcast_max_mb"],
         "--max-user-items-cf", als["max_user_items_cf"],
     ]
@@ -324,8 +328,9 @@ def train_als(ds: str, params: Mapping | None = None) -> dict:
     gate = metrics["gate"]
     report_gate(ds, gate)
     return {key: metrics.get(key) for key in (
-        "model", "precision_at_k", "baseline_precision_at_k", "ndcg_at_k", "baseline_ndcg_at_k", "n_eval_users",
-        "min_history", "recommendations_by_source", "catalog_coverage")} | {"gate": gate["published"]}
+        "engine", "model", "precision_at_k", "baseline", "baseline_precision_at_k", "ndcg_at_k", "ndcg_at_k_interval",
+        "baseline_ndcg_at_k", "n_eval_users", "min_history", "recommendations_by_source", "catalog_coverage")} | {
+        "gate": gate["published"], "verdict": gate.get("verdict")}
 
 
 def segment_users(ds: str, params: Mapping | None = None) -> dict:
@@ -490,7 +495,8 @@ def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
     return manifests
 
 
-HEADLINE_METRICS = {"als": ("model", "precision_at_k", "baseline_precision_at_k", "ndcg_at_k", "baseline_ndcg_at_k"),
+HEADLINE_METRICS = {"als": ("engine", "model", "precision_at_k", "baseline_precision_at_k", "ndcg_at_k",
+                            "baseline_ndcg_at_k"),
                     "ctr": ("auc", "baseline_auc"), "segments": ("silhouette",)}
 
 

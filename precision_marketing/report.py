@@ -21,11 +21,13 @@ import pyarrow.parquet as pq
 
 # headline rows: (model, key, label, baseline key or None)
 HEADLINES = [
-    ("als", "precision_at_k", "ALS precision@K", "baseline_precision_at_k"),
-    ("als", "recall_at_k", "ALS recall@K", "baseline_recall_at_k"),
-    ("als", "ndcg_at_k", "ALS NDCG@K", "baseline_ndcg_at_k"),
-    ("als", "map_at_k", "ALS MAP@K", "baseline_map_at_k"),
+    ("als", "precision_at_k", "recommendations precision@K (baseline: strongest non-personalised)",
+     "baseline_precision_at_k"),
+    ("als", "recall_at_k", "recommendations recall@K", "baseline_recall_at_k"),
+    ("als", "ndcg_at_k", "recommendations NDCG@K", "baseline_ndcg_at_k"),
+    ("als", "map_at_k", "recommendations MAP@K", "baseline_map_at_k"),
     ("als", "model", "recommendations served from", None),
+    ("als", "engine", "recommendation engine", None),
     ("als", "gate", "publish gate", None),
     ("ctr", "auc", "CTR AUC", "baseline_auc"),
     ("ctr", "log_loss", "CTR log loss", None),
@@ -167,46 +169,64 @@ def _plot_block(plot_id: str, caption: str, svg: str | None) -> str:
     return f'<figure class="plot" id="plot-{plot_id}"><figcaption>{html.escape(caption)}</figcaption>{content}</figure>'
 
 
+CANDIDATES_SHOWN = 20  # metrics.json keeps every candidate; the page shows the best
+
+
 def recommendation_sections(als: Mapping) -> list[str]:
-    """What the recommendation job chose and why: holdout metrics per list and user activity, every tuning
-    candidate with its validation score, the publish gate and where the published rows come from."""
+    """What the recommendation job chose and why: the engine, holdout metrics with intervals per list and user
+    activity, the gate's verdict against the strongest non-personalised ranking, the best tuning candidates
+    with their validation scores, and where the published rows come from."""
     if not als:
         return []
     k = als.get("k")
     holdout = als.get("holdout") or {}
     lists = holdout.get("lists") or {}
     coverage = holdout.get("coverage") or {}
-    segments = [s for s in ("cold", "light", "heavy") if any(s in values for values in lists.values())]
-    holdout_rows = [[name, *[values.get("all", {}).get(m) for m in ("precision", "recall", "ndcg", "map")],
-                     *[values.get(s, {}).get("ndcg") for s in segments], coverage.get(name),
-                     values.get("all", {}).get("n_users")] for name, values in lists.items()]
     tuning = als.get("tuning") or {}
-    chosen = tuning.get("chosen") or {}
     metric = tuning.get("selection_metric", "ndcg")
+    segments = [s for s in ("cold", "light", "heavy") if any(s in values for values in lists.values())]
+
+    def interval(values: Mapping) -> str | None:
+        low, high = values.get(f"{metric}_low"), values.get(f"{metric}_high")
+        return f"{low:.4f} – {high:.4f}" if low is not None and high is not None else None
+
+    holdout_rows = [[name, *[values.get("all", {}).get(m) for m in ("precision", "recall", "ndcg", "map")],
+                     interval(values.get("all", {})), *[values.get(s, {}).get(metric) for s in segments],
+                     coverage.get(name), values.get("all", {}).get("n_users")] for name, values in lists.items()]
+    chosen = tuning.get("chosen") or {}
+    candidates = sorted(tuning.get("candidates") or [], key=lambda c: -(c.get(f"validation_{metric}") or 0))
     candidate_rows = [[c.get("model"), json.dumps(c.get("params"), sort_keys=True), c.get(f"validation_{metric}"),
                        c.get("seconds"), "chosen" if (c.get("model"), c.get("params")) == (chosen.get("model"),
                                                                                       chosen.get("params")) else ""]
-                      for c in tuning.get("candidates") or []]
+                      for c in candidates[:CANDIDATES_SHOWN]]
     gate = als.get("gate") or {}
     if tuning.get("tuned"):
-        how = f"tuned tonight on {tuning.get('validation_rule', 'a validation split')}"
+        how = (f"tuned tonight on {tuning.get('validation_rule', 'a validation split')} "
+               f"({_fmt(tuning.get('n_fits'))} fits, {_fmt(tuning.get('n_candidates'))} candidates in "
+               f"{_fmt(tuning.get('seconds'))} s)")
     elif tuning.get("reused_from"):
         how = f"reused from the run of {tuning['reused_from']} (tuned on {tuning.get('tuned_on')})"
     else:
         how = tuning.get("note") or chosen.get("note") or "not tuned"
+    verdict = gate.get("verdict") or (_fmt(gate) if gate else "n/a")
     sections = [
         "<h2>Recommendations</h2>",
         f"<p>Published from <b>{html.escape(str(als.get('model')))}</b> "
         f"({html.escape(json.dumps(als.get('params'), sort_keys=True))}), users with fewer than "
         f"{_fmt(als.get('min_history'))} history items get the fallback lists; choice {html.escape(how)}. "
-        f"Publish gate: {html.escape(_fmt(gate) if gate else 'n/a')}.</p>",
+        f"Engine: <b>{html.escape(str(als.get('engine', 'n/a')))}</b>"
+        f"{' (' + html.escape(str(als['engine_reason'])) + ')' if als.get('engine_reason') else ''}.</p>",
+        f"<p>Publish gate: <b>{html.escape(verdict)}</b> (published: {html.escape(str(gate.get('published')))})."
+        "</p>",
         f"<p>Holdout: {html.escape(str(holdout.get('rule') or holdout.get('note') or 'n/a'))}"
-        f" (from {html.escape(str(holdout.get('cutoff')))}).</p>",
-        _table(["list", f"precision@{k}", f"recall@{k}", f"NDCG@{k}", f"MAP@{k}",
-                *[f"NDCG@{k} {s}" for s in segments], "catalogue coverage", "users"], holdout_rows),
+        f"{' (from ' + html.escape(str(holdout['cutoff'])) + ')' if holdout.get('cutoff') else ''}; intervals: "
+        f"bootstrap over users, {_fmt(gate.get('confidence'))}.</p>",
+        _table(["list", f"precision@{k}", f"recall@{k}", f"NDCG@{k}", f"MAP@{k}", f"{metric}@{k} interval",
+                *[f"{metric}@{k} {s}" for s in segments], "catalogue coverage", "users"], holdout_rows),
     ]
     if candidate_rows:
-        sections += [f"<h3>Tuning candidates (validation {html.escape(metric)}@{k})</h3>",
+        sections += [f"<h3>Tuning: the {len(candidate_rows)} best of {len(candidates)} candidates "
+                     f"(validation {html.escape(metric)}@{k})</h3>",
                      _table(["model", "parameters", f"validation {metric}", "seconds", ""], candidate_rows,
                             numeric_from=2)]
     by_source = als.get("recommendations_by_source") or {}
@@ -287,9 +307,10 @@ def render_html(report: Mapping, history: list[Mapping], calibration_svg: str | 
         "<h2>Models</h2>",
         _table(["metric", "value", "baseline", "lift"], headline_rows),
         '<div class="grid">',
-        _plot_block("ranking", f"Recommendations: precision@{_fmt(k)} vs popularity, per night",
-                    _trend_plot(nights, [("als", "precision_at_k", "ALS precision@K"),
-                                         ("als", "baseline_precision_at_k", "popularity precision@K")], "precision@K")),
+        _plot_block("ranking", f"Recommendations: precision@{_fmt(k)} vs the strongest non-personalised ranking, "
+                               "per night",
+                    _trend_plot(nights, [("als", "precision_at_k", "served precision@K"),
+                                         ("als", "baseline_precision_at_k", "baseline precision@K")], "precision@K")),
         _plot_block("ctr", "CTR model: AUC vs placement prior, per night",
                     _trend_plot(nights, [("ctr", "auc", "logistic regression AUC"),
                                          ("ctr", "baseline_auc", "placement-prior AUC")], "AUC")),
@@ -336,9 +357,10 @@ def render_markdown(report: Mapping, campaign_lines: Sequence[str] = ()) -> str:
           for t, rows in report["published"].items()],
         "",
         "## Models",
-        f"- ALS top-{_fmt(als.get('k'))}: precision@K {_fmt(als.get('precision_at_k'))} vs popularity "
-        f"{_fmt(als.get('baseline_precision_at_k'))} (recall@K {_fmt(als.get('recall_at_k'))} vs "
-        f"{_fmt(als.get('baseline_recall_at_k'))}), {_fmt(als.get('n_eval_users'))} holdout users",
+        f"- Recommendations top-{_fmt(als.get('k'))} ({_fmt(als.get('model'))}, engine {_fmt(als.get('engine'))}): "
+        f"NDCG@K {_fmt(als.get('ndcg_at_k'))} vs {_fmt(als.get('baseline'))} {_fmt(als.get('baseline_ndcg_at_k'))}, "
+        f"precision@K {_fmt(als.get('precision_at_k'))} vs {_fmt(als.get('baseline_precision_at_k'))}, "
+        f"{_fmt(als.get('n_eval_users'))} holdout users; gate: {_fmt((als.get('gate') or {}).get('verdict'))}",
         (f"- CTR logistic regression: AUC {_fmt(ctr.get('auc'))} vs placement-prior baseline "
          f"{_fmt(ctr.get('baseline_auc'))} on {_fmt(ctr.get('n_test'))} holdout impressions")
         if "ctr" in metrics else "- CTR logistic regression: skipped (see notes)",

@@ -58,6 +58,8 @@ class ServePolicy:
     min_history: int = 1               # fewer items of history -> no model tier
     min_score: float = 1e-6            # model scores at or below this are noise, not a recommendation
     blend_weight: float = 0.5          # blend = w * als + (1 - w) * item_cf, each scaled to its user's best
+    popularity_weight: float = 0.0     # + this x the item's popularity (scaled to a best of 1) on model scores
+    use_category: bool = True          # the category tier fills before popularity
     top_categories: int = 3
     block_floats: int = 1 << 24        # score-matrix floats per user block (64 MB)
 
@@ -165,6 +167,10 @@ class TopK:
     """Scores blocks of users (pandas frames of the per-user columns) against the ItemSide."""
 
     def __init__(self, items: ItemSide, policy: ServePolicy):
+        if policy.popularity_weight and policy.model == "als" and items.factors is not None:
+            # model + w x popularity as one more factor: the tiled ALS scoring stays one matrix product
+            block = self.scaled_popularity(items)[items.block_start: items.block_start + len(items.factors)]
+            items = dataclasses.replace(items, factors=np.hstack([items.factors, block[:, None]]).astype(np.float32))
         self.items, self.policy = items, policy
         n = items.n_items
         self.pop_order = np.arange(n)  # items are indexed in popularity order
@@ -174,6 +180,17 @@ class TopK:
         else:  # a whole score column per user
             per_user = _padded(n_block)
         self.block_users = max(1, policy.block_floats // max(per_user, 1))
+
+    @staticmethod
+    def scaled_popularity(items: ItemSide) -> np.ndarray:
+        best = float(items.popularity.max(initial=0))
+        return (items.popularity / best if best > 0 else items.popularity).astype(np.float32)
+
+    def _user_factors(self, block: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        factors = np.stack(block[FACTORS].to_numpy()[rows]).astype(np.float32, copy=False)
+        if self.policy.popularity_weight and self.policy.model == "als":
+            factors = np.hstack([factors, np.full((len(rows), 1), self.policy.popularity_weight, np.float32)])
+        return factors
 
     # -- per-user inputs of a block
     def _history(self, block: pd.DataFrame):
@@ -223,15 +240,18 @@ class TopK:
         remap[model_rows] = np.arange(len(model_rows))
         sub_rows, sub_items = remap[rows[subset]], items[subset]
         if kind in ("als", "blend"):
-            factors = np.stack(block[FACTORS].to_numpy()[model_rows]).astype(np.float32, copy=False)
-            als = self._als_scores(factors)
+            als = self._als_scores(self._user_factors(block, model_rows))
             if kind == "als":
                 return als
         cf = self._cf_scores(sub_rows, sub_items, self.cf_values(weights[subset]), len(model_rows))
         if kind == "item_cf":
-            return cf
-        w = self.policy.blend_weight
-        return w * _scaled(als) + (1 - w) * _scaled(cf)
+            scores = cf
+        else:
+            w = self.policy.blend_weight
+            scores = w * _scaled(als) + (1 - w) * _scaled(cf)
+        if self.policy.popularity_weight:
+            scores[:self.items.n_items] += self.policy.popularity_weight * self.scaled_popularity(self.items)[:, None]
+        return scores
 
     @staticmethod
     def cf_values(weights: np.ndarray) -> np.ndarray:
@@ -262,7 +282,7 @@ class TopK:
         remap[model_rows] = np.arange(len(model_rows))
         bought = purchased & (remap[rows] >= 0)
         if self.policy.model == "als":
-            factors = np.stack(block[FACTORS].to_numpy()[model_rows]).astype(np.float32, copy=False)
+            factors = self._user_factors(block, model_rows)
             local = items[bought] - self.items.block_start
             inside = (local >= 0) & (local < len(self.items.factors))
             top_items, top_scores = als_top_k(self.items.factors, factors, remap[rows[bought]][inside],
@@ -344,11 +364,12 @@ class TopK:
 
     def served(self, block: pd.DataFrame) -> pd.DataFrame:
         """The final lists as rows (user_id, rank, product_id, score, source)."""
-        k, n_rows = self.policy.k, len(block)
+        n_rows = len(block)
         history = self._history(block)
         items, scores = self._model_or_precomputed(block, history)
         sources = np.where(items >= 0, self.policy.model or "", "").astype(object)
-        for fill, source in ((self.category_tier, SOURCE_CATEGORY), (self.popularity_tier, SOURCE_POPULARITY)):
+        fills = ((self.category_tier, SOURCE_CATEGORY),) if self.policy.use_category else ()
+        for fill, source in (*fills, (self.popularity_tier, SOURCE_POPULARITY)):
             short = np.flatnonzero((items < 0).any(axis=1))
             if len(short) == 0:
                 break

@@ -15,7 +15,7 @@ def test_environment_overrides_the_file_and_parses_scalars():
     assert config["spark"]["master"] == "spark://h:7077"
     assert config["als"]["top_k"] == 25
     assert config["lake"]["s3"]["endpoint_url"] == "http://minio:9000"
-    assert config["als"]["max_iter"] == 10  # untouched keys keep the file's value
+    assert config["als"]["max_iter"] == 15  # untouched keys keep the file's value
 
 
 def test_relative_paths_resolve_against_the_repo():

@@ -65,7 +65,7 @@ def test_html_is_self_contained_and_reads_metrics_defensively(built):
     assert "<script" not in page and "<link" not in page
     assert page.count("<svg") == 5
     assert "<td>CTR AUC</td><td class=num>0.6720</td><td class=num>n/a</td>" in page
-    assert "ALS NDCG@K" in page  # a headline key the job does not write yet: shown as n/a
+    assert "recommendations NDCG@K" in page  # a headline key the job does not write yet: shown as n/a
     assert "<td>recommendations served from</td><td class=num>als</td>" in page
     assert "failed (published: fallback); ndcg@10 0.01 does not beat popularity 0.02 by 5 %" in page
     assert "tuning" in page and "candidates" in page
@@ -96,31 +96,38 @@ def test_empty_history_and_missing_sections_render(tmp_path):
     assert page.count("no data yet") == 5 and "<svg" not in page
 
 
-def test_recommendation_section_shows_holdout_lists_candidates_and_gate():
+def test_recommendation_section_shows_engine_intervals_verdict_and_candidates():
     from precision_marketing.report import recommendation_sections
 
     chosen = {"model": "item_cf", "params": {"neighbours": 50}}
-    als = {"k": 10, "model": "item_cf", "params": {"neighbours": 50}, "min_history": 3,
-           "holdout": {"rule": "last 168 h", "cutoff": "2026-11-16T00:00:00",
+    als = {"k": 10, "model": "item_cf", "params": {"neighbours": 50}, "min_history": 3, "engine": "implicit",
+           "engine_reason": "120,000 interaction rows fit the driver",
+           "holdout": {"rule": "each user's latest 20% of active hours",
                        "lists": {"served": {"all": {"precision": 0.2, "recall": 0.3, "ndcg": 0.41, "map": 0.1,
-                                                    "n_users": 500},
+                                                    "n_users": 500, "ndcg_low": 0.38, "ndcg_high": 0.44},
                                             "light": {"ndcg": 0.35}, "heavy": {"ndcg": 0.52}},
-                                 "popularity": {"all": {"precision": 0.1, "recall": 0.1, "ndcg": 0.2, "map": 0.05,
-                                                        "n_users": 500}}},
-                       "coverage": {"served": 0.42, "popularity": 0.01}},
-           "tuning": {"tuned": True, "selection_metric": "ndcg", "validation_rule": "last 20% of the 400 h span",
-                      "chosen": {**chosen, "min_history": 3},
-                      "candidates": [{"model": "als", "params": {"rank": 64}, "validation_ndcg": 0.3, "seconds": 12.0},
-                                     {**chosen, "validation_ndcg": 0.38, "seconds": 4.5}]},
-           "gate": {"passed": True, "published": "model", "reasons": []},
+                                 "recent_popularity": {"all": {"precision": 0.1, "recall": 0.1, "ndcg": 0.2,
+                                                               "map": 0.05, "n_users": 500}}},
+                       "coverage": {"served": 0.42, "recent_popularity": 0.01}},
+           "tuning": {"tuned": True, "selection_metric": "ndcg", "validation_rule": "each user's latest 20%",
+                      "n_fits": 31, "n_candidates": 25, "seconds": 24.5, "chosen": {**chosen, "min_history": 3},
+                      "candidates": [{"model": "als", "params": {"rank": r}, "validation_ndcg": r / 1000,
+                                      "seconds": 1.0} for r in range(1, 25)]
+                                    + [{**chosen, "validation_ndcg": 0.38, "seconds": 4.5}]},
+           "gate": {"passed": True, "published": "model", "reasons": [], "confidence": 0.95,
+                    "verdict": "model kept: better than recent_popularity by 0.2100 (95% interval +0.1800 to "
+                               "+0.2400, 500 users)"},
            "recommendations_by_source": {"item_cf": 4000, "popularity": 1000}}
     page = "\n".join(recommendation_sections(als))
     assert "Published from <b>item_cf</b>" in page and "fewer than 3 history items" in page
-    assert "tuned tonight on last 20% of the 400 h span" in page and "passed (published: model)" in page
+    assert "Engine: <b>implicit</b> (120,000 interaction rows fit the driver)" in page
+    assert "tuned tonight on each user&#x27;s latest 20% (31 fits, 25 candidates in 24.5 s)" in page
+    assert "Publish gate: <b>model kept: better than recent_popularity by 0.2100" in page
     assert ("<tr><td>served</td><td class=num>0.2000</td><td class=num>0.3000</td><td class=num>0.4100</td>"
-            "<td class=num>0.1000</td><td class=num>0.3500</td><td class=num>0.5200</td><td class=num>0.4200</td>"
-            "<td class=num>500</td></tr>") in page
-    assert "<td>popularity</td>" in page and "NDCG@10 heavy" in page and "cold" not in page
+            "<td class=num>0.1000</td><td>0.3800 – 0.4400</td><td class=num>0.3500</td><td class=num>0.5200</td>"
+            "<td class=num>0.4200</td><td class=num>500</td></tr>") in page
+    assert "<td>recent_popularity</td>" in page and "ndcg@10 heavy" in page and "cold" not in page
+    assert "the 20 best of 25 candidates" in page and page.count("<td>als</td>") == 19  # best first, cut at 20
     assert page.count(">chosen<") == 1 and '<td>{&quot;neighbours&quot;: 50}</td><td class=num>0.3800</td>' in page
     assert "<td>item_cf</td><td class=num>4000</td>" in page
     assert recommendation_sections({}) == []
