@@ -4,7 +4,8 @@ against the BLAS limit, on generated interactions at 1M and 10M user-item pairs.
 For each size, in one run on the same machine and the same data:
 1. the job through its command line (`pm spark-submit als_recommendations`: JVM start, read, ALS fit,
    top-K for every user with purchases excluded, write Parquet), with tuning and evaluation off
-   (`--holdout 0h`) and the same rank / iterations as 2.;
+   (`--split time --holdout 0h --fixed-choice` ALS at the same rank / iterations as 2.), with the in-process
+   engine (`implicit`) and, up to --mllib-max-pairs, with Spark MLlib;
 2. `implicit` (CPU ALS, conjugate gradient): read, fit, recommend for every user with
    filter_already_liked_items, write Parquet (bench/implicit_baseline.py);
 3. the top-K engine alone (spark_jobs/topk.py, numpy, this process) on random factors of the same shape,
@@ -127,12 +128,18 @@ def run_size(pairs: int, args) -> dict:
         features = Path(tmp) / "features"
         shape = generate(pairs, features)
         print(f"== {shape['pairs']:,} pairs: {shape['users']:,} users x {shape['items']:,} items", file=sys.stderr)
-        job = timed([str(Path(sys.executable).with_name("pm")), "spark-submit", "als_recommendations",
-                     "--features-dir", str(features), "--ds", DS, "--output-dir", str(Path(tmp) / "job"),
-                     "--top-k", str(args.k), "--holdout", "0h", "--max-iter", str(args.iterations),
-                     "--rank-range", str(args.rank), str(args.rank), "--alpha-range", "10", "10",
-                     "--reg-range", "0.1", "0.1", "--min-history", "1"])
-        job_metrics = json.loads((Path(tmp) / "job" / "metrics.json").read_text())
+        choice = json.dumps({"model": "als", "params": {"alpha": 10.0, "reg_param": 0.1, "rank": args.rank,
+                                                        "weight_transform": "raw"}})
+        jobs = {}
+        for engine in ("implicit", "mllib") if pairs <= args.mllib_max_pairs else ("implicit",):
+            out = Path(tmp) / engine
+            run = timed([str(Path(sys.executable).with_name("pm")), "spark-submit", "als_recommendations",
+                         "--features-dir", str(features), "--ds", DS, "--output-dir", str(out), "--engine", engine,
+                         "--top-k", str(args.k), "--split", "time", "--holdout", "0h",
+                         "--max-iter", str(args.iterations), "--fixed-choice", choice])
+            metrics = json.loads((out / "metrics.json").read_text())
+            jobs[engine] = {"seconds": run["seconds"], "peak_rss_mb": run["peak_rss_mb"], "steps": metrics["seconds"],
+                            "rows": metrics["n_recommendations"]}
         baseline = timed([sys.executable, str(REPO / "bench" / "implicit_baseline.py"), "--features", str(features),
                           "--ds", DS, "--out", str(Path(tmp) / "implicit.parquet"), "--rank", str(args.rank),
                           "--iterations", str(args.iterations), "--k", str(args.k)],
@@ -142,13 +149,15 @@ def run_size(pairs: int, args) -> dict:
     engine_seconds = engine_top_k(shape["users"], shape["items_with_history"], args.rank, args.k)
     return {
         "data": shape,
-        "job": {"seconds": job["seconds"], "peak_rss_mb": job["peak_rss_mb"], "steps": job_metrics["seconds"],
-                "rows": job_metrics["n_recommendations"]},
+        "job": jobs["implicit"],
+        "job_mllib": jobs.get("mllib"),
         "implicit": {"seconds": baseline["seconds"], "peak_rss_mb": baseline["peak_rss_mb"], "steps": implicit_steps},
-        "ratio_job_to_implicit": round(job["seconds"] / baseline["seconds"], 2),
+        "ratio_job_to_implicit": round(jobs["implicit"]["seconds"] / baseline["seconds"], 2),
+        "ratio_mllib_job_to_implicit": round(jobs["mllib"]["seconds"] / baseline["seconds"], 2) if "mllib" in jobs
+        else None,
         "top_k": {"blas_limit_seconds": round(flops / args.gemm_rate, 2), "engine_seconds": round(engine_seconds, 2),
                   "ratio_to_blas_limit": round(engine_seconds / (flops / args.gemm_rate), 2),
-                  "job_top_k_and_write_seconds": job_metrics["seconds"].get("top_k_and_write")},
+                  "job_fit_and_top_k_seconds": jobs["implicit"]["steps"].get("final_fit_and_top_k")},
     }
 
 
@@ -159,6 +168,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--tmp", default=None, help="scratch folder for the generated data")
+    parser.add_argument("--mllib-max-pairs", type=int, default=2_000_000,
+                        help="sizes up to this also run the job with --engine mllib")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "als_bench.json")
     args = parser.parse_args()
     args.gemm_rate = gemm_rate()
@@ -169,15 +180,16 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"machine: {machine}; rank {args.rank}, {args.iterations} iterations, K={args.k}\n")
-    print("| pairs | users x items | job (s) | implicit (s) | job / implicit | job peak RSS | implicit peak RSS "
-          "| top-K engine (s) | BLAS limit (s) | engine / limit |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| pairs | users x items | job, implicit engine (s) | job, MLlib engine (s) | implicit alone (s) "
+          "| job / implicit | job peak RSS | implicit peak RSS | top-K engine (s) | BLAS limit (s) | engine / limit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for size in results["sizes"]:
         d, top = size["data"], size["top_k"]
+        mllib = size["job_mllib"]["seconds"] if size["job_mllib"] else "not run"
         print(f"| {d['pairs']:,} | {d['users']:,} x {d['items_with_history']:,} | {size['job']['seconds']} "
-              f"| {size['implicit']['seconds']} | {size['ratio_job_to_implicit']} | {size['job']['peak_rss_mb']} MB "
-              f"| {size['implicit']['peak_rss_mb']} MB | {top['engine_seconds']} | {top['blas_limit_seconds']} "
-              f"| {top['ratio_to_blas_limit']} |")
+              f"| {mllib} | {size['implicit']['seconds']} | {size['ratio_job_to_implicit']} "
+              f"| {size['job']['peak_rss_mb']} MB | {size['implicit']['peak_rss_mb']} MB | {top['engine_seconds']} "
+              f"| {top['blas_limit_seconds']} | {top['ratio_to_blas_limit']} |")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ INT32_MAX = 2**31 - 1  # MLlib ALS stores ids as 32-bit ints
 ENGINES = ("auto", "implicit", "mllib")
 SPLITS = ("user_latest", "time")
 PERSONAL_MODELS = ("als", "item_cf", "blend")
+INTERACTION_COLUMNS = [USER_COL, ITEM_COL, HOUR_COL, WEIGHT_COL, PURCHASES_COL]
 
 SERVED_SCHEMA = "user_id long, rank int, product_id long, score double, source string"
 CANDIDATES_SCHEMA = "user_id long, item_index long, score double"
@@ -310,6 +311,16 @@ def reusable_choice(previous: dict | None, ds: dt.date, config: RecConfig) -> di
     return chosen if 0 <= age < config.tune_every_days else None
 
 
+def fixed_choice(text: str) -> dict:
+    """--fixed-choice '{"model": "als", "params": {...}}': a pinned model (no tuning), personalised from one
+    history item, the all-time popularity fallback unless the JSON says otherwise."""
+    choice = json.loads(text)
+    if choice.get("model") not in (*PERSONAL_MODELS, "popularity", "category_popularity"):
+        raise SystemExit(f"--fixed-choice: model must be one of {PERSONAL_MODELS} or a popularity ranking, "
+                         f"got {choice.get('model')!r}")
+    return {"params": {}, "min_history": 1, "fallback": {"popularity": {}, "use_category": True}, **choice}
+
+
 def gate(holdout: dict, previous: dict | None, config: RecConfig) -> dict:
     return rec.gate(holdout, previous, metric=config.selection_metric, max_drop=config.gate_max_drop,
                     action=config.gate_action, level=config.gate_level, confidence=config.confidence)
@@ -361,20 +372,18 @@ def serve_inprocess(full: rec.Train, choice: Mapping, engine: rec.Engine, config
             inverse = np.argsort(position)
             items.neighbours = similarity[inverse][:, inverse].tocsr()
     topk = TopK(items, policy_for(choice, config))
-    matrix, purchased = full.matrix, full.purchased.astype(bool)
+    matrix, n_items = full.matrix, log_.n_items
     parts = []
     for start in range(0, log_.n_users, block_users):
         rows = np.arange(start, min(log_.n_users, start + block_users))
-        block = matrix[rows]
-        bought = purchased[rows]
-        bounds = block.indptr
-        history = [position[block.indices[bounds[i]:bounds[i + 1]]] for i in range(len(rows))]
-        weights = [block.data[bounds[i]:bounds[i + 1]] for i in range(len(rows))]
-        flags = [np.asarray(bought[i, block.indices[bounds[i]:bounds[i + 1]]].todense()).ravel() > 0
-                 for i in range(len(rows))] if bought.nnz else [np.zeros(bounds[i + 1] - bounds[i], bool)
-                                                                for i in range(len(rows))]
-        frame = pd.DataFrame({"user_id": log_.user_ids[rows], "n_history": np.diff(bounds).astype(np.int32),
-                              HISTORY: history, WEIGHTS: weights, PURCHASED: flags})
+        block, bought = matrix[rows], full.purchased[rows].tocoo()
+        row_of = np.repeat(np.arange(len(rows)), np.diff(block.indptr))
+        flags = np.isin(row_of.astype(np.int64) * n_items + block.indices,
+                        bought.row.astype(np.int64) * n_items + bought.col)
+        cuts = block.indptr[1:-1]
+        frame = pd.DataFrame({"user_id": log_.user_ids[rows], "n_history": np.diff(block.indptr).astype(np.int32),
+                              HISTORY: np.split(position[block.indices], cuts), WEIGHTS: np.split(block.data, cuts),
+                              PURCHASED: np.split(flags, cuts)})
         frame[FACTORS] = list(user_factors[rows]) if user_factors is not None else None
         parts.extend(topk.run([frame], "served"))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
@@ -504,25 +513,105 @@ def run_engine(spark: SparkSession, frame: DataFrame, items: ItemSide, policy: S
 
 
 # ------------------------------------------------------------------------------------------------- job
-def run(spark: SparkSession, args: argparse.Namespace) -> dict:
+def is_local(path) -> bool:
+    return "://" not in str(path) or str(path).startswith("file://")
+
+
+def current_master() -> str:
+    """The master spark-submit was given (or the running session's), without starting a SparkContext."""
+    from pyspark import SparkConf
+
+    active = SparkSession.getActiveSession()
+    return active.sparkContext.master if active is not None else SparkConf().get("spark.master", "local[*]")
+
+
+def read_local_table(features_dir: str, table: str, ds: dt.date, columns: list[str]) -> pd.DataFrame:
+    """A local feature table read in this process (pyarrow), with common.read_parquet_table's messages."""
+    path = feature_table_path(features_dir, table, ds).removeprefix("file://")
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SystemExit(f"input table {table!r} cannot be read at {path}: {reason}") from None
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise SystemExit(f"input table {table!r} at {path} is missing required column(s) {missing} "
+                         f"(has {list(frame.columns)})")
+    return frame[columns]
+
+
+def check_frame(frame: pd.DataFrame, *, table: str, path: str, not_null=(), non_negative=()) -> None:
+    """common.check_columns for a pandas frame: every violated rule with its row count, in one message."""
+    violations = [f"{int(frame[c].isna().sum())} row(s) where {c} is null" for c in not_null if frame[c].isna().any()]
+    violations += [f"{int((frame[c] < 0).sum())} row(s) where {c} < 0" for c in non_negative if (frame[c] < 0).any()]
+    if violations:
+        raise SystemExit(f"input table {table!r} at {path} breaks its contract: " + "; ".join(violations))
+
+
+def count_local_rows(features_dir: str, table: str, ds: dt.date) -> int | None:
+    """Rows of a local Parquet table from its footers alone; None when it cannot be read (the reader says why)."""
+    import pyarrow.dataset as pads
+
+    try:
+        return pads.dataset(feature_table_path(features_dir, table, ds).removeprefix("file://"),
+                            format="parquet").count_rows()
+    except (OSError, ValueError):
+        return None
+
+
+def inprocess_inputs(args: argparse.Namespace) -> tuple[rec.Log, int]:
+    """The three feature tables read and checked in this process: (driver log, interaction rows)."""
+    path = feature_table_path(args.features_dir, "interactions", args.ds)
+    frame = read_local_table(args.features_dir, "interactions", args.ds, INTERACTION_COLUMNS)
+    users = read_local_table(args.features_dir, "user_features", args.ds, [USER_COL])
+    items = read_local_table(args.features_dir, "item_features", args.ds, [ITEM_COL, CATEGORY_COL])
+    if frame.empty:
+        raise SystemExit(f"input table 'interactions' at {path} has no rows: nothing to train on")
+    check_frame(frame, table="interactions", path=path, not_null=INTERACTION_COLUMNS,
+                non_negative=[USER_COL, ITEM_COL, WEIGHT_COL, PURCHASES_COL])
+    check_frame(users, table="user_features", path=feature_table_path(args.features_dir, "user_features", args.ds),
+                not_null=[USER_COL])
+    for column in (USER_COL, ITEM_COL):
+        if frame[column].max() > INT32_MAX:
+            raise SystemExit(f"input table 'interactions' at {path}: {column} {frame[column].max()} exceeds "
+                             "ALS's 32-bit id range")
+    log_ = rec.Log.from_frames(frame, users=users[USER_COL].to_numpy(np.int64),
+                               item_categories=items.drop_duplicates(ITEM_COL))
+    return log_, len(frame)
+
+
+def run(spark: SparkSession | None, args: argparse.Namespace) -> dict:
+    """The job. Without a session (`main` under spark-submit) the in-process engine on local files never
+    starts one: Spark is only started for the MLlib engine or object-store paths."""
     started = time.perf_counter()
     config = RecConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(RecConfig)
                           if hasattr(args, field.name)})
-    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
-    interactions = read_feature_table(spark, args.features_dir, "interactions", args.ds,
-                                      [USER_COL, ITEM_COL, HOUR_COL, WEIGHT_COL, PURCHASES_COL])
-    users = read_feature_table(spark, args.features_dir, "user_features", args.ds, [USER_COL])
-    items_df = read_feature_table(spark, args.features_dir, "item_features", args.ds, [ITEM_COL, CATEGORY_COL])
-    n_rows = check_interactions(interactions, feature_table_path(args.features_dir, "interactions", args.ds))
-    check_columns(users, table="user_features", not_null=[USER_COL],
-                  path=feature_table_path(args.features_dir, "user_features", args.ds))
-    engine_name, why = choose_engine(config.engine, n_rows, spark.sparkContext.master, config)
-    config = dataclasses.replace(config, engine=engine_name)
-    log(f"engine {engine_name}: {why}")
     timings: dict[str, float] = {}
     mark = time.perf_counter()
-    log_, sampled = driver_copy(interactions, users, items_df, n_rows=n_rows, seed=config.seed,
-                                max_rows=None if engine_name == "implicit" else config.tune_max_rows)
+    local = is_local(args.features_dir) and is_local(args.output_dir)
+    local_rows = count_local_rows(args.features_dir, "interactions", args.ds) if local else None
+    if local_rows is not None and config.engine != "mllib":
+        engine_name, why = choose_engine(config.engine, local_rows, current_master(), config)
+    else:
+        engine_name = why = None
+    if engine_name == "implicit":
+        log_, n_rows = inprocess_inputs(args)
+        sampled = interactions = users = items_df = None
+    else:
+        spark = spark or get_spark("als_recommendations")
+        spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+        interactions = read_feature_table(spark, args.features_dir, "interactions", args.ds, INTERACTION_COLUMNS)
+        users = read_feature_table(spark, args.features_dir, "user_features", args.ds, [USER_COL])
+        items_df = read_feature_table(spark, args.features_dir, "item_features", args.ds, [ITEM_COL, CATEGORY_COL])
+        n_rows = check_interactions(interactions, feature_table_path(args.features_dir, "interactions", args.ds))
+        check_columns(users, table="user_features", not_null=[USER_COL],
+                      path=feature_table_path(args.features_dir, "user_features", args.ds))
+        if engine_name is None:
+            engine_name, why = choose_engine(config.engine, n_rows, spark.sparkContext.master, config)
+        log_, sampled = driver_copy(interactions, users, items_df, n_rows=n_rows, seed=config.seed,
+                                    max_rows=None if engine_name == "implicit" else config.tune_max_rows)
+    config = dataclasses.replace(config, engine=engine_name)
+    log(f"engine {engine_name}: {why}")
     timings["read"] = time.perf_counter() - mark
     if engine_name == "mllib":
         ship_package(spark)
@@ -535,11 +624,14 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
                                      max_user_items=config.max_user_items_cf)
     previous = json.loads(Path(args.previous_metrics).read_text()) if args.previous_metrics else None
 
-    reused = reusable_choice(previous, args.ds, config)
+    fixed = fixed_choice(args.fixed_choice) if args.fixed_choice else None
+    reused = fixed or reusable_choice(previous, args.ds, config)
     mark = time.perf_counter()
     holdout, tuning, choice = decide(log_, engine, config, reused=reused)
     timings["tune_and_evaluate"] = time.perf_counter() - mark
-    if reused is not None:
+    if fixed is not None:
+        tuning = {"tuned": False, "note": "fixed by --fixed-choice", "chosen": fixed}
+    elif reused is not None:
         tuning = {"tuned": False, "reused_from": previous.get("ds"), "tuned_on": previous["tuning"]["tuned_on"],
                   "engine": previous["tuning"].get("engine"), "chosen": reused}
     elif tuning and tuning.get("tuned"):
@@ -686,6 +778,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--num-blocks", type=int, default=defaults.num_blocks, help="ALS blocks (default: default parallelism)")
     add("--max-user-items-cf", type=int, default=defaults.max_user_items_cf,
         help="item-CF similarity uses at most this many of a user's strongest items")
+    add("--fixed-choice", default=None,
+        help='pin the model instead of tuning, e.g. \'{"model": "als", "params": {"alpha": 10, "reg_param": 0.1, '
+             '"rank": 64, "weight_transform": "raw"}}\'')
     add("--previous-metrics", default=None, help="metrics.json of the last published run (gate and tuning reuse)")
     add("--metrics-path", default=None, help="default: <output-dir>/metrics.json")
     args = parser.parse_args(argv)
@@ -710,7 +805,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    return run(get_spark("als_recommendations"), args)
+    return run(SparkSession.getActiveSession(), args)
 
 
 if __name__ == "__main__":
