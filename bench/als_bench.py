@@ -14,7 +14,9 @@ Wall time and peak resident memory come from /usr/bin/time -v. Results: bench/re
 Markdown table on stdout. Hyperparameters do not carry over between Spark's and implicit's ALS (Spark scales
 the regularisation by each row's count): the comparison is of speed at equal rank and iterations.
 
-    .venv/bin/python bench/als_bench.py [--pairs 1000000 10000000] [--rank 64] [--iterations 10]
+    .venv/bin/python bench/als_bench.py [--pairs 1000000 10000000] [--tuned-pairs 100000] [--rank 64] [--iterations 10]
+
+4. the job with its defaults (tuning and evaluation on) at --tuned-pairs: the nightly cost of self-tuning.
 """
 from __future__ import annotations
 
@@ -161,6 +163,21 @@ def run_size(pairs: int, args) -> dict:
     }
 
 
+def tuned_run(pairs: int, args) -> dict:
+    """The job with its defaults (tuning and evaluation on), as a night runs it: wall time, fits, candidates."""
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        features = Path(tmp) / "features"
+        shape = generate(pairs, features)
+        run = timed([str(Path(sys.executable).with_name("pm")), "spark-submit", "als_recommendations",
+                     "--features-dir", str(features), "--ds", DS, "--output-dir", str(Path(tmp) / "job")])
+        metrics = json.loads((Path(tmp) / "job" / "metrics.json").read_text())
+    tuning = metrics["tuning"]
+    return {"data": shape, "seconds": run["seconds"], "peak_rss_mb": run["peak_rss_mb"], "steps": metrics["seconds"],
+            "engine": metrics["engine"], "fits": tuning.get("n_fits"), "candidates": tuning.get("n_candidates"),
+            "budget_seconds": tuning.get("budget_seconds"), "chosen": tuning.get("chosen"),
+            "verdict": metrics["gate"].get("verdict")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, nargs="+", default=[1_000_000, 10_000_000])
@@ -168,6 +185,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--tmp", default=None, help="scratch folder for the generated data")
+    parser.add_argument("--tuned-pairs", type=int, nargs="*", default=[100_000],
+                        help="sizes also run with the job's defaults (tuning and evaluation on)")
     parser.add_argument("--mllib-max-pairs", type=int, default=2_000_000,
                         help="sizes up to this also run the job with --engine mllib")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "als_bench.json")
@@ -176,7 +195,8 @@ def main() -> None:
     machine = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                "sgemm_gflops": round(args.gemm_rate / 1e9, 1), "python": platform.python_version()}
     results = {"machine": machine, "rank": args.rank, "iterations": args.iterations, "k": args.k,
-               "sizes": [run_size(pairs, args) for pairs in args.pairs]}
+               "sizes": [run_size(pairs, args) for pairs in args.pairs],
+               "tuned": [tuned_run(pairs, args) for pairs in args.tuned_pairs]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"machine: {machine}; rank {args.rank}, {args.iterations} iterations, K={args.k}\n")
@@ -190,6 +210,11 @@ def main() -> None:
               f"| {mllib} | {size['implicit']['seconds']} | {size['ratio_job_to_implicit']} "
               f"| {size['job']['peak_rss_mb']} MB | {size['implicit']['peak_rss_mb']} MB | {top['engine_seconds']} "
               f"| {top['blas_limit_seconds']} | {top['ratio_to_blas_limit']} |")
+    print("\n| pairs, job with its defaults (tuning on) | engine | wall (s) | tuning (s) | fits | candidates | peak RSS |")
+    print("|---|---|---|---|---|---|---|")
+    for run in results["tuned"]:
+        print(f"| {run['data']['pairs']:,} | {run['engine']} | {run['seconds']} | {run['steps'].get('tune_and_evaluate')} "
+              f"| {run['fits']} | {run['candidates']} | {run['peak_rss_mb']} MB |")
 
 
 if __name__ == "__main__":

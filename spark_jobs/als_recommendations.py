@@ -374,8 +374,9 @@ def serve_inprocess(full: rec.Train, choice: Mapping, engine: rec.Engine, config
     topk = TopK(items, policy_for(choice, config))
     matrix, n_items = full.matrix, log_.n_items
     parts = []
-    for start in range(0, log_.n_users, block_users):
-        rows = np.arange(start, min(log_.n_users, start + block_users))
+    served_users = np.flatnonzero(log_.served) if log_.served is not None else np.arange(log_.n_users)
+    for start in range(0, len(served_users), block_users):
+        rows = served_users[start:start + block_users]
         block, bought = matrix[rows], full.purchased[rows].tocoo()
         row_of = np.repeat(np.arange(len(rows)), np.diff(block.indptr))
         flags = np.isin(row_of.astype(np.int64) * n_items + block.indices,

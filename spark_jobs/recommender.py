@@ -58,6 +58,7 @@ class Log:
     item_ids: np.ndarray    # (n_items,) int64
     category: np.ndarray    # (n_items,) int32, -1 = unknown
     n_categories: int
+    served: np.ndarray | None = None  # (n_users,) bool: the users to serve (user_features); None = all
 
     @property
     def n_users(self) -> int:
@@ -95,11 +96,13 @@ class Log:
         code = {name: i for i, name in enumerate(names)}
         category = categories.reindex(item_ids).map(lambda c: code.get(c, -1) if isinstance(c, str) else -1)
         hours = pd.to_datetime(interactions["event_hour"]).to_numpy("datetime64[h]").astype(np.int64)
+        listed = np.asarray(list(users), np.int64)
         return cls(user=np.searchsorted(user_ids, interactions["user_id"].to_numpy(np.int64)).astype(np.int32),
                    item=np.searchsorted(item_ids, interactions["product_id"].to_numpy(np.int64)).astype(np.int32),
                    hour=hours, weight=interactions["weight"].to_numpy(np.float32),
                    purchases=interactions["n_purchases"].to_numpy(np.int32), user_ids=user_ids, item_ids=item_ids,
-                   category=category.to_numpy(np.int32), n_categories=len(names))
+                   category=category.to_numpy(np.int32), n_categories=len(names),
+                   served=np.isin(user_ids, listed) if len(listed) else None)
 
 
 @dataclasses.dataclass
@@ -921,9 +924,9 @@ def gate(holdout: Mapping, previous: Mapping | None, *, metric: str, max_drop: f
         result["verdict"] = f"model kept: better than {baseline} by {difference['mean']:.4f} ({interval})"
     else:
         result["verdict"] = f"model kept: no evidence it is worse than {baseline} ({interval})"
-    previous_value = (((previous or {}).get("holdout") or {}).get("lists") or {}).get("served", {}).get(
-        "all", {}).get(metric)
-    if previous_value:
+    previous_holdout = (previous or {}).get("holdout") or {}
+    previous_value = (previous_holdout.get("lists") or {}).get("served", {}).get("all", {}).get(metric)
+    if previous_value and previous_holdout.get("split") == holdout.get("split"):  # figures of one protocol only
         result.update(previous_ds=(previous or {}).get("ds"), previous_value=previous_value)
         top = served.get(f"{metric}_high", served.get(metric))
         if top is not None and top < previous_value * (1 - max_drop):

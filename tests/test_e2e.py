@@ -79,9 +79,12 @@ def test_no_already_bought_items_are_recommended(run):
 def test_models_beat_trivial_baselines(run):
     als = json.loads(run["lake"].get_bytes(f"models/als/ds={DS}/metrics.json"))
     ctr = json.loads(run["lake"].get_bytes(f"models/ctr/ds={DS}/metrics.json"))
-    assert als["n_eval_users"] > 100
-    assert als["precision_at_k"] > 1.2 * als["baseline_precision_at_k"], als
-    assert als["gate"]["passed"] and als["tuning"]["tuned"] and len(als["tuning"]["candidates"]) >= 3
+    lists = als["holdout"]["lists"]
+    assert als["n_eval_users"] > 100 and als["engine"] == "implicit"
+    assert lists["served"]["all"]["precision"] > 1.2 * lists["popularity"]["all"]["precision"], als
+    # against the strongest non-personalised ranking: no evidence the served lists are worse
+    assert als["gate"]["passed"] and als["holdout"]["served_vs_baseline"]["high"] >= 0
+    assert als["tuning"]["tuned"] and als["tuning"]["n_candidates"] >= 30
     assert ctr["auc"] > 0.6 and ctr["auc"] > ctr["baseline_auc"], ctr
 
 

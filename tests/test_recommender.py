@@ -174,8 +174,9 @@ def test_the_search_finds_the_taste_groups_and_records_every_candidate():
 def holdout_record(served: np.ndarray, baseline: np.ndarray) -> dict:
     lists = {"served": {"all": {"ndcg": served.mean(), "ndcg_low": None, "ndcg_high": served.mean()}},
              "recent_popularity": {"all": {"ndcg": baseline.mean()}}}
-    return {"lists": lists, "served_vs_baseline": {"baseline": "recent_popularity", **rec.paired_difference(
-        served, baseline, seed=0)}}
+    difference = rec.paired_difference(served, baseline, seed=0)
+    return {"split": "user_latest", "lists": lists,
+            "served_vs_baseline": {"baseline": "recent_popularity", **difference}}
 
 
 def test_the_gate_falls_back_only_on_evidence():
@@ -189,9 +190,11 @@ def test_the_gate_falls_back_only_on_evidence():
     assert "400 users" in worse["reasons"][0] and worse["difference_high"] < 0
     better = rec.gate(holdout_record(baseline + 0.05, baseline), None, **settings)
     assert better["passed"] and better["verdict"].startswith("model kept: better than recent_popularity")
-    previous = {"ds": "2026-11-21", "holdout": {"lists": {"served": {"all": {"ndcg": 10.0}}}}}
+    previous = {"ds": "2026-11-21", "holdout": {"split": "user_latest", "lists": {"served": {"all": {"ndcg": 10.0}}}}}
     dropped = rec.gate(holdout_record(baseline + 0.05, baseline), previous, **settings)
     assert not dropped["passed"] and "below the last published run (2026-11-21: 10.0000)" in dropped["reasons"][0]
+    other_protocol = {**previous, "holdout": {**previous["holdout"], "split": "time"}}
+    assert rec.gate(holdout_record(baseline + 0.05, baseline), other_protocol, **settings)["passed"]
     assert rec.gate({"lists": {}}, None, **settings)["passed"]  # nothing to evaluate on: publish, with a note
 
 
@@ -250,3 +253,15 @@ def test_the_popularity_blend_is_one_more_als_factor():
     scores = users @ factors.T + 0.7 * popularity / popularity.max()
     scores[:, 0] = -np.inf  # bought
     np.testing.assert_array_equal(top, np.argsort(-scores, axis=1, kind="stable")[:, :5])
+
+
+def test_only_the_users_of_user_features_are_served():
+    frame = pd.DataFrame({"user_id": [1, 1, 2, 3], "product_id": [10, 11, 10, 12], "weight": 1.0,
+                          "n_purchases": 0, "event_hour": pd.Timestamp("2026-11-01")})
+    log = rec.Log.from_frames(frame, users=[1, 2, 4], item_categories=pd.DataFrame({"product_id": [10, 11, 12, 13],
+                                                                                   "category": None}))
+    assert list(log.user_ids) == [1, 2, 3, 4] and list(log.served) == [True, True, False, True]
+    served = job.serve_inprocess(rec.Train.build(log), job.popularity_choice(), rec.implicit_engine(
+        iterations=1, seed=0, max_user_items=10), job.RecConfig(top_k=2))
+    assert sorted(served["user_id"].unique()) == [1, 2, 4]  # user 3 interacted but is not a user to serve
+    assert (served.groupby("user_id").size() == 2).all()
