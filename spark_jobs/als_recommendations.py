@@ -91,6 +91,7 @@ class RecConfig:
     engine: str = "auto"
     inprocess_max_rows: int = 30_000_000
     split: str = "user_latest"
+    validation: tuple[str, ...] = ("user_latest", "time")
     holdout: str = "7d"
     holdout_share: float = 0.2
     min_eval_users: int = 1000
@@ -247,18 +248,26 @@ def popularity_choice(fallback: Mapping | None = None, note: str | None = None) 
 
 
 def tune(log_: rec.Log, engine: rec.Engine, config: RecConfig) -> dict:
-    """The validation split of a training period, and the search on it."""
-    held, split = held_out(log_, config)
-    if held is None or not held.any() or held.all():
-        return {"tuned": False, "note": f"no tuning: the training period cannot be split ({split['rule']})"}
-    train = training_part(log_, held)
-    evaluation = rec.eval_set(train, log_.select(held), max_users=config.max_eval_users, seed=config.seed)
-    if evaluation.n_users == 0:
-        return {"tuned": False, "note": "no tuning: no validation user has a relevant item"}
-    record = rec.search(train, evaluation, engine, config.space, config.budget, k=config.top_k,
+    """The validation folds of a training period (one per protocol of `validation`), and the search on them."""
+    folds, rules = [], []
+    for protocol in config.validation:
+        held, split = held_out(log_, dataclasses.replace(config, split=protocol))
+        if held is None or not held.any() or held.all():
+            rules.append(f"{protocol}: cannot split ({split['rule']})")
+            continue
+        train = training_part(log_, held)
+        evaluation = rec.eval_set(train, log_.select(held), max_users=config.max_eval_users, seed=config.seed)
+        if (evaluation.n_history > 0).sum() == 0:
+            rules.append(f"{protocol}: no validation user with history has a relevant item")
+            continue
+        folds.append(rec.Fold(protocol, train, evaluation))
+        rules.append(f"{protocol}: {split['rule']}")
+    if not folds:
+        return {"tuned": False, "note": "no tuning: " + "; ".join(rules)}
+    record = rec.search(folds, engine, config.space, config.budget, k=config.top_k,
                         metric=config.selection_metric, min_history=config.min_history,
                         min_score=config.min_score, seed=config.seed, log=log)
-    record.update(validation_rule=split["rule"], n_fit_pairs=train.n_pairs)
+    record.update(validation_rule="; ".join(rules))
     return record
 
 
@@ -740,6 +749,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--inprocess-max-rows", type=int, default=defaults.inprocess_max_rows)
     add("--split", choices=SPLITS, default=defaults.split,
         help="user_latest: each user's latest --holdout-share of active hours; time: the end of the data")
+    add("--validation", nargs="+", choices=SPLITS, default=defaults.validation,
+        help="tuning scores each candidate on one validation fold per protocol and averages them")
     add("--holdout", default=defaults.holdout, help="time split: the least held-out end, '7d', '36h' or '20%%'")
     add("--holdout-share", type=float, default=defaults.holdout_share, help="user_latest split: share held out")
     add("--min-eval-users", type=int, default=defaults.min_eval_users,
@@ -801,6 +812,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} needs 0 < LOW <= HIGH")
         setattr(args, name, (low, high))
     args.neighbours_choices = tuple(args.neighbours_choices)
+    args.validation = tuple(dict.fromkeys(args.validation))
     return args
 
 

@@ -675,22 +675,6 @@ def served_lists(model_lists: np.ndarray | None, fallback: np.ndarray, n_history
     return compose(primary, fallback)
 
 
-def simplest_not_worse(entries: list[dict], warm: np.ndarray, *, metric: str, confidence: float,
-                       seed: int) -> dict | None:
-    """The best candidate by validation score, unless one leaning less on popularity is not worse with
-    confidence (paired bootstrap over the validation users): then the one leaning least, best first.
-    Validation periods reward trends more than the lists' later life does, so a popularity weight has to
-    earn its place by evidence."""
-    if not entries:
-        return None
-    best = max(entries, key=lambda e: e[f"validation_{metric}"])
-    tied = [e for e in entries if e is best or paired_difference(
-        e["_values"][warm], best["_values"][warm], confidence=confidence, seed=seed, n_resamples=500)["high"] >= 0]
-    return min(tied, key=lambda e: (e["params"].get("popularity_weight", 0.0) and
-                                    e["params"]["popularity_weight"] / max(e.get("_typical", 1e-12), 1e-12),
-                                    -e[f"validation_{metric}"]))
-
-
 @dataclasses.dataclass(frozen=True)
 class SearchBudget:
     max_fits: int = 60
@@ -706,76 +690,118 @@ class SearchBudget:
 HISTORY_THRESHOLDS = (1, 2, 3, 5, 8, 13, 21, 34)
 
 
-def search(train: Train, evaluation: EvalSet, engine: Engine, space: SearchSpace, budget: SearchBudget, *,
+@dataclasses.dataclass
+class Fold:
+    """One validation protocol: a training part and the users whose held-out items it is scored on."""
+
+    name: str
+    train: Train
+    evaluation: EvalSet
+    models: Models | None = None
+    warm: np.ndarray | None = None       # evaluation users with history
+    baseline: float = 0.0                # the best non-personalised mean on warm users: the unit of this fold
+
+    def __post_init__(self):
+        self.warm = self.evaluation.n_history > 0
+        self.warm_users = self.evaluation.users[self.warm]
+        self.warm_relevant = self.evaluation.relevant[np.flatnonzero(self.warm)]
+
+
+def search(folds: list[Fold], engine: Engine, space: SearchSpace, budget: SearchBudget, *,
            k: int, metric: str, min_history: str | int, min_score: float, seed: int, confidence: float = 0.9,
            log: Callable[[str], None] = print) -> dict:
-    """Every candidate on the validation split; the best (by mean `metric`@k over validation users with
-    history) is chosen, then the history threshold below which users get the fallback instead.
-    Returns the record for metrics.json, with "chosen"."""
+    """Every candidate on every validation fold; a candidate's score is its mean `metric`@k over the fold's
+    users with history divided by the fold's best non-personalised ranking, averaged over folds (so each
+    protocol counts alike: each user's next items, and the next days). Among candidates not worse than the
+    best with confidence (paired bootstrap), the one leaning least on popularity wins: validation periods
+    reward trends more than the lists' later life does. Then the history threshold below which users get the
+    non-personalised list. Returns the record for metrics.json, with "chosen"."""
     started = time.perf_counter()
-    seconds = budget.seconds(train.n_pairs)
-    users, relevant = evaluation.users, evaluation.relevant
-    warm = evaluation.n_history > 0
+    seconds = budget.seconds(max(fold.train.n_pairs for fold in folds))
+    for fold in folds:
+        fold.models = Models(fold.train, engine)
     tried: list[dict] = []
+    key_name = f"validation_{metric}"
 
-    def score(lists: np.ndarray) -> np.ndarray:
-        return metrics_per_user(lists, relevant, k)[metric]
+    def per_user(fold: Fold, scorer: Scorer, users: np.ndarray, relevant, floor=-np.inf) -> np.ndarray:
+        return metrics_per_user(top_lists(scorer, fold.train, users, k, floor=floor)[0], relevant, k)[metric]
 
-    def record(model: str, params: Mapping, values: np.ndarray, fit_seconds: float = 0.0) -> dict:
-        entry = {"model": model, "params": dict(params), f"validation_{metric}": float(values[warm].mean())
-                 if warm.any() else None, f"validation_{metric}_all_users": float(values.mean()),
+    def record(model: str, params: Mapping, values: list[np.ndarray], fit_seconds: float = 0.0,
+               all_users: list[np.ndarray] | None = None) -> dict:
+        """values: per fold, per warm user; the score is the mean over folds of mean / fold baseline."""
+        ratios = [v.mean() / fold.baseline if fold.baseline > 0 and len(v) else 0.0 for v, fold in zip(values, folds)]
+        entry = {"model": model, "params": dict(params), key_name: float(np.mean(ratios)),
+                 **{f"validation_{metric}_{fold.name}": float(v.mean()) if len(v) else None
+                    for v, fold in zip(values, folds)},
                  "seconds": round(fit_seconds, 3), "_values": values}
+        if all_users is not None:
+            entry["_all_users"] = all_users
         tried.append(entry)
         return entry
 
-    # 1. non-personalised rankings: the fallback, and the bar every model has to clear
-    best_pop = None
-    for params in train.popularity_variants():
-        lists, _ = top_lists(popularity_scorer(train.popularity(params)), train, users, k)
-        entry = record("popularity", params, score(lists))
-        if best_pop is None or entry[f"validation_{metric}_all_users"] > best_pop[f"validation_{metric}_all_users"]:
-            best_pop = entry
-    use_category = train.log.n_categories > 0
-    fallback = fallback_lists(train, users, k, best_pop["params"], use_category=False)
-    if use_category:
-        with_category = fallback_lists(train, users, k, best_pop["params"], use_category=True)
-        entry = record("category_popularity", best_pop["params"], score(with_category))
-        use_category = entry[f"validation_{metric}_all_users"] >= best_pop[f"validation_{metric}_all_users"]
-        if use_category:
-            fallback = with_category
-    popularity = train.popularity(best_pop["params"])
-    log(f"best non-personalised ranking on validation: {best_pop['model']} {best_pop['params']} "
-        f"{metric}@{k} {best_pop[f'validation_{metric}_all_users']:.4f} ({len(users)} users)")
+    # 1. non-personalised rankings: the fallback, and the unit every model is measured in
+    variants = folds[0].train.popularity_variants()
+    popular = {}
+    for params in variants:
+        warm_values, all_values = [], []
+        for fold in folds:
+            values = per_user(fold, popularity_scorer(fold.train.popularity(params)), fold.evaluation.users,
+                              fold.evaluation.relevant)
+            all_values.append(values)
+            warm_values.append(values[fold.warm])
+        popular[_key("popularity", params)] = (params, warm_values, all_values)
+    for index, fold in enumerate(folds):
+        fold.baseline = max(float(v[1][index].mean()) if len(v[1][index]) else 0.0 for v in popular.values())
+    for params, warm_values, all_values in popular.values():
+        record("popularity", params, warm_values, all_users=all_values)
+    best_all = [max(v[2][index].mean() for v in popular.values()) for index in range(len(folds))]
 
-    # 2. collaborative models, each alone and blended with that ranking
-    models = Models(train, engine)
+    def all_users_score(entry: Mapping) -> float:
+        return float(np.mean([v.mean() / b if b > 0 else 0.0 for v, b in zip(entry["_all_users"], best_all)]))
+
+    best_pop = max((e for e in tried if e["model"] == "popularity"), key=all_users_score)
+    use_category = folds[0].train.log.n_categories > 0
+    if use_category:
+        warm_values, all_values = [], []
+        for fold in folds:
+            users = fold.evaluation.users
+            lists = fallback_lists(fold.train, users, k, best_pop["params"], use_category=True)
+            values = metrics_per_user(lists, fold.evaluation.relevant, k)[metric]
+            all_values.append(values)
+            warm_values.append(values[fold.warm])
+        entry = record("category_popularity", best_pop["params"], warm_values, all_users=all_values)
+        use_category = all_users_score(entry) >= all_users_score(best_pop)
+    per_fold = ", ".join(f"{fold.name}: {metric}@{k} {v.mean():.4f}, {fold.evaluation.n_users} users"
+                         for v, fold in zip(best_pop["_all_users"], folds))
+    log(f"best non-personalised ranking on validation: popularity {best_pop['params']} ({per_fold}); "
+        f"category fallback {'on' if use_category else 'off'}")
+
+    # 2. collaborative models, each alone and blended with that ranking, fitted once per fold
     best: dict[str, dict] = {}
 
-    def consider(model: str, params: dict, scorer: Scorer, fit_seconds: float) -> None:
-        lists, top = top_lists(scorer, train, users[warm], k)
-        values = np.zeros(len(users))
-        values[warm] = score_subset(lists, warm)
-        entry = record(model, params, values, fit_seconds)
-        if model not in best or entry[f"validation_{metric}"] > best[model][f"validation_{metric}"]:
+    def consider(model: str, params: dict, scorers: list[Scorer], fit_seconds: float) -> None:
+        alone, tops = [], []
+        for fold, scorer in zip(folds, scorers):
+            lists, top = top_lists(scorer, fold.train, fold.warm_users, k)
+            alone.append(metrics_per_user(lists, fold.warm_relevant, k)[metric])
+            tops.append(top[:, 0][np.isfinite(top[:, 0])])
+        entry = record(model, params, alone, fit_seconds)
+        if model not in best or entry[key_name] > best[model][key_name]:
             best[model] = entry
-        typical = float(np.median(top[:, 0][np.isfinite(top[:, 0])])) if np.isfinite(top[:, 0]).any() else 0.0
+        typical = float(np.median(tops[0])) if len(tops[0]) else 0.0  # the first fold's scale sets the weights
         for share in BLEND_SHARES if typical > 0 else ():
             weight = round(share * typical, 6)
             blended = {**params, "popularity": best_pop["params"], "popularity_weight": weight}
-            lists, _ = top_lists(with_popularity(scorer, popularity, weight), train, users[warm], k)
-            values = np.zeros(len(users))
-            values[warm] = score_subset(lists, warm)
+            values = [per_user(fold, with_popularity(scorer, fold.train.popularity(best_pop["params"]), weight),
+                               fold.warm_users, fold.warm_relevant) for fold, scorer in zip(folds, scorers)]
             entry = record(model, blended, values)
-            entry["_typical"] = typical
-            if entry[f"validation_{metric}"] > best[model][f"validation_{metric}"]:
+            entry["_share"] = share
+            if entry[key_name] > best[model][key_name]:
                 best[model] = entry
-
-    def score_subset(lists: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return metrics_per_user(lists, relevant[np.flatnonzero(mask)], k)[metric]
 
     fits, plan = 0, model_plan(space, seed)
     seen: set[str] = set()
-    while fits < budget.max_fits and warm.any():
+    while fits < budget.max_fits and all(fold.warm.any() for fold in folds):
         elapsed = time.perf_counter() - started
         if fits and elapsed + elapsed / fits > seconds:
             break
@@ -786,52 +812,83 @@ def search(train: Train, evaluation: EvalSet, engine: Engine, space: SearchSpace
             continue
         seen.add(_key(model, params))
         fit_started = time.perf_counter()
-        scorer = scorer_for({"model": model, "params": params}, train, models)
+        scorers = [scorer_for({"model": model, "params": params}, fold.train, fold.models) for fold in folds]
         fits += 1
         own = len(tried)
-        consider(model, params, scorer, time.perf_counter() - fit_started)
-        log(f"fit {fits} {model} {params}: validation {metric}@{k} {tried[own][f'validation_{metric}']:.4f} "
-            f"alone, {max(e[f'validation_{metric}'] for e in tried[own:]):.4f} with recent popularity; "
+        consider(model, params, scorers, time.perf_counter() - fit_started)
+        log(f"fit {fits} {model} {params}: validation {metric}@{k} {tried[own][key_name]:.3f}x the best "
+            f"non-personalised ranking alone, {max(e[key_name] for e in tried[own:]):.3f}x with recent popularity; "
             f"{time.perf_counter() - fit_started:.2f} s")
     if "als" in best and "item_cf" in best:
         for weight in (0.3, 0.5, 0.7):
             params = {"weight": weight, "als": _als_only(best["als"]["params"]),
                       "item_cf": {"neighbours": best["item_cf"]["params"]["neighbours"]}}
-            consider("blend", params, scorer_for({"model": "blend", "params": params}, train, models), 0.0)
+            consider("blend", params, [scorer_for({"model": "blend", "params": params}, fold.train, fold.models)
+                                       for fold in folds], 0.0)
 
     # 3. the choice, and from how much history a user gets it
-    personal = [entry for entry in tried if entry["model"] not in ("popularity", "category_popularity")]
-    baseline_value = max(e[f"validation_{metric}"] for e in tried if e["model"] in ("popularity", "category_popularity")
-                         and e[f"validation_{metric}"] is not None) if warm.any() else 0.0
-    chosen = simplest_not_worse(personal, warm, metric=metric, confidence=confidence, seed=seed)
-    if chosen is None or chosen[f"validation_{metric}"] <= baseline_value:
+    personal = [e for e in tried if e["model"] not in ("popularity", "category_popularity")]
+    baseline_value = max(e[key_name] for e in tried if e["model"] in ("popularity", "category_popularity"))
+    chosen = simplest_not_worse(personal, folds, key=key_name, confidence=confidence) if personal else None
+    fallback_spec = {"popularity": best_pop["params"], "use_category": bool(use_category)}
+    if chosen is None or chosen[key_name] <= baseline_value:
         chosen = {"model": "category_popularity" if use_category else "popularity", "params": best_pop["params"],
-                  f"validation_{metric}": baseline_value}
+                  key_name: baseline_value}
         threshold, options = 0, []
     elif min_history == "auto":
-        lists, _ = top_lists(scorer_for(chosen, train, models), train, users, k, floor=min_score)
-        model_values = score(compose(lists, fallback))
-        fallback_values = score(fallback)
-        options = []
-        for candidate in HISTORY_THRESHOLDS:
-            below = evaluation.n_history < candidate
-            total = float(fallback_values[below].sum() + model_values[~below].sum())
-            options.append({"min_history": candidate, f"sum_{metric}": round(total, 6)})
-        threshold = max(options, key=lambda o: (o[f"sum_{metric}"], -o["min_history"]))["min_history"]
+        totals = np.zeros(len(HISTORY_THRESHOLDS))
+        for fold in folds:
+            users, relevant = fold.evaluation.users, fold.evaluation.relevant
+            fallback = fallback_lists(fold.train, users, k, best_pop["params"], use_category)
+            model_lists = top_lists(scorer_for(chosen, fold.train, fold.models), fold.train, users, k,
+                                    floor=min_score)[0]
+            model_values = metrics_per_user(compose(model_lists, fallback), relevant, k)[metric]
+            fallback_values = metrics_per_user(fallback, relevant, k)[metric]
+            scale = max(fold.baseline, 1e-12) * max(len(users), 1)
+            for index, candidate in enumerate(HISTORY_THRESHOLDS):
+                below = fold.evaluation.n_history < candidate
+                totals[index] += (fallback_values[below].sum() + model_values[~below].sum()) / scale
+        options = [{"min_history": t, f"mean_{metric}_ratio": round(float(v) / len(folds), 6)}
+                   for t, v in zip(HISTORY_THRESHOLDS, totals)]
+        threshold = max(options, key=lambda o: (o[f"mean_{metric}_ratio"], -o["min_history"]))["min_history"]
     else:
         threshold, options = int(min_history), []
     for entry in tried:
-        entry.pop("_values", None)
-        entry.pop("_typical", None)
+        for private in ("_values", "_all_users", "_share"):
+            entry.pop(private, None)
     return {"tuned": True, "engine": engine.name, "selection_metric": metric,
-            "n_validation_users": int(len(users)), "n_validation_users_with_history": int(warm.sum()),
+            "score": f"mean over folds of validation {metric}@{k} / the fold's best non-personalised ranking",
+            "folds": [{"name": fold.name, "n_validation_users": int(fold.evaluation.n_users),
+                       "n_users_with_history": int(fold.warm.sum()), "n_fit_pairs": int(fold.train.n_pairs),
+                       f"best_non_personalised_{metric}": round(fold.baseline, 6)} for fold in folds],
             "n_fits": fits, "n_candidates": len(tried), "budget_seconds": round(seconds, 1),
-            "candidates": tried, "history_thresholds": options,
-            "fallback": {"popularity": best_pop["params"], "use_category": bool(use_category)},
+            "candidates": tried, "history_thresholds": options, "fallback": fallback_spec,
             "chosen": {"model": chosen["model"], "params": chosen["params"], "min_history": threshold,
-                       "fallback": {"popularity": best_pop["params"], "use_category": bool(use_category)},
-                       f"validation_{metric}": chosen[f"validation_{metric}"]},
+                       "fallback": fallback_spec, key_name: chosen[key_name]},
             "seconds": round(time.perf_counter() - started, 1)}
+
+
+def simplest_not_worse(entries: list[dict], folds: list[Fold], *, key: str, confidence: float) -> dict:
+    """The best candidate by validation score, unless one leaning less on popularity is not worse with
+    confidence: the top of the interval of its paired difference to the best (per user, each fold in units
+    of its baseline, folds averaged as in the score; normal interval: hundreds of candidates are compared) is
+    at or above zero."""
+    from statistics import NormalDist
+
+    best = max(entries, key=lambda e: e[key])
+    z = NormalDist().inv_cdf((1 + confidence) / 2)
+
+    def not_worse(entry: dict) -> bool:
+        mean = variance = 0.0
+        for fold, a, b in zip(folds, entry["_values"], best["_values"]):
+            if len(a) > 1:
+                difference = (a - b) / max(fold.baseline, 1e-12)
+                mean += difference.mean() / len(folds)
+                variance += difference.var(ddof=1) / len(difference) / len(folds) ** 2
+        return entry is best or mean + z * math.sqrt(variance) >= 0
+
+    tied = [e for e in entries if not_worse(e)]
+    return min(tied, key=lambda e: (e.get("_share", 0.0), -e[key]))
 
 
 # ------------------------------------------------------------------------------------------------ holdout

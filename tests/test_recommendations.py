@@ -267,7 +267,8 @@ def test_tuning_records_candidates_scores_and_the_choice(tuned_run):
     assert all(c["validation_ndcg"] is not None for c in tuning["candidates"])
     assert tuning["chosen"]["model"] == metrics["model"] in ("als", "item_cf", "blend")
     assert tuning["chosen"]["min_history"] in rec.HISTORY_THRESHOLDS
-    assert "latest 20%" in tuning["validation_rule"] and tuning["n_fit_pairs"] < metrics["holdout"]["n_train_pairs"]
+    assert "user_latest: each user's latest 20%" in tuning["validation_rule"] and "time: last" in tuning["validation_rule"]
+    assert all(fold["n_fit_pairs"] < metrics["holdout"]["n_train_pairs"] for fold in tuning["folds"])
 
 
 def test_every_user_gets_k_distinct_products_and_cold_users_the_fallback(tuned_run):
