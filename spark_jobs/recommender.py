@@ -355,9 +355,42 @@ def paired_difference(a: np.ndarray, b: np.ndarray, **kwargs) -> dict:
 Scorer = Callable[[np.ndarray], np.ndarray]  # user indices -> (len, n_items) float32 scores
 
 
+class PopularityScorer:
+    """One score per item for every user: top_lists ranks it once and only skips each user's purchases."""
+
+    def __init__(self, scores: np.ndarray):
+        self.vector = scores.astype(np.float32)
+
+    def __call__(self, users: np.ndarray) -> np.ndarray:
+        return np.repeat(self.vector[None, :], len(users), axis=0)
+
+
 def popularity_scorer(scores: np.ndarray) -> Scorer:
-    row = scores.astype(np.float32)[None, :]
-    return lambda users: np.repeat(row, len(users), axis=0)
+    return PopularityScorer(scores)
+
+
+def _top_of_one_ranking(vector: np.ndarray, train: "Train", users: np.ndarray, k: int,
+                        floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """top_lists for a ranking shared by all users: the first k + (most purchases of a user) items of the
+    ranking, minus each user's purchases, cut to k (same result, ties by lower item index)."""
+    bought = train.purchased[users]
+    depth = min(len(vector), k + int(np.diff(bought.indptr).max(initial=0)))
+    order = np.lexsort((np.arange(len(vector)), -vector))[:depth]
+    candidates = np.broadcast_to(order, (len(users), depth))
+    coo = bought.tocoo()
+    keys = np.sort(coo.row.astype(np.int64) * len(vector) + coo.col)
+    wanted = np.arange(len(users))[:, None].astype(np.int64) * len(vector) + candidates
+    position = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    allowed = ~(keys[position] == wanted) if len(keys) else np.ones(wanted.shape, bool)
+    allowed &= vector[candidates] > floor
+    rank = np.cumsum(allowed, axis=1)
+    keep = allowed & (rank <= k)
+    items = np.full((len(users), k), -1, np.int64)
+    scores = np.full((len(users), k), -np.inf, np.float32)
+    rows, cols = np.nonzero(keep)
+    items[rows, rank[rows, cols] - 1] = candidates[rows, cols]
+    scores[rows, rank[rows, cols] - 1] = vector[candidates[rows, cols]]
+    return items, scores
 
 
 def category_scorer(train: Train, popularity: np.ndarray, top_categories: int = 3) -> Scorer:
@@ -425,6 +458,8 @@ def top_lists(scorer: Scorer, train: Train, users: np.ndarray, k: int, *,
               floor: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
     """(items, scores) len(users) x k, best first (ties: lower item index), purchased items excluded,
     -1 where fewer than k items score above `floor`."""
+    if isinstance(scorer, PopularityScorer):
+        return _top_of_one_ranking(scorer.vector, train, users, k, floor)
     n_items = train.log.n_items
     block = max(1, SCORE_BLOCK_FLOATS // max(n_items, 1))
     items_out = np.full((len(users), k), -1, np.int64)

@@ -171,7 +171,8 @@ def test_the_search_finds_the_taste_groups_and_records_every_candidate():
     chosen = record["chosen"]
     assert chosen["model"] in ("als", "item_cf", "blend") and chosen["min_history"] in rec.HISTORY_THRESHOLDS
     # scores are in units of each fold's best non-personalised ranking: the taste groups double it
-    assert max(c["validation_ndcg"] for c in record["candidates"] if c["model"] == "popularity") == pytest.approx(1)
+    best_popularity = max(c["validation_ndcg"] for c in record["candidates"] if c["model"] == "popularity")
+    assert 0.95 < best_popularity <= 1  # 1 when one ranking is the best on both folds
     assert chosen["validation_ndcg"] > 1.5
 
 
@@ -270,3 +271,16 @@ def test_only_the_users_of_user_features_are_served():
         iterations=1, seed=0, max_user_items=10), job.RecConfig(top_k=2))
     assert sorted(served["user_id"].unique()) == [1, 2, 4]  # user 3 interacted but is not a user to serve
     assert (served.groupby("user_id").size() == 2).all()
+
+
+def test_one_ranking_for_everyone_takes_the_shortcut_to_the_same_lists():
+    log = planted(n_per_group=30)
+    train = rec.Train.build(log)
+    users = np.arange(log.n_users)
+    popularity = train.popularity({"half_life_hours": 48})
+    popularity[5] = popularity[6]  # a tie: the lower item index first either way
+    fast = rec.top_lists(rec.popularity_scorer(popularity), train, users, 5, floor=0.0)
+    dense = rec.top_lists(lambda u: np.repeat(popularity[None, :], len(u), axis=0), train, users, 5, floor=0.0)
+    np.testing.assert_array_equal(fast[0], dense[0])
+    np.testing.assert_allclose(fast[1], dense[1])
+    assert (fast[0] >= 0).all() and train.purchased.nnz > 0
