@@ -124,6 +124,7 @@ class Als(Section):
     inprocess_max_rows: int = Field(ge=1)
     split: Literal["user_latest", "time"]
     holdout_share: float = Field(gt=0, lt=1)
+    validation: list[Literal["user_latest", "time"]] = Field(min_length=1)
     holdout: str = Field(pattern=r"^\d+(\.\d+)?(d|h|%)$")
     min_eval_users: int = Field(ge=1)
     min_eval_share: float = Field(gt=0, le=1)

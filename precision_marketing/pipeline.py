@@ -264,7 +264,8 @@ def als_job_args(config: Mapping, paths: RunPaths, previous_metrics: Path | None
     args = [
         "--features-dir", paths.work / "features", "--ds", paths.ds, "--output-dir", paths.model_dir("als"),
         "--top-k", als["top_k"], "--engine", als["engine"], "--inprocess-max-rows", als["inprocess_max_rows"],
-        "--split", als["split"], "--holdout-share", als["holdout_share"], "--holdout", als["holdout"],
+        "--split", als["split"], "--validation", *als["validation"], "--holdout-share", als["holdout_share"],
+        "--holdout", als["holdout"],
         "--min-eval-users", als["min_eval_users"], "--min-eval-share", als["min_eval_share"],
         "--max-iter", als["max_iter"], "--seed", als["seed"],
         "--alpha-range", *search["alpha"], "--reg-range", *search["reg_param"], "--rank-range", *search["rank"],

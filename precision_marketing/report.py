@@ -203,7 +203,7 @@ def recommendation_sections(als: Mapping) -> list[str]:
     if tuning.get("tuned"):
         how = (f"tuned tonight on {tuning.get('validation_rule', 'a validation split')} "
                f"({_fmt(tuning.get('n_fits'))} fits, {_fmt(tuning.get('n_candidates'))} candidates in "
-               f"{_fmt(tuning.get('seconds'))} s)")
+               f"{tuning.get('seconds', 'n/a')} s)")
     elif tuning.get("reused_from"):
         how = f"reused from the run of {tuning['reused_from']} (tuned on {tuning.get('tuned_on')})"
     else:

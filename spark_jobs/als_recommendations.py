@@ -6,11 +6,12 @@ Reads the dbt features `interactions` (hour grain), `user_features` and `item_fe
 1. picks the engine (`--engine auto`): `implicit` in this process when the interactions fit the driver
    (`--inprocess-max-rows`) and the master is local; Spark MLlib ALS beyond that or on a cluster;
 2. holds out the end of the data (`--split user_latest`: each user's latest `--holdout-share` of active hours;
-   `--split time`: the last `--holdout`, grown until it holds enough users) and tunes on a validation split
-   carved the same way from the training part: recent-popularity rankings, ALS over (alpha, reg, rank, weight
-   transform), item-CF over neighbours, blends of each with recent popularity and with each other, within a
-   time budget that grows with the data (spark_jobs/recommender.py; the decisions run on the driver in numpy,
-   on every user when the data fits, else on a sample of users); the choice is reused for `--tune-every-days`;
+   `--split time`: the last `--holdout`, grown until it holds enough users) and tunes on validation folds
+   carved from the training part, one per protocol of `--validation` (both by default): recent-popularity
+   rankings, ALS over (alpha, reg, rank, weight transform), item-CF over neighbours, blends of each with recent
+   popularity and with each other, within a time budget that grows with the data (spark_jobs/recommender.py;
+   the decisions run on the driver in numpy, on a sample of users above `--tune-max-rows`); the choice is
+   reused for `--tune-every-days`;
 3. refits the choice on the training part and evaluates it on the holdout against every non-personalised
    ranking: precision / recall / NDCG / MAP @K with bootstrap intervals, per user activity (cold / light /
    heavy), and the paired difference to the strongest baseline;
@@ -543,10 +544,13 @@ def is_local(path) -> bool:
 
 def current_master() -> str:
     """The master spark-submit was given (or the running session's), without starting a SparkContext."""
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
 
     active = SparkSession.getActiveSession()
-    return active.sparkContext.master if active is not None else SparkConf().get("spark.master", "local[*]")
+    if active is not None:
+        return active.sparkContext.master
+    SparkContext._ensure_initialized()  # joins spark-submit's JVM (~1 s), whose properties hold --master
+    return SparkConf().get("spark.master", "local[*]")
 
 
 def read_local_table(features_dir: str, table: str, ds: dt.date, columns: list[str]) -> pd.DataFrame:

@@ -8,15 +8,18 @@ fitted them (`implicit` in this process, or Spark MLlib on a cluster) does not m
 candidates, the evaluation, the history threshold and the gate are one code path for both engines.
 
 Protocol (documented in the README, "Recommendations"):
-- **Time split sized by evidence.** The holdout is the end of the data: at least `holdout` long ('7d', '36h'
-  or '20%' of the span), grown (doubling) until it holds `min_eval_users` users with something new to find,
-  or `min_eval_share` of the active users, whichever is fewer, and never more than half the span. Tuning
-  carves its validation split from the training period by the same rule, so the holdout stays untouched.
+- **Holdout sized by evidence.** Each user's latest share of active hours (`latest_per_user`: every user
+  active in two or more hours is evaluated), or the end of the data (`evidence_cutoff`): at least `holdout`
+  long, grown (doubling) until it holds `min_eval_users` users with something new to find, or
+  `min_eval_share` of the active users, whichever is fewer, never more than half the span.
+- **Validation folds.** Tuning carves one fold per protocol from the training part (never the holdout) and
+  scores every candidate on each, in units of the fold's best non-personalised ranking, averaged: lists are
+  read by people coming back for their next items and by people shopping in the next days.
 - **Candidates.** Non-personalised rankings (all-time popularity, popularity over recent windows and with
-  exponential decay, each user's categories weighted by one of them), `implicit` ALS over
-  (alpha, reg, rank, weight transform), item-CF over neighbours, each collaborative model blended with the
-  best recent popularity at several weights, and the best ALS and item-CF blended together.
-- **Intervals.** Each metric is a mean over users with a percentile bootstrap interval; model against
+  exponential decay, each user's categories weighted by one of them), ALS over (alpha, reg, rank, weight
+  transform), item-CF over neighbours, each collaborative model blended with the best recent popularity at
+  several weights, and the best ALS and item-CF blended together.
+- **Intervals.** Each holdout metric is a mean over users with a percentile bootstrap interval; model against
   baseline is a *paired* bootstrap over the same users (the difference per user, resampled).
 - **Gate.** The served lists fall back only when their difference to the best non-personalised ranking is
   below zero with confidence (the whole interval below zero).
@@ -748,7 +751,7 @@ def search(folds: list[Fold], engine: Engine, space: SearchSpace, budget: Search
     """Every candidate on every validation fold; a candidate's score is its mean `metric`@k over the fold's
     users with history divided by the fold's best non-personalised ranking, averaged over folds (so each
     protocol counts alike: each user's next items, and the next days). Among candidates not worse than the
-    best with confidence (paired bootstrap), the one leaning least on popularity wins: validation periods
+    best with confidence (paired interval), the one leaning least on popularity wins: validation periods
     reward trends more than the lists' later life does. Then the history threshold below which users get the
     non-personalised list. Returns the record for metrics.json, with "chosen"."""
     started = time.perf_counter()

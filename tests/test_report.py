@@ -124,7 +124,7 @@ def test_recommendation_section_shows_engine_intervals_verdict_and_candidates():
     assert "tuned tonight on each user&#x27;s latest 20% (31 fits, 25 candidates in 24.5 s)" in page
     assert "Publish gate: <b>model kept: better than recent_popularity by 0.2100" in page
     assert ("<tr><td>served</td><td class=num>0.2000</td><td class=num>0.3000</td><td class=num>0.4100</td>"
-            "<td class=num>0.1000</td><td>0.3800 – 0.4400</td><td class=num>0.3500</td><td class=num>0.5200</td>"
+            "<td class=num>0.1000</td><td class=num>0.3800 – 0.4400</td><td class=num>0.3500</td><td class=num>0.5200</td>"
             "<td class=num>0.4200</td><td class=num>500</td></tr>") in page
     assert "<td>recent_popularity</td>" in page and "ndcg@10 heavy" in page and "cold" not in page
     assert "the 20 best of 25 candidates" in page and page.count("<td>als</td>") == 19  # best first, cut at 20

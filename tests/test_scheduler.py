@@ -252,7 +252,7 @@ def test_browser_logs_in_triggers_form_and_finished_run_with_its_report(triggere
     page.get_by_role("button", name="Trigger").first.click()
     dialog = page.get_by_role("dialog")
     assert dialog.get_by_label("Recommendations per user (K)").input_value() == "10"
-    assert dialog.get_by_label("Holdout days for model evaluation (ALS and CTR)").input_value() == "7"
+    assert dialog.get_by_label("Holdout days for model evaluation (CTR; ALS with split time)").input_value() == "7"
     page.screenshot(path=str(tmp_path / "trigger.png"))
     page.keyboard.press("Escape")
 
