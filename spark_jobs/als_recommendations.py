@@ -387,7 +387,7 @@ def serve_inprocess(full: rec.Train, choice: Mapping, engine: rec.Engine, config
         models = rec.Models(full, engine)
         params = choice["params"]
         if choice["model"] in ("als", "blend"):
-            user_factors, item_factors = models.get("als", rec._als_only(params if choice["model"] == "als"
+            user_factors, item_factors = models.get("als", rec.als_only(params if choice["model"] == "als"
                                                                          else params["als"]))
             items.factors = np.ascontiguousarray(item_factors[np.argsort(position)])
         if choice["model"] in ("item_cf", "blend"):
@@ -474,7 +474,7 @@ def serve_mllib(spark: SparkSession, interactions: DataFrame, users: DataFrame, 
     params = choice.get("params") or {}
     user_factors = item_factors = None
     if choice["model"] in ("als", "blend"):
-        model = fit_mllib_als(spark, pairs, rec._als_only(params if choice["model"] == "als" else params["als"]),
+        model = fit_mllib_als(spark, pairs, rec.als_only(params if choice["model"] == "als" else params["als"]),
                               config)
         user_factors = model.userFactors.select(F.col("id").cast("long").alias(USER_COL), F.col("features").alias(FACTORS))
         item_factors = (model.itemFactors.select(F.col("id").cast("long").alias(ITEM_COL), "features")

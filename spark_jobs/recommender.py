@@ -254,6 +254,20 @@ def evidence_cutoff(log: Log, rule: SplitRule) -> tuple[int | None, dict]:
     return cutoff, record
 
 
+def latest_per_user(log: Log, share: float = 0.2, min_hours: int = 2) -> np.ndarray:
+    """Rows to hold out: each user's latest `share` of their active hours (at least one hour), for users
+    active in at least `min_hours` distinct hours; the rest stays for training."""
+    key = log.user.astype(np.int64) << 32 | (log.hour - log.hour.min())
+    unique_key = np.unique(key)
+    users = (unique_key >> 32).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    counts = np.diff(np.r_[starts, len(users)])
+    held_count = np.where(counts >= min_hours, np.maximum(1, np.floor(share * counts)).astype(np.int64), 0)
+    position = np.arange(len(users)) - np.repeat(starts, counts)
+    held_key = unique_key[position >= np.repeat(counts - held_count, counts)]
+    return np.isin(key, held_key)
+
+
 def _users_with_relevant(log: Log, cutoff: int) -> int:
     before = log.hour < cutoff
     bought = set((log.user[before & (log.purchases > 0)].astype(np.int64) * log.n_items
@@ -676,7 +690,7 @@ def scorer_for(choice: Mapping, train: Train, models: Models) -> Scorer | None:
     if model in ("popularity", "category_popularity"):
         return None
     if model == "als":
-        base = factor_scorer(*models.get("als", _als_only(params)))
+        base = factor_scorer(*models.get("als", als_only(params)))
     elif model == "item_cf":
         base = cf_scorer(train, models.get("item_cf", {"neighbours": params["neighbours"]}))
     elif model == "blend":
@@ -689,7 +703,7 @@ def scorer_for(choice: Mapping, train: Train, models: Models) -> Scorer | None:
     return base
 
 
-def _als_only(params: Mapping) -> dict:
+def als_only(params: Mapping) -> dict:
     return {key: params[key] for key in ("alpha", "reg_param", "rank", "weight_transform")}
 
 
@@ -845,7 +859,7 @@ def search(folds: list[Fold], engine: Engine, space: SearchSpace, budget: Search
             break
         model, params = next(plan)
         if model == "als" and fits >= budget.max_fits // 2 and "als" in best:
-            params = refined_params(_als_only(best["als"]["params"]), fits, space)
+            params = refined_params(als_only(best["als"]["params"]), fits, space)
         if _key(model, params) in seen:
             continue
         seen.add(_key(model, params))
@@ -859,7 +873,7 @@ def search(folds: list[Fold], engine: Engine, space: SearchSpace, budget: Search
             f"{time.perf_counter() - fit_started:.2f} s")
     if "als" in best and "item_cf" in best:
         for weight in (0.3, 0.5, 0.7):
-            params = {"weight": weight, "als": _als_only(best["als"]["params"]),
+            params = {"weight": weight, "als": als_only(best["als"]["params"]),
                       "item_cf": {"neighbours": best["item_cf"]["params"]["neighbours"]}}
             consider("blend", params, [scorer_for({"model": "blend", "params": params}, fold.train, fold.models)
                                        for fold in folds], 0.0)
@@ -1033,16 +1047,3 @@ def gate(holdout: Mapping, previous: Mapping | None, *, metric: str, max_drop: f
     result["passed"] = not result["reasons"]
     return result
 
-
-def latest_per_user(log: Log, share: float = 0.2, min_hours: int = 2) -> np.ndarray:
-    """Rows to hold out: each user's latest `share` of their active hours (at least one hour), for users
-    active in at least `min_hours` distinct hours; the rest stays for training."""
-    key = log.user.astype(np.int64) << 32 | (log.hour - log.hour.min())
-    unique_key = np.unique(key)
-    users = (unique_key >> 32).astype(np.int64)
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    counts = np.diff(np.r_[starts, len(users)])
-    held_count = np.where(counts >= min_hours, np.maximum(1, np.floor(share * counts)).astype(np.int64), 0)
-    position = np.arange(len(users)) - np.repeat(starts, counts)
-    held_key = unique_key[position >= np.repeat(counts - held_count, counts)]
-    return np.isin(key, held_key)
