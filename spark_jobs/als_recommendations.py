@@ -287,7 +287,7 @@ def tune(log_: rec.Log, engine: rec.Engine, config: RecConfig) -> dict:
 
 
 def decide(log_: rec.Log, engine: rec.Engine, config: RecConfig, *, reused: dict | None) -> tuple[dict, dict, dict]:
-    """Tune (unless a choice is reused) on a validation split of the training part, refit the choice on the
+    """Tune (unless a choice is reused) on validation folds of the training part, refit the choice on the
     training part and evaluate it and every baseline on the holdout. Returns (holdout, tuning, choice)."""
     start, end = log_.bounds()
     held, split = held_out(log_, config)
