@@ -90,8 +90,8 @@ class Log:
         `item_categories`: product_id, category (the catalogue)."""
         catalogue = item_categories if item_categories is not None else pd.DataFrame(
             {"product_id": np.empty(0, np.int64), "category": pd.Series([], dtype=object)})
-        user_ids = np.unique(np.concatenate([interactions["user_id"].to_numpy(np.int64),
-                                             np.asarray(list(users), np.int64)]))
+        listed = np.asarray(list(users), np.int64)
+        user_ids = np.unique(np.concatenate([interactions["user_id"].to_numpy(np.int64), listed]))
         item_ids = np.unique(np.concatenate([interactions["product_id"].to_numpy(np.int64),
                                              catalogue["product_id"].to_numpy(np.int64)]))
         categories = catalogue.drop_duplicates("product_id").set_index("product_id")["category"]
@@ -99,7 +99,6 @@ class Log:
         code = {name: i for i, name in enumerate(names)}
         category = categories.reindex(item_ids).map(lambda c: code.get(c, -1) if isinstance(c, str) else -1)
         hours = pd.to_datetime(interactions["event_hour"]).to_numpy("datetime64[h]").astype(np.int64)
-        listed = np.asarray(list(users), np.int64)
         return cls(user=np.searchsorted(user_ids, interactions["user_id"].to_numpy(np.int64)).astype(np.int32),
                    item=np.searchsorted(item_ids, interactions["product_id"].to_numpy(np.int64)).astype(np.int32),
                    hour=hours, weight=interactions["weight"].to_numpy(np.float32),
@@ -117,7 +116,6 @@ class Train:
     pair_user: np.ndarray
     pair_item: np.ndarray
     pair_weight: np.ndarray   # float32
-    pair_bought: np.ndarray   # bool
     pair_last: np.ndarray     # int64 hour
     matrix: sparse.csr_matrix     # users x items summed weight
     purchased: sparse.csr_matrix  # users x items, 1 where bought
@@ -151,7 +149,7 @@ class Train:
         matrix = sparse.csr_matrix((weight.astype(np.float32), (users, items)), shape=shape)
         purchased = sparse.csr_matrix((np.ones(int(bought.sum()), np.float32), (users[bought], items[bought])),
                                       shape=shape)
-        return cls(log, end, users, items, weight.astype(np.float32), bought, last, matrix, purchased)
+        return cls(log, end, users, items, weight.astype(np.float32), last, matrix, purchased)
 
     # -- non-personalised rankings (one score per item)
     def popularity(self, params: Mapping) -> np.ndarray:
@@ -178,7 +176,7 @@ class Train:
         return ([{}] + [{"window_hours": h} for h in lengths] + [{"half_life_hours": h} for h in lengths])
 
 
-def relevant_matrix(train: Train, test: Log, users: np.ndarray | None = None) -> sparse.csr_matrix:
+def relevant_matrix(train: Train, test: Log) -> sparse.csr_matrix:
     """Users x items, 1 where the user interacted with the item in `test` and had not bought it in `train`
     (bought items are never recommended, so they cannot be found)."""
     shape = (train.log.n_users, train.log.n_items)
@@ -186,7 +184,7 @@ def relevant_matrix(train: Train, test: Log, users: np.ndarray | None = None) ->
     seen.data[:] = 1
     relevant = (seen - seen.multiply(train.purchased)).tocsr()
     relevant.eliminate_zeros()
-    return relevant if users is None else relevant[users]
+    return relevant
 
 
 # ------------------------------------------------------------------------------------------------ splits
@@ -269,14 +267,12 @@ def latest_per_user(log: Log, share: float = 0.2, min_hours: int = 2) -> np.ndar
 
 
 def _users_with_relevant(log: Log, cutoff: int) -> int:
+    """Users with an item after `cutoff` they had not bought before it (relevant_matrix without a Train)."""
     before = log.hour < cutoff
-    bought = set((log.user[before & (log.purchases > 0)].astype(np.int64) * log.n_items
-                  + log.item[before & (log.purchases > 0)]).tolist()) if (before & (log.purchases > 0)).any() else set()
-    after = ~before
-    keys = np.unique(log.user[after].astype(np.int64) * log.n_items + log.item[after])
-    if bought:
-        keys = keys[~np.isin(keys, np.fromiter(bought, np.int64, len(bought)))]
-    return len(np.unique(keys // log.n_items))
+    key = log.user.astype(np.int64) * log.n_items + log.item
+    bought = np.unique(key[before & (log.purchases > 0)])
+    after = np.unique(key[~before])
+    return len(np.unique(after[~np.isin(after, bought)] // log.n_items))
 
 
 def _duration(hours: float) -> str:
@@ -286,9 +282,8 @@ def _duration(hours: float) -> str:
 # ------------------------------------------------------------------------------------------------ evaluation
 @dataclasses.dataclass
 class EvalSet:
-    """The users of a test period with something to find, sampled to max_users, with their training rows."""
+    """The users of a test period with something to find, sampled to max_users, with their history length."""
 
-    train: Train
     users: np.ndarray              # user indices, sorted
     relevant: sparse.csr_matrix    # len(users) x items
     n_history: np.ndarray
@@ -302,15 +297,25 @@ class EvalSet:
         return np.where(self.n_history == 0, 0, np.where(self.n_history < heavy_min_items, 1, 2))
 
 
-def eval_set(train: Train, test: Log, *, max_users: int, seed: int, warm_only: bool = False) -> EvalSet:
+def eval_set(train: Train, test: Log, *, max_users: int, seed: int) -> EvalSet:
     relevant = relevant_matrix(train, test)
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
-    if warm_only:
-        users = users[train.n_history[users] > 0]
     n_relevant = len(users)
     if len(users) > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
-    return EvalSet(train, users, relevant[users], train.n_history[users], n_relevant)
+    return EvalSet(users, relevant[users], train.n_history[users], n_relevant)
+
+
+def contains(matrix: sparse.csr_matrix, items: np.ndarray) -> np.ndarray:
+    """items (rows x n, item indices, -1 = none) -> whether each is stored in that row of `matrix`."""
+    n_rows, n_items = matrix.shape
+    coo = matrix.tocoo()
+    keys = np.sort(coo.row.astype(np.int64) * n_items + coo.col)
+    wanted = np.arange(n_rows, dtype=np.int64)[:, None] * n_items + np.where(items >= 0, items, 0)
+    if not len(keys):
+        return np.zeros(items.shape, bool)
+    position = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return (keys[position] == wanted) & (items >= 0)
 
 
 def metrics_per_user(lists: np.ndarray, relevant: sparse.csr_matrix, k: int) -> dict[str, np.ndarray]:
@@ -319,14 +324,7 @@ def metrics_per_user(lists: np.ndarray, relevant: sparse.csr_matrix, k: int) -> 
     precision = hits / k; recall = hits / |relevant|; NDCG = sum over hit positions i of 1/log2(i + 2), over the
     same sum for the first min(k, |relevant|) positions; MAP = sum over hit positions of (hits so far)/(i + 1),
     over min(k, |relevant|)."""
-    n_users, n_items = relevant.shape
-    lists = lists[:, :k]
-    wanted = np.arange(n_users)[:, None] * n_items + np.where(lists >= 0, lists, 0)
-    coo = relevant.tocoo()
-    keys = np.sort(coo.row.astype(np.int64) * n_items + coo.col)
-    position = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
-    hits = ((keys[position] == wanted) & (lists >= 0)) if len(keys) else np.zeros(lists.shape, bool)
-    hits = hits.astype(np.float64)
+    hits = contains(relevant, lists[:, :k]).astype(np.float64)
     if hits.shape[1] < k:
         hits = np.pad(hits, ((0, 0), (0, k - hits.shape[1])))
     n_relevant = np.diff(relevant.indptr).astype(np.float64)
@@ -394,12 +392,7 @@ def _top_of_one_ranking(vector: np.ndarray, train: "Train", users: np.ndarray, k
     depth = min(len(vector), k + int(np.diff(bought.indptr).max(initial=0)))
     order = np.lexsort((np.arange(len(vector)), -vector))[:depth]
     candidates = np.broadcast_to(order, (len(users), depth))
-    coo = bought.tocoo()
-    keys = np.sort(coo.row.astype(np.int64) * len(vector) + coo.col)
-    wanted = np.arange(len(users))[:, None].astype(np.int64) * len(vector) + candidates
-    position = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
-    allowed = ~(keys[position] == wanted) if len(keys) else np.ones(wanted.shape, bool)
-    allowed &= vector[candidates] > floor
+    allowed = ~contains(bought, candidates) & (vector[candidates] > floor)
     rank = np.cumsum(allowed, axis=1)
     keep = allowed & (rank <= k)
     items = np.full((len(users), k), -1, np.int64)
@@ -775,8 +768,8 @@ def search(folds: list[Fold], engine: Engine, space: SearchSpace, budget: Search
     tried: list[dict] = []
     key_name = f"validation_{metric}"
 
-    def per_user(fold: Fold, scorer: Scorer, users: np.ndarray, relevant, floor=-np.inf) -> np.ndarray:
-        return metrics_per_user(top_lists(scorer, fold.train, users, k, floor=floor)[0], relevant, k)[metric]
+    def per_user(fold: Fold, scorer: Scorer, users: np.ndarray, relevant) -> np.ndarray:
+        return metrics_per_user(top_lists(scorer, fold.train, users, k)[0], relevant, k)[metric]
 
     def record(model: str, params: Mapping, values: list[np.ndarray], fit_seconds: float = 0.0,
                all_users: list[np.ndarray] | None = None) -> dict:
@@ -830,6 +823,7 @@ def search(folds: list[Fold], engine: Engine, space: SearchSpace, budget: Search
 
     # 2. collaborative models, each alone and blended with that ranking, fitted once per fold
     best: dict[str, dict] = {}
+    blend_popularity = [fold.train.popularity(best_pop["params"]) for fold in folds]
 
     def consider(model: str, params: dict, scorers: list[Scorer], fit_seconds: float) -> None:
         alone, tops = [], []
@@ -844,8 +838,8 @@ def search(folds: list[Fold], engine: Engine, space: SearchSpace, budget: Search
         for share in BLEND_SHARES if typical > 0 else ():
             weight = round(share * typical, 6)
             blended = {**params, "popularity": best_pop["params"], "popularity_weight": weight}
-            values = [per_user(fold, with_popularity(scorer, fold.train.popularity(best_pop["params"]), weight),
-                               fold.warm_users, fold.warm_relevant) for fold, scorer in zip(folds, scorers)]
+            values = [per_user(fold, with_popularity(scorer, popularity, weight), fold.warm_users, fold.warm_relevant)
+                      for fold, scorer, popularity in zip(folds, scorers, blend_popularity)]
             entry = record(model, blended, values)
             entry["_share"] = share
             if entry[key_name] > best[model][key_name]:
