@@ -50,7 +50,7 @@ def prepare(work: Path, *, impressions: int, users: int, items: int, days: int, 
 
     from precision_marketing.config import load_config
     from precision_marketing.datagen import DAILY_IMPRESSIONS_PER_USER_PER_CAMPAIGN, generate
-    from precision_marketing.orchestration import dbt_env, dbt_executable
+    from precision_marketing.orchestration.dbt import dbt_env, dbt_executable
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -66,7 +66,7 @@ def dbt_span(work: Path, ds: str, since: float) -> dict:
 def dbt_cli(root: Path, ds: str, log: Path) -> dict:
     """One `dbt build` of the whole project for ds (the landed zone check_raw wrote): wall and node times."""
     from precision_marketing.config import load_config
-    from precision_marketing.orchestration import dbt_env
+    from precision_marketing.orchestration.dbt import dbt_env
     from precision_marketing.pipeline import dbt_vars
 
     os.environ.update(state_env(root, root / "airflow-cli"))

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb  # noqa: E402
 
-from expectations.raw_contract import SOURCES  # noqa: E402
+from precision_marketing.contract import SOURCES  # noqa: E402
 from precision_marketing.datagen import generate  # noqa: E402
-from precision_marketing.ingest import land_window  # noqa: E402
-from precision_marketing.mapping import Mapping  # noqa: E402
+from precision_marketing.ingest.land import land_window  # noqa: E402
+from precision_marketing.ingest.mapping import Mapping  # noqa: E402
 
 
 def main(argv=None) -> dict:

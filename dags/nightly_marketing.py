@@ -45,9 +45,10 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import Asset, Param, dag
 
 from precision_marketing import pipeline
-from precision_marketing.operators import LandingFilesSensor, PublishOperator, ReportOperator
-from precision_marketing.orchestration import (DAG_ID, DS_TEMPLATE, cosmos_dbt_group, dag_params, default_args,
-                                               landing_sensor_args, nightly_timetable, processed_ds, skippable)
+from precision_marketing.orchestration.operators import LandingFilesSensor, PublishOperator, ReportOperator
+from precision_marketing.orchestration.dbt import cosmos_dbt_group
+from precision_marketing.orchestration.schedule import DAG_ID, DS_TEMPLATE, dag_params, nightly_timetable, processed_ds
+from precision_marketing.orchestration.tasks import default_args, landing_sensor_args, skippable
 
 PUBLISHED = [Asset(f"lake://marts/{table}") for table in pipeline.PUBLISHED_TABLES]
 

@@ -71,7 +71,7 @@ def cmd_generate(args, config) -> dict:
 
 def cmd_import(args, config) -> dict:
     """Land a known export into the raw zone by day; its mapping file tells the run how to read it."""
-    from precision_marketing.adapters import AdapterError, import_online_retail
+    from precision_marketing.ingest.adapters import AdapterError, import_online_retail
 
     try:
         summary = import_online_retail(Path(args.path), storage_from_config(config), start=args.start, end=args.end,
@@ -86,7 +86,7 @@ def cmd_import(args, config) -> dict:
 
 def _published_exports(storage):
     """(campaign_id, user_id, ds) of every published audience_exports partition (None when there is none)."""
-    from precision_marketing.catalog import open_catalog
+    from precision_marketing.publish.catalog import open_catalog
 
     con = open_catalog(storage, ["audience_exports"])
     try:
@@ -101,7 +101,7 @@ def _published_exports(storage):
 
 def airflow(args: list[str], config, check: bool = True, log=None) -> subprocess.CompletedProcess:
     """The Airflow CLI with the in-repo environment; output to `log` (an open file) when given."""
-    from precision_marketing.orchestration import airflow_env
+    from precision_marketing.orchestration.environment import airflow_env
 
     command = [str(Path(sys.executable).with_name("airflow")), *args]
     output = {"stdout": log, "stderr": subprocess.STDOUT} if log else {}
@@ -109,7 +109,8 @@ def airflow(args: list[str], config, check: bool = True, log=None) -> subprocess
 
 
 def cmd_setup(args, config, log=None) -> None:
-    from precision_marketing.orchestration import airflow_env, dbt_parse
+    from precision_marketing.orchestration.dbt import dbt_parse
+    from precision_marketing.orchestration.environment import airflow_env
 
     Path(airflow_env(config)["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     dbt_parse(config)
@@ -207,7 +208,8 @@ def run_with_log(command: list[str], env: dict, log_path: Path, verbose: bool, p
 def cmd_run(args, config) -> None:
     """`airflow dags test` with the day in the `ds` param and the logical date "now": every run keeps its own
     record in Airflow (history intact, true durations), as a run triggered from the UI would."""
-    from precision_marketing.orchestration import DAG_ID, airflow_env, check_conf
+    from precision_marketing.orchestration.environment import airflow_env
+    from precision_marketing.orchestration.schedule import DAG_ID, check_conf
     from precision_marketing.pipeline import paths_for
 
     # a run by hand fails fast rather than sleeping through retry delays or waiting for files; an explicit
@@ -252,7 +254,8 @@ def cmd_run(args, config) -> None:
 
 def _runs(config, log) -> list[dict]:
     """The DAG's runs as `airflow dags list-runs` reports them (run_id, state, logical_date, dates)."""
-    from precision_marketing.orchestration import DAG_ID, airflow_env
+    from precision_marketing.orchestration.environment import airflow_env
+    from precision_marketing.orchestration.schedule import DAG_ID
 
     listed = subprocess.run([str(Path(sys.executable).with_name("airflow")), "dags", "list-runs", DAG_ID, "-o", "json"],
                             env=airflow_env(config), stdout=subprocess.PIPE, stderr=log, text=True)
@@ -271,7 +274,8 @@ def cmd_backfill(args, config) -> None:
     Days that already have a run are skipped (--reprocess none), so each day is published once."""
     from urllib.parse import urlparse
 
-    from precision_marketing.orchestration import DAG_ID, AirflowServers, api_url, scheduler_is_up
+    from precision_marketing.orchestration.schedule import DAG_ID
+    from precision_marketing.orchestration.servers import AirflowServers, api_url, scheduler_is_up
 
     first, last = args.from_date, args.to_date
     if last < first:
@@ -337,7 +341,7 @@ def _days(first: str, last: str) -> list[str]:
 
 
 def cmd_status(args, config) -> None:
-    from precision_marketing.publish import published_partitions, read_manifest
+    from precision_marketing.publish.partitions import published_partitions, read_manifest
 
     storage = storage_from_config(config)
     for table in config["publish"]["tables"]:
@@ -347,11 +351,11 @@ def cmd_status(args, config) -> None:
 
 
 def cmd_query(args, config) -> None:
-    from precision_marketing.catalog import format_table, run_query
+    from precision_marketing.publish.catalog import format_table, run_query
 
     import duckdb
 
-    from precision_marketing.catalog import QueryError
+    from precision_marketing.publish.catalog import QueryError
 
     try:
         columns, rows, truncated = run_query(storage_from_config(config), config["publish"]["tables"], args.sql,
@@ -466,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_spark_submit(args, config) -> None:
-    from precision_marketing.spark_submit import SPARK_JOBS_DIR, SparkJobError, run_spark_job
+    from precision_marketing.training.spark_submit import SPARK_JOBS_DIR, SparkJobError, run_spark_job
 
     if not (SPARK_JOBS_DIR / f"{args.job}.py").is_file():
         jobs = sorted(p.stem for p in SPARK_JOBS_DIR.glob("*.py") if "main(" in p.read_text())

@@ -18,7 +18,7 @@ Side outputs the pipeline never reads (for benchmarks and tests):
   of earlier nights, treatment group only). Every export row gets a send impression on the next day; each
   exported (campaign, user) pair, with probability `treatment_effect`, buys once in the campaign's target
   category on a day drawn uniformly from the `effect_days` days after its first export. Control users get
-  neither, so the lift measurement (precision_marketing/lift.py) can be checked against a known effect.
+  neither, so the lift measurement (precision_marketing/campaigns/lift.py) can be checked against a known effect.
 
 Dirty rows (duplicates, NULL user_id, unknown ids, malformed timestamps, invalid enum values,
 non-positive prices) are *added* beside the clean rows, one defect each, and counted in the summary so
@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from expectations.raw_contract import EVENT_TYPES, SOURCES
+from precision_marketing.contract import EVENT_TYPES, SOURCES
 
 CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "toys",
               "books", "grocery", "garden", "automotive", "pets", "health")

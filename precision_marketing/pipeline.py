@@ -40,7 +40,7 @@ class StepSkipped(Exception):
 
 
 def raw_sources() -> list[str]:
-    from expectations.raw_contract import SOURCES
+    from precision_marketing.contract import SOURCES
 
     return list(SOURCES)
 
@@ -117,13 +117,13 @@ def local_raw_dir(config: Mapping) -> Path:
 
 
 def landed_dir(config: Mapping) -> Path:
-    """Where the ingest step writes the normalised landing files dbt reads (precision_marketing/ingest.py)."""
+    """Where the ingest step writes the normalised landing files dbt reads (precision_marketing/ingest/land.py)."""
     return Path(config["work_dir"]) / "landed"
 
 
 def landing_status(config: Mapping, ds: str) -> dict:
     """What was delivered for ds and what the run can build (written by stage_and_check_raw)."""
-    from precision_marketing.ingest import read_status
+    from precision_marketing.ingest.land import read_status
 
     return read_status(landed_dir(config), ds)
 
@@ -144,8 +144,8 @@ def _upload(storage: Storage, paths: RunPaths, local_dir: Path) -> None:
 def stage_and_check_raw(ds: str, params: Mapping | None = None) -> dict:
     """Bring the window's raw partitions to local disk (S3 lake only), check them against the raw contract
     (file-level problems stop the run here) and land them through the mapping for dbt (ingest.land_window)."""
-    from precision_marketing.ingest import land_window
-    from precision_marketing.mapping import mapping_from_config
+    from precision_marketing.ingest.land import land_window
+    from precision_marketing.ingest.mapping import mapping_from_config
 
     config = run_config(params)
     history_days = int(config["dbt"]["history_days"])
@@ -169,7 +169,7 @@ def stage_and_check_raw(ds: str, params: Mapping | None = None) -> dict:
 
 def dbt_vars(config: Mapping, ds: str) -> dict:
     """The dbt vars of a run (orchestration.cosmos_dbt_group passes the same, with ds templated)."""
-    from precision_marketing.mapping import mapping_from_config
+    from precision_marketing.ingest.mapping import mapping_from_config
 
     return {"ds": ds, "landed_dir": str(landed_dir(config)), "history_days": int(config["dbt"]["history_days"]),
             "id_types": mapping_from_config(config).as_dbt_var(),
@@ -204,7 +204,7 @@ def export_features(ds: str, params: Mapping | None = None) -> dict:
 def check_quarantine(ds: str, params: Mapping | None = None) -> dict:
     """Stop the run when a source quarantined more of the ds delivery than its limit (expectations/quarantine_share.py)."""
     from expectations.quarantine_share import check_quarantine_share
-    from precision_marketing.mapping import mapping_from_config
+    from precision_marketing.ingest.mapping import mapping_from_config
 
     config = run_config(params)
     paths = paths_for(config, ds)
@@ -303,7 +303,7 @@ def report_gate(ds: str, gate: Mapping) -> None:
     """A failed recommendation gate alerts (warning; error with level 'fail', which also fails the task)."""
     if gate["passed"]:
         return
-    from precision_marketing.alerts import notify
+    from precision_marketing.reporting.alerts import notify
 
     message = (f"recommendations for ds={ds} failed the publish gate ("
                + {"fallback": "publishing the popularity fallback lists",
@@ -318,7 +318,7 @@ def report_gate(ds: str, gate: Mapping) -> None:
 def train_als(ds: str, params: Mapping | None = None) -> dict:
     """Tune, evaluate, gate and serve the recommendations (spark_jobs/als_recommendations.py). A gate
     failure is logged as a structured warning; with gate level 'fail' the task fails."""
-    from precision_marketing.spark_submit import run_spark_job
+    from precision_marketing.training.spark_submit import run_spark_job
 
     config = run_config(params)
     paths = paths_for(config, ds)
@@ -335,7 +335,7 @@ def train_als(ds: str, params: Mapping | None = None) -> dict:
 
 
 def segment_users(ds: str, params: Mapping | None = None) -> dict:
-    from precision_marketing.segmentation import segment_users as run_segmentation
+    from precision_marketing.training.segmentation import segment_users as run_segmentation
 
     config = run_config(params)
     paths = paths_for(config, ds)
@@ -364,7 +364,7 @@ def _skip_without_audience_sources(config: Mapping, paths: RunPaths, model: str)
 
 
 def train_ctr_and_build_audiences(ds: str, params: Mapping | None = None) -> dict:
-    from precision_marketing.spark_submit import run_spark_job
+    from precision_marketing.training.spark_submit import run_spark_job
 
     config = run_config(params)
     paths = paths_for(config, ds)
@@ -391,8 +391,8 @@ def train_ctr_and_build_audiences(ds: str, params: Mapping | None = None) -> dic
 
 
 def build_audience_exports(ds: str, params: Mapping | None = None) -> dict:
-    """The treatment rows of the audiences with their personalised content (precision_marketing/campaign_content.py)."""
-    from precision_marketing.campaign_content import build_audience_exports as build
+    """The treatment rows of the audiences with their personalised content (precision_marketing/campaigns/content.py)."""
+    from precision_marketing.campaigns.content import build_audience_exports as build
 
     config = run_config(params)
     paths = paths_for(config, ds)
@@ -405,8 +405,8 @@ def build_audience_exports(ds: str, params: Mapping | None = None) -> dict:
 
 
 def measure_campaign_lift(ds: str, params: Mapping | None = None) -> dict:
-    """campaign_lift from the audiences published before ds and the window's behaviour (precision_marketing/lift.py)."""
-    from precision_marketing.lift import measure_campaign_lift as measure
+    """campaign_lift from the audiences published before ds and the window's behaviour (precision_marketing/campaigns/lift.py)."""
+    from precision_marketing.campaigns.lift import measure_campaign_lift as measure
 
     config = run_config(params)
     paths = paths_for(config, ds)
@@ -467,10 +467,10 @@ def validate_outputs(ds: str, params: Mapping | None = None) -> dict:
 
 def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
     """Publish the validated outputs (atomic per partition), with the original ids restored
-    (precision_marketing/ids.py), and the models' artifacts. A table this run did not build is not touched."""
-    from precision_marketing.ids import restore_original_ids
-    from precision_marketing.mapping import mapping_from_config
-    from precision_marketing.publish import publish_table
+    (precision_marketing/publish/ids.py), and the models' artifacts. A table this run did not build is not touched."""
+    from precision_marketing.publish.ids import restore_original_ids
+    from precision_marketing.ingest.mapping import mapping_from_config
+    from precision_marketing.publish.partitions import publish_table
 
     config = run_config(params)
     paths = paths_for(config, ds)
@@ -531,7 +531,7 @@ def report_history(storage: Storage, ds: str, nights: int) -> list[dict]:
 
 def audience_sizes(audiences: Path) -> dict[str, int]:
     """Users per campaign in the run's audiences output (an aggregate: one row per campaign)."""
-    from precision_marketing.publish import parquet_files
+    from precision_marketing.publish.partitions import parquet_files
 
     files = [str(p) for p in parquet_files(audiences)]
     rows = duckdb.sql(f"SELECT campaign_id, count(*) FROM read_parquet({files}) GROUP BY 1 ORDER BY 1").fetchall()
@@ -540,9 +540,9 @@ def audience_sizes(audiences: Path) -> dict[str, int]:
 
 def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = None) -> dict:
     """Write the SQL catalog (views over the published tables) and the run report beside the tables."""
-    from precision_marketing.catalog import view_statements
-    from precision_marketing.publish import read_manifest
-    from precision_marketing.report import build_report, timing_records
+    from precision_marketing.publish.catalog import view_statements
+    from precision_marketing.publish.partitions import read_manifest
+    from precision_marketing.reporting.report import build_report, timing_records
 
     config = run_config(params)
     paths = paths_for(config, ds)

@@ -8,7 +8,7 @@ from email import message_from_bytes
 
 import pytest
 
-from precision_marketing.alerts import notify
+from precision_marketing.reporting.alerts import notify
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_email_is_sent_through_smtp(smtp_server):
 def test_structured_log_line_always_and_level_threshold(webhook, caplog):
     url, received = webhook
     received.clear()
-    with caplog.at_level(logging.INFO, logger="precision_marketing.alerts"):
+    with caplog.at_level(logging.INFO, logger="precision_marketing.reporting.alerts"):
         outcome = notify("info", "run finished", CONTEXT, environ={"PM_ALERT_WEBHOOK_URL": url})
     assert outcome == {"log": "sent"} and received == []  # below the default minimum level (warning)
     record = json.loads(caplog.records[-1].getMessage())

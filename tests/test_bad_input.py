@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 from expectations.quarantine_share import QuarantineShareError, check_quarantine_share
-from expectations.raw_contract import RawContractError
-from precision_marketing.ids import restore_original_ids
-from precision_marketing.ingest import land_window
-from precision_marketing.mapping import MappingError, load_mapping
-from precision_marketing.publish import PublishError
+from precision_marketing.contract import RawContractError
+from precision_marketing.publish.ids import restore_original_ids
+from precision_marketing.ingest.land import land_window
+from precision_marketing.ingest.mapping import MappingError, load_mapping
+from precision_marketing.publish.partitions import PublishError
 from tests.test_dbt_project import query, run_dbt
 
 DS, DAY1, DAY2 = "2026-03-10", "2026-03-08", "2026-03-09"

@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from precision_marketing.campaign_content import ContentError, build_audience_exports
+from precision_marketing.campaigns.content import ContentError, build_audience_exports
 
 ACTIVATION = {
     "content_products": 2,

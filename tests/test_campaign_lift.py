@@ -13,8 +13,8 @@ import pytest
 from scipy.stats import chi2_contingency
 
 from precision_marketing.datagen import generate
-from precision_marketing.lift import measure_campaign_lift, two_proportion_test
-from precision_marketing.publish import publish_table
+from precision_marketing.campaigns.lift import measure_campaign_lift, two_proportion_test
+from precision_marketing.publish.partitions import publish_table
 from precision_marketing.storage import LocalStorage
 from spark_jobs.audience_rules import control_draw_reference
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from precision_marketing.catalog import open_catalog
+from precision_marketing.publish.catalog import open_catalog
 from precision_marketing.cli import build_parser
 from precision_marketing.storage import LocalStorage
 

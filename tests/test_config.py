@@ -90,8 +90,8 @@ def test_every_problem_is_listed_at_once():
 
 
 def test_schema_and_file_have_the_same_keys():
-    """Adding a key means a line in platform.yaml and a line in config_schema.py: neither without the other."""
-    from precision_marketing.config_schema import PlatformConfig
+    """Adding a key means a line in platform.yaml and a line in config/schema.py: neither without the other."""
+    from precision_marketing.config.schema import PlatformConfig
 
     def keys(model, prefix=""):
         out = set()

@@ -20,7 +20,8 @@ def dagbag(tmp_path_factory):
     os.environ["PM__WORK_DIR"] = str(work)
     try:
         from precision_marketing.config import load_config
-        from precision_marketing.orchestration import airflow_env, dbt_parse
+        from precision_marketing.orchestration.dbt import dbt_parse
+        from precision_marketing.orchestration.environment import airflow_env
 
         dbt_parse(load_config())
         env = airflow_env(load_config())
@@ -101,7 +102,8 @@ def test_sensor_waits_in_reschedule_mode_with_configured_timing(dagbag):
 
 
 def test_every_task_alerts_on_failure_and_the_report_task_links_the_report(dagbag):
-    from precision_marketing.operators import RunReportLink, on_task_failure
+    from precision_marketing.orchestration.callbacks import on_task_failure
+    from precision_marketing.orchestration.operators import RunReportLink
 
     dag = dagbag.dags["nightly_marketing"]
     for task in dag.tasks:
@@ -120,7 +122,7 @@ def test_dag_params_are_typed(dagbag):
 
 
 def test_spark_jobs_have_a_working_help():
-    from precision_marketing.spark_submit import spark_env
+    from precision_marketing.training.spark_submit import spark_env
 
     for job in ("als_recommendations", "ctr_audiences"):
         out = subprocess.run([str(Path(sys.executable).with_name("spark-submit")), str(REPO / "spark_jobs" / f"{job}.py"),
@@ -161,7 +163,7 @@ def test_manual_runs_process_the_last_complete_day_unless_a_day_is_given(dagbag)
     """The trigger form's default logical date is "now": the run processes yesterday, which has data."""
     import pendulum
 
-    from precision_marketing.orchestration import processed_ds
+    from precision_marketing.orchestration.schedule import processed_ds
 
     dag = dagbag.dags["nightly_marketing"]
     assert dag.params["ds"] is None and "last complete day" in dag.params.get_param("ds").description

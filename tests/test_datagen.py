@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from expectations.raw_contract import EVENT_TYPES, PLACEMENTS, SOURCES, check_raw
+from expectations.raw_contract import check_raw
+
+from precision_marketing.contract import EVENT_TYPES, PLACEMENTS, SOURCES
 from precision_marketing.datagen import GENERATED_SOURCES
 from precision_marketing.datagen import generate, main
 

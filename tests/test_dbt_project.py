@@ -2,7 +2,7 @@
 
 The raw zone plants one defect per bad row (an exact duplicate, a NULL user_id, an unknown product_id,
 a malformed timestamp, an invalid event_type, ...) beside clean rows whose features are computed by
-hand below. The ingest step lands it (precision_marketing/ingest.py), then one `dbt build` (models, data
+hand below. The ingest step lands it (precision_marketing/ingest/land.py), then one `dbt build` (models, data
 tests, unit tests) runs per module; the assertions read the DuckDB warehouse it wrote. Marts carry internal
 keys: users 1, 2, 3 keep 1, 2, 3; products 10, 11, 12 become keys 1, 2, 3 (PRODUCT_KEY).
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from precision_marketing.ingest import land_window
-from precision_marketing.mapping import Mapping
+from precision_marketing.ingest.land import land_window
+from precision_marketing.ingest.mapping import Mapping
 
 PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
 DBT = Path(sys.executable).with_name("dbt")

@@ -10,9 +10,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from precision_marketing.catalog import open_catalog
+from precision_marketing.publish.catalog import open_catalog
 from precision_marketing.pipeline import PUBLISHED_TABLES
-from precision_marketing.publish import published_partitions, read_manifest
+from precision_marketing.publish.partitions import published_partitions, read_manifest
 from precision_marketing.storage import LocalStorage
 
 pytestmark = pytest.mark.e2e

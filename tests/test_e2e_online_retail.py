@@ -15,8 +15,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from precision_marketing.catalog import open_catalog
-from precision_marketing.publish import read_manifest
+from precision_marketing.publish.catalog import open_catalog
+from precision_marketing.publish.partitions import read_manifest
 from precision_marketing.storage import LocalStorage
 
 pytestmark = pytest.mark.e2e

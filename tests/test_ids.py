@@ -3,8 +3,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from precision_marketing.ids import restore_original_ids
-from precision_marketing.publish import PublishError
+from precision_marketing.publish.ids import restore_original_ids
+from precision_marketing.publish.partitions import PublishError
 
 
 def write(path, table):

@@ -20,8 +20,8 @@ import duckdb
 import pytest
 
 from precision_marketing.datagen import generate
-from precision_marketing.ingest import land_window
-from precision_marketing.mapping import Mapping
+from precision_marketing.ingest.land import land_window
+from precision_marketing.ingest.mapping import Mapping
 from test_dbt_project import query, run_dbt
 
 HISTORY_DAYS = 5

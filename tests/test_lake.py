@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from precision_marketing.catalog import run_query, view_statements
-from precision_marketing.publish import (PublishError, partition_prefix, publish_table, published_partitions,
+from precision_marketing.publish.catalog import run_query, view_statements
+from precision_marketing.publish.partitions import (PublishError, partition_prefix, publish_table, published_partitions,
                                          read_manifest)
 from precision_marketing.storage import LocalStorage, S3Storage
 

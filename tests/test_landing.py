@@ -5,7 +5,7 @@ import os
 import boto3
 import pytest
 
-from precision_marketing.landing import missing_landing
+from precision_marketing.ingest.arrivals import missing_landing
 from precision_marketing.storage import LocalStorage, S3Storage
 
 DS = "2026-11-22"
@@ -76,7 +76,7 @@ def local_lake_env(tmp_path):
 def test_sensor_pokes_until_everything_landed_and_names_what_is_missing_on_timeout(local_lake_env):
     from airflow.sdk.exceptions import AirflowSensorTimeout
 
-    from precision_marketing.operators import LandingFilesSensor
+    from precision_marketing.orchestration.operators import LandingFilesSensor
 
     lake = local_lake_env
     for source in SOURCES:

@@ -9,9 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from expectations.raw_contract import INCREMENT, SNAPSHOT, SOURCES, RawContractError, check_raw
+from expectations.raw_contract import check_raw
+
+from precision_marketing.contract import INCREMENT, SNAPSHOT, SOURCES, RawContractError
 from precision_marketing.datagen import generate
-from precision_marketing.mapping import load_mapping
+from precision_marketing.ingest.mapping import load_mapping
 
 REPO = Path(__file__).resolve().parents[1]
 DS, EARLIER = "2026-11-23", "2026-11-22"
@@ -212,7 +214,7 @@ def test_no_file_matching_the_pattern_is_named(raw, tmp_path):
 
 
 def test_every_built_in_synonym_is_documented():
-    from expectations.raw_contract import SYNONYMS
+    from precision_marketing.contract import SYNONYMS
 
     doc = (REPO / "docs" / "data_contract.md").read_text()
     section = doc[doc.index("built-in synonyms"):doc.index("- **Timestamps**")]

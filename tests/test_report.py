@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from precision_marketing.report import build_report, render_html, timing_records
+from precision_marketing.reporting.report import build_report, render_html, timing_records
 
 DS = "2026-11-22"
 RECONCILIATION = [
@@ -97,7 +97,7 @@ def test_empty_history_and_missing_sections_render(tmp_path):
 
 
 def test_recommendation_section_shows_engine_intervals_verdict_and_candidates():
-    from precision_marketing.report import recommendation_sections
+    from precision_marketing.reporting.report import recommendation_sections
 
     chosen = {"model": "item_cf", "params": {"neighbours": 50}}
     als = {"k": 10, "model": "item_cf", "params": {"neighbours": 50}, "min_history": 3, "engine": "implicit",

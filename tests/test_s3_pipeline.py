@@ -40,7 +40,7 @@ def test_generate_into_s3_then_stage_and_check(s3_lake, capsys):
 
 
 def test_missing_column_in_s3_landing_file_is_named(s3_lake):
-    from expectations.raw_contract import RawContractError
+    from precision_marketing.contract import RawContractError
 
     cli.main(["generate", "--ds", DS, "--users", "60", "--items", "30", "--days", "3", "--seed", "1"])
     key = f"raw/products/ds={DS}/products.csv"

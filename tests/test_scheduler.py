@@ -24,7 +24,7 @@ import duckdb
 import pytest
 
 from precision_marketing.pipeline import PUBLISHED_TABLES
-from precision_marketing.publish import published_partitions, read_manifest
+from precision_marketing.publish.partitions import published_partitions, read_manifest
 from precision_marketing.storage import LocalStorage
 
 pytestmark = pytest.mark.e2e
@@ -79,7 +79,7 @@ class Api:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, webhook):
     from precision_marketing.config import load_config
-    from precision_marketing.orchestration import AirflowServers
+    from precision_marketing.orchestration.servers import AirflowServers
 
     state = tmp_path_factory.mktemp("scheduler")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PM__", "AIRFLOW"))}

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from precision_marketing.segmentation import main, segment_users
+from precision_marketing.training.segmentation import main, segment_users
 
 # planted groups: (recency_days, frequency, monetary) centres
 PLANTED = {

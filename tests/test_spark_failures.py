@@ -6,8 +6,8 @@ import time
 import pytest
 
 from precision_marketing import pipeline
-from precision_marketing.ingest import status_path
-from precision_marketing.spark_submit import SparkJobError, check_master, root_cause, run_spark_job
+from precision_marketing.ingest.land import status_path
+from precision_marketing.training.spark_submit import SparkJobError, check_master, root_cause, run_spark_job
 
 SMALL_SPARK = {"master": "local[1]", "driver_memory": "1g", "shuffle_partitions": 1, "conf": {}}
 

@@ -11,7 +11,7 @@
                       invalid) are deleted and only new first rows written (first_delivered_rows + apply_changes).
 `dbt build --full-refresh` rebuilds all three from the landed partitions of the window. -#}
 
-{#- The landed partitions of this run's window for a source, as precision_marketing/ingest.py recorded them:
+{#- The landed partitions of this run's window for a source, as precision_marketing/ingest/land.py recorded them:
     a list of {partition_date, fingerprint}. -#}
 {% macro landed_partitions_file() -%}
     {{ return((landed_dir() ~ '/_status/ds=' ~ run_ds() ~ '.partitions.ndjson') | replace("'", "''")) }}

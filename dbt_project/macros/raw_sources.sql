@@ -21,7 +21,7 @@
     }) }}
 {%- endmacro %}
 
-{#- One row per landed data row of the source's partitions for this run (precision_marketing/ingest.py wrote
+{#- One row per landed data row of the source's partitions for this run (precision_marketing/ingest/land.py wrote
     them from the landing files through the mapping: text values, enumerations and timestamps normalised):
       raw_values     STRUCT of the contract's columns (VARCHAR, as landed)
       source_file    the landing file (raw/<source>/ds=D/<file>), source_row its 1-based data row

@@ -20,7 +20,7 @@
     {%- set path = var('landed_dir', none) -%}
     {%- if path is none -%}
         {%- if execute -%}
-            {{ exceptions.raise_compiler_error("dbt var 'landed_dir' is required: the folder the check_raw step (precision_marketing/ingest.py) landed the raw zone into") }}
+            {{ exceptions.raise_compiler_error("dbt var 'landed_dir' is required: the folder the check_raw step (precision_marketing/ingest/land.py) landed the raw zone into") }}
         {%- endif -%}
         {{ return('landed') }}
     {%- endif -%}

@@ -1,4 +1,4 @@
--- What was delivered for ds: one row per contract source, as the check_raw step (precision_marketing/ingest.py)
+-- What was delivered for ds: one row per contract source, as the check_raw step (precision_marketing/ingest/land.py)
 -- recorded it. A dimension that was not delivered is derived from behaviour (int_users, int_products).
 select source, kind, role, delivered, files, rows, rows_ds, ingest_errors
 from read_json(

@@ -18,7 +18,7 @@ from typing import Iterable
 
 import duckdb
 
-from precision_marketing.publish import partition_prefix, published_partitions, read_manifest
+from precision_marketing.publish.partitions import partition_prefix, published_partitions, read_manifest
 from precision_marketing.storage import Storage
 
 
@@ -58,7 +58,7 @@ def view_statements(storage: Storage, tables: Iterable[str]) -> list[str]:
 
 def quality_view_statements(storage: Storage) -> list[str]:
     """CREATE VIEW statements for the quarantine tables and the reconciliation, where the lake has them."""
-    from expectations.raw_contract import SOURCES
+    from precision_marketing.contract import SOURCES
 
     statements = []
     for source in SOURCES:

@@ -1,10 +1,10 @@
 """Configuration in one place: config/platform.yaml, then PM__SECTION__KEY environment variables,
 then per-run overrides (Airflow params / CLI flags), in that order of precedence (last wins).
 
-The merged result is validated against the schema in config_schema.py (pydantic): an unknown key, a value
+The merged result is validated against the schema in config/schema.py (pydantic): an unknown key, a value
 of the wrong type or out of range fails `load_config` with a ConfigError naming the key, the value and
 where it came from (the file, the environment variable, or the run parameter). Adding a key: its default
-and comment in config/platform.yaml, and one line in config_schema.py (see there)."""
+and comment in config/platform.yaml, and one line in config/schema.py (see there)."""
 from __future__ import annotations
 
 import copy
@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_FILE = REPO_ROOT / "config" / "platform.yaml"
 ENV_PREFIX = "PM__"
 
@@ -72,7 +72,7 @@ def _validated(config: dict, sources: Mapping[tuple, str], config_file: Path) ->
     """The configuration checked against config_schema.PlatformConfig, or a ConfigError listing every problem."""
     from pydantic import ValidationError
 
-    from precision_marketing.config_schema import PlatformConfig
+    from precision_marketing.config.schema import PlatformConfig
 
     try:
         return PlatformConfig.model_validate(config).model_dump()
@@ -96,7 +96,7 @@ def _validated(config: dict, sources: Mapping[tuple, str], config_file: Path) ->
 
 
 def _known_keys(loc: tuple) -> list[str]:
-    from precision_marketing.config_schema import PlatformConfig
+    from precision_marketing.config.schema import PlatformConfig
 
     model = PlatformConfig
     for part in loc:

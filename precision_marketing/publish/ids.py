@@ -19,7 +19,7 @@ from typing import Mapping
 
 import duckdb
 
-from precision_marketing.publish import PublishError, parquet_files
+from precision_marketing.publish.partitions import PublishError, parquet_files
 
 ID_KINDS = {"user": ("user_keys", "user_key", "user_id"), "product": ("product_keys", "product_key", "product_id")}
 

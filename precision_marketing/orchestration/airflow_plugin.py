@@ -18,7 +18,7 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from precision_marketing.operators import REPORT_URL_PREFIX
+from precision_marketing.orchestration.operators import REPORT_URL_PREFIX
 
 app = FastAPI(title="Nightly run reports", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -31,7 +31,7 @@ async def _authorized_user(request: Request):
     from airflow.api_fastapi.core_api.security import get_user
     from fastapi.security import HTTPBearer
 
-    from precision_marketing.orchestration import DAG_ID
+    from precision_marketing.orchestration.schedule import DAG_ID
 
     user = await get_user(request, None, await HTTPBearer(auto_error=False)(request))
     if not get_auth_manager().is_authorized_dag(method="GET", user=user, details=DagDetails(id=DAG_ID)):
@@ -84,7 +84,7 @@ def run_report(dag_id: str, run_id: str, _: Reader) -> Response:
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 
-    from precision_marketing.orchestration import run_ds
+    from precision_marketing.orchestration.schedule import run_ds
 
     with create_session() as session:
         run = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.run_id == run_id).one_or_none()

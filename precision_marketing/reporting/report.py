@@ -237,7 +237,7 @@ def recommendation_sections(als: Mapping) -> list[str]:
 
 def campaign_sections(campaigns: Mapping, calibration_svg: str | None) -> list[str]:
     """CTR calibration (scores, reliability diagram), tonight's audiences by group and the measured lift
-    (precision_marketing/campaign_report.py computes them)."""
+    (precision_marketing/reporting/campaign_section.py computes them)."""
     if not campaigns:
         return []
     calibration = dict(campaigns.get("calibration") or {})
@@ -383,7 +383,7 @@ def build_report(*, ds: str, run_id: str, manifests: Mapping[str, dict | None], 
                  reconciliation_path: Path, out_dir: Path, history: list[Mapping] = (),
                  audience_sizes: Mapping[str, int] | None = None, task_seconds: list[dict] = (),
                  notes: Sequence[str] = (), campaign_lift_path: Path | None = None) -> dict:
-    from precision_marketing.campaign_report import campaign_section, read_lift
+    from precision_marketing.reporting.campaign_section import campaign_section, read_lift
 
     reconciliation = pq.read_table(reconciliation_path).to_pylist()  # one row per raw source: tiny
     campaigns = campaign_section(metrics.get("ctr", {}), read_lift(campaign_lift_path))

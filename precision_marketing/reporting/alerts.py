@@ -1,6 +1,6 @@
 """Alerts: one function, `notify(level, message, context)`, for everything that should reach a person.
 
-Always: one structured (JSON) log line on the `precision_marketing.alerts` logger, which lands in the
+Always: one structured (JSON) log line on the `precision_marketing.reporting.alerts` logger, which lands in the
 task log. When configured through environment variables (secrets never live in config files):
 
   PM_ALERT_WEBHOOK_URL      POST a Slack-compatible JSON body ({"text": ...}) to this URL
@@ -26,7 +26,7 @@ import urllib.request
 from email.message import EmailMessage
 from typing import Any, Mapping
 
-log = logging.getLogger("precision_marketing.alerts")
+log = logging.getLogger("precision_marketing.reporting.alerts")
 
 LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 TIMEOUT_SECONDS = 10

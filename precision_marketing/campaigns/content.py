@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-from precision_marketing.catalog import parquet_source_sql
+from precision_marketing.publish.catalog import parquet_source_sql
 
 EXPORT_SCHEMA = pa.schema([
     ("campaign_id", pa.string()), ("user_id", pa.int64()), ("email_sha256", pa.string()), ("channel", pa.string()),

@@ -28,8 +28,8 @@ def _window_before(ds: str, history_days: int) -> set[str]:
 def missing_landing(storage: Storage, ds: str, *, history_days: int, mapping=None,
                     ready_marker_sources: Iterable[str] = ()) -> list[str]:
     """What is not in the lake yet for `ds`, one readable entry per source (one listing per source)."""
-    from expectations.raw_contract import BEHAVIOUR_SOURCES, SOURCES
-    from precision_marketing.mapping import load_mapping
+    from precision_marketing.contract import BEHAVIOUR_SOURCES, SOURCES
+    from precision_marketing.ingest.mapping import load_mapping
 
     markers = set(ready_marker_sources)
     unknown = markers - set(SOURCES)

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from expectations.raw_contract import SOURCES
+from precision_marketing.contract import SOURCES
 
 ID_TYPES = ("integer", "string")
 ISO = "iso"  # the timestamp format keyword for ISO-8601 (with or without an offset, 'T' or ' ')

@@ -27,7 +27,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from precision_marketing.catalog import open_catalog, parquet_source_sql
+from precision_marketing.publish.catalog import open_catalog, parquet_source_sql
 from precision_marketing.storage import Storage
 
 METRICS = ("click", "conversion")

@@ -1,6 +1,6 @@
 """RFM user segmentation with scikit-learn, streamed: the user table is never loaded whole.
 
-    python -m precision_marketing.segmentation --user-features <work>/features/user_features/ds=D/user_features.parquet \
+    python -m precision_marketing.training.segmentation --user-features <work>/features/user_features/ds=D/user_features.parquet \
         --output <work>/models/segments/ds=D/user_segments.parquet [--k 5 --seed 42]
 
 Features: recency_days, log1p(frequency), log1p(monetary) (logs tame the long tails of spend and orders).
@@ -177,7 +177,7 @@ def segment_users(user_features_path: Path, output_path: Path, *, k: int = 5, se
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m precision_marketing.segmentation",
+    parser = argparse.ArgumentParser(prog="python -m precision_marketing.training.segmentation",
                                      description="Segment users on RFM features (streamed MiniBatchKMeans).")
     parser.add_argument("--user-features", required=True, type=Path, help="user_features Parquet file or folder")
     parser.add_argument("--output", required=True, type=Path, help="user_segments Parquet file to write")
