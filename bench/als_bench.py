@@ -4,7 +4,7 @@ against the BLAS limit, on generated interactions at 1M and 10M user-item pairs.
 For each size, in one run on the same machine and the same data:
 1. the job through its command line (`pm spark-submit als_recommendations`: JVM start, read, ALS fit,
    top-K for every user with purchases excluded, write Parquet), with tuning and evaluation off
-   (`--split time --holdout 0h --fixed-choice` ALS at the same rank / iterations as 2.), with the in-process
+   (`--set als.split=time --set als.holdout=0h --fixed-choice` ALS at the same rank / iterations as 2.), with the in-process
    engine (`implicit`) and, up to --mllib-max-pairs, with Spark MLlib;
 2. `implicit` (CPU ALS, conjugate gradient): read, fit, recommend for every user with
    filter_already_liked_items, write Parquet (bench/implicit_baseline.py);
@@ -137,8 +137,8 @@ def run_size(pairs: int, args) -> dict:
             out = Path(tmp) / engine
             run = timed([str(Path(sys.executable).with_name("pm")), "spark-submit", "als_recommendations",
                          "--features-dir", str(features), "--ds", DS, "--output-dir", str(out), "--engine", engine,
-                         "--top-k", str(args.k), "--split", "time", "--holdout", "0h",
-                         "--max-iter", str(args.iterations), "--fixed-choice", choice])
+                         "--top-k", str(args.k), "--set", "als.split=time", "--set", "als.holdout=0h",
+                         "--set", f"als.max_iter={args.iterations}", "--fixed-choice", choice])
             metrics = json.loads((out / "metrics.json").read_text())
             jobs[engine] = {"seconds": run["seconds"], "peak_rss_mb": run["peak_rss_mb"], "steps": metrics["seconds"],
                             "rows": metrics["n_recommendations"]}

@@ -103,11 +103,7 @@ def spark_step(work: Path, *, master: str, driver_memory: str) -> dict:
              .config("spark.sql.shuffle.partitions", "8").config("spark.ui.enabled", "false")
              .config("spark.sql.session.timeZone", "UTC").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
-    ctr = load_config()["ctr"]
-    reg_params = tuple(ctr["reg_param"]) if isinstance(ctr["reg_param"], list) else (ctr["reg_param"],)
-    config = job.CtrConfig(holdout_days=ctr["holdout_days"], reg_params=reg_params, elastic_net=ctr["elastic_net"],
-                           max_iter=ctr["max_iter"], hash_features=ctr["hash_features"],
-                           calibration_days=ctr["calibration_days"], calibration=ctr["calibration"])
+    config = job.CtrConfig.from_settings(load_config()["ctr"])
     ds = dt.date.fromisoformat(DS)
     ctr_train = spark.read.parquet(str(work / "features" / "ctr_train" / f"ds={DS}")).cache()
     result: dict = {"n_window": ctr_train.count()}

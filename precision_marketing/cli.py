@@ -341,24 +341,24 @@ def _days(first: str, last: str) -> list[str]:
 
 
 def cmd_status(args, config) -> None:
+    from precision_marketing.pipeline import published_tables
     from precision_marketing.publish.partitions import published_partitions, read_manifest
 
     storage = storage_from_config(config)
-    for table in config["publish"]["tables"]:
+    for table in published_tables(config):
         for ds in published_partitions(storage, table):
             manifest = read_manifest(storage, table, ds)
             print(f"{storage.uri(f'marts/{table}/ds={ds}/')}  rows={manifest['row_count']}  run={manifest['run_id']}")
 
 
 def cmd_query(args, config) -> None:
-    from precision_marketing.publish.catalog import format_table, run_query
-
     import duckdb
 
-    from precision_marketing.publish.catalog import QueryError
+    from precision_marketing.pipeline import published_tables
+    from precision_marketing.publish.catalog import QueryError, format_table, run_query
 
     try:
-        columns, rows, truncated = run_query(storage_from_config(config), config["publish"]["tables"], args.sql,
+        columns, rows, truncated = run_query(storage_from_config(config), published_tables(config), args.sql,
                                              max_rows=args.max_rows)
     except (duckdb.Error, QueryError) as exc:
         raise SystemExit(f"query failed: {exc}")
@@ -470,13 +470,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_spark_submit(args, config) -> None:
-    from precision_marketing.training.spark_submit import SPARK_JOBS_DIR, SparkJobError, run_spark_job
+    from precision_marketing.training.spark_submit import (JOB_SECTIONS, SPARK_JOBS_DIR, SparkJobError, run_spark_job,
+                                                           write_job_settings)
 
     if not (SPARK_JOBS_DIR / f"{args.job}.py").is_file():
         jobs = sorted(p.stem for p in SPARK_JOBS_DIR.glob("*.py") if "main(" in p.read_text())
         raise SystemExit(f"no Spark job {args.job!r} in {SPARK_JOBS_DIR} (jobs: {', '.join(jobs)})")
+    job_args = list(args.job_args)
+    if args.job in JOB_SECTIONS and "--config" not in job_args and not {"-h", "--help"} & set(job_args):
+        # the same checked configuration a nightly run uses (platform.yaml + PM__ variables), not the bare file
+        settings = Path(config["work_dir"]) / "job_settings" / "pm-spark-submit" / f"{args.job}.json"
+        job_args += ["--config", str(write_job_settings(config, args.job, settings))]
     try:
-        run_spark_job(args.job, args.job_args, config["spark"])
+        run_spark_job(args.job, job_args, config["spark"])
     except SparkJobError as exc:
         raise SystemExit(str(exc))
 

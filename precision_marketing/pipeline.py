@@ -21,7 +21,7 @@ from typing import Mapping
 
 import duckdb
 
-from precision_marketing.config import load_config
+from precision_marketing.config import ConfigError, load_config
 from precision_marketing.storage import LocalStorage, Storage, storage_from_config
 
 # dbt relations exported as Parquet for Spark, scikit-learn and GE: marts.<table> and audit.<table>
@@ -30,8 +30,8 @@ MART_TABLES = ["user_features", "user_category_affinity", "item_features", "inte
 AUDIT_TABLES = ["data_reconciliation"]
 # marts that only mean something when the audience sources were delivered (else empty, not validated)
 AUDIENCE_MARTS = ["ctr_train", "ctr_score", "campaigns"]
-# model -> the published table it produces
-MODEL_OUTPUTS = {"als": "recommendations", "ctr": "audiences", "segments": "user_segments"}
+# the models whose metrics.json is published beside their table and read by the report
+MODELS = ("als", "ctr", "segments")
 
 
 class StepSkipped(Exception):
@@ -57,7 +57,9 @@ def run_config(params: Mapping | None = None) -> dict:
         overrides.setdefault("ctr", {})["holdout_days"] = days
     if params.get("spark_master"):
         overrides.setdefault("spark", {})["master"] = params["spark_master"]
-    return load_config(overrides)
+    config = load_config(overrides)
+    published_tables(config)  # an unknown table name stops the run at its first step, not at publish
+    return config
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ class RunPaths:
     def task_times_dir(self) -> Path:
         """One JSON per task of the latest run of ds (written by the DAG's task callbacks)."""
         return self.work / "runs" / f"ds={self.ds}" / "tasks"
+
+    def job_settings(self, job: str) -> Path:
+        """The settings a Spark job of this ds ran with (its --config)."""
+        return self.work / "job_settings" / f"ds={self.ds}" / f"{job}.json"
 
     def task_time(self, task_id: str) -> Path:
         return self.task_times_dir / f"{task_id}.json"
@@ -128,10 +134,6 @@ def landing_status(config: Mapping, ds: str) -> dict:
     return read_status(landed_dir(config), ds)
 
 
-def _ingest(config: Mapping) -> Mapping:
-    return config.get("ingest") or {}
-
-
 def _upload(storage: Storage, paths: RunPaths, local_dir: Path) -> None:
     if isinstance(storage, LocalStorage) and storage.root == paths.work:
         return
@@ -148,7 +150,7 @@ def stage_and_check_raw(ds: str, params: Mapping | None = None) -> dict:
     from precision_marketing.ingest.mapping import mapping_from_config
 
     config = run_config(params)
-    history_days = int(config["dbt"]["history_days"])
+    history_days = config["dbt"]["history_days"]
     raw_dir = local_raw_dir(config)
     if config["lake"]["backend"] != "local":
         storage = storage_from_config(config)
@@ -171,9 +173,9 @@ def dbt_vars(config: Mapping, ds: str) -> dict:
     """The dbt vars of a run (orchestration.cosmos_dbt_group passes the same, with ds templated)."""
     from precision_marketing.ingest.mapping import mapping_from_config
 
-    return {"ds": ds, "landed_dir": str(landed_dir(config)), "history_days": int(config["dbt"]["history_days"]),
+    return {"ds": ds, "landed_dir": str(landed_dir(config)), "history_days": config["dbt"]["history_days"],
             "id_types": mapping_from_config(config).as_dbt_var(),
-            "future_tolerance_hours": int(_ingest(config).get("future_tolerance_hours", 24))}
+            "future_tolerance_hours": config["ingest"]["future_tolerance_hours"]}
 
 
 def export_features(ds: str, params: Mapping | None = None) -> dict:
@@ -225,8 +227,8 @@ def check_quarantine(ds: str, params: Mapping | None = None) -> dict:
               if source.max_quarantine_share is not None}
     return check_quarantine_share(
         reconciliation.to_dict("records"), limits=limits,
-        default_limit=float(_ingest(config).get("max_quarantine_share", 0.05)),
-        min_rows=int(_ingest(config).get("quarantine_min_rows", 100)), reasons=reasons, ds=ds,
+        default_limit=config["ingest"]["max_quarantine_share"],
+        min_rows=config["ingest"]["quarantine_min_rows"], reasons=reasons, ds=ds,
         where={s: storage.uri(paths.lake_key(paths.quarantine(s).parent)) for s in raw_sources()})
 
 
@@ -235,7 +237,7 @@ def validation_engine(config: Mapping) -> dict:
     local to the task, so not the cluster master), the rest with pandas."""
     validation = config["validation"]
     return {"spark_min_rows": int(validation["spark_min_rows"]),
-            "spark_config": {"master": "local[*]", "shuffle_partitions": int(config["spark"]["shuffle_partitions"])},
+            "spark_config": {"master": "local[*]", "shuffle_partitions": config["spark"]["shuffle_partitions"]},
             "spark_driver_memory": validation["spark_driver_memory"]}
 
 
@@ -256,34 +258,6 @@ def validate_marts(ds: str, params: Mapping | None = None) -> dict:
 
 class RecommendationGateError(RuntimeError):
     """The recommendations did not pass the publish gate and the configured gate level is 'fail'."""
-
-
-def als_job_args(config: Mapping, paths: RunPaths, previous_metrics: Path | None) -> list:
-    """The recommendation job's command line from the `als` section of the configuration."""
-    als, search, tuning, gate = config["als"], config["als"]["search"], config["als"]["tuning"], config["als"]["gate"]
-    args = [
-        "--features-dir", paths.work / "features", "--ds", paths.ds, "--output-dir", paths.model_dir("als"),
-        "--top-k", als["top_k"], "--engine", als["engine"], "--inprocess-max-rows", als["inprocess_max_rows"],
-        "--split", als["split"], "--validation", *als["validation"], "--holdout-share", als["holdout_share"],
-        "--holdout", als["holdout"],
-        "--min-eval-users", als["min_eval_users"], "--min-eval-share", als["min_eval_share"],
-        "--max-iter", als["max_iter"], "--seed", als["seed"],
-        "--alpha-range", *search["alpha"], "--reg-range", *search["reg_param"], "--rank-range", *search["rank"],
-        "--neighbours-choices", *search["item_cf_neighbours"],
-        "--tune-max-fits", tuning["max_fits"], "--tune-min-seconds", tuning["min_seconds"],
-        "--tune-seconds-per-million-rows", tuning["seconds_per_million_rows"],
-        "--tune-max-minutes", tuning["max_minutes"], "--tune-every-days", tuning["every_days"],
-        "--tune-max-rows", tuning["max_rows"],
-        "--max-eval-users", als["max_eval_users"], "--selection-metric", als["selection_metric"],
-        "--min-history", als["min_history"], "--min-score", als["min_score"],
-        "--heavy-min-items", als["heavy_min_items"], "--confidence", als["confidence"],
-        "--gate-max-drop", gate["max_drop"], "--gate-action", gate["action"], "--gate-level", gate["level"],
-        "--checkpoint-interval", als["checkpoint_interval"], "--broadcast-max-mb", als["broadcast_max_mb"],
-        "--max-user-items-cf", als["max_user_items_cf"],
-    ]
-    if previous_metrics is not None:
-        args += ["--previous-metrics", previous_metrics]
-    return args
 
 
 def last_published_metrics(storage: Storage, model: str, ds: str, target: Path) -> Path | None:
@@ -318,19 +292,25 @@ def report_gate(ds: str, gate: Mapping) -> None:
 def train_als(ds: str, params: Mapping | None = None) -> dict:
     """Tune, evaluate, gate and serve the recommendations (spark_jobs/als_recommendations.py). A gate
     failure is logged as a structured warning; with gate level 'fail' the task fails."""
-    from precision_marketing.training.spark_submit import run_spark_job
+    from precision_marketing.training.spark_submit import run_spark_job, write_job_settings
 
     config = run_config(params)
     paths = paths_for(config, ds)
     out = paths.model_dir("als")
     previous = last_published_metrics(storage_from_config(config), "als", ds, paths.work / "previous" / "als.json")
-    run_spark_job("als_recommendations", als_job_args(config, paths, previous), config["spark"])
+    settings = write_job_settings(config, "als_recommendations", paths.job_settings("als_recommendations"))
+    run_spark_job("als_recommendations", [
+        "--features-dir", paths.work / "features", "--ds", ds, "--output-dir", out, "--config", settings,
+        *(["--previous-metrics", previous] if previous is not None else [])], config["spark"])
     metrics = json.loads((out / "metrics.json").read_text())
     gate = metrics["gate"]
     report_gate(ds, gate)
-    return {key: metrics.get(key) for key in (
-        "engine", "model", "precision_at_k", "baseline", "baseline_precision_at_k", "ndcg_at_k", "ndcg_at_k_interval",
-        "baseline_ndcg_at_k", "n_eval_users", "min_history", "recommendations_by_source", "catalog_coverage")} | {
+    from precision_marketing.reporting.report import headline_keys
+
+    # the headline figures, and the evidence behind them (interval, sample) for the task log
+    evidence = ("baseline", "ndcg_at_k_interval", "n_eval_users", "min_history", "recommendations_by_source",
+                "catalog_coverage")
+    return {key: metrics.get(key) for key in [*headline_keys("als"), *evidence]} | {
         "gate": gate["published"], "verdict": gate.get("verdict")}
 
 
@@ -342,7 +322,7 @@ def segment_users(ds: str, params: Mapping | None = None) -> dict:
     out = paths.model_dir("segments")
     shutil.rmtree(out, ignore_errors=True)
     return run_segmentation(paths.feature("user_features"), out / "user_segments.parquet",
-                            k=int(config["segments"]["k"]), seed=int(config["segments"]["seed"]))
+                            k=config["segments"]["k"], seed=config["segments"]["seed"])
 
 
 def _audience_note(config: Mapping, ds: str) -> str | None:
@@ -351,7 +331,6 @@ def _audience_note(config: Mapping, ds: str) -> str | None:
     if status["capabilities"]["audiences"]:
         return None
     return next((note for note in status["notes"] if note.startswith("audiences skipped")), "audiences skipped")
-SPARK_CAMPAIGN_SETTINGS = ("control_share", "value_per_click", "priority", "send_hour")
 
 
 def _skip_without_audience_sources(config: Mapping, paths: RunPaths, model: str) -> None:
@@ -364,29 +343,17 @@ def _skip_without_audience_sources(config: Mapping, paths: RunPaths, model: str)
 
 
 def train_ctr_and_build_audiences(ds: str, params: Mapping | None = None) -> dict:
-    from precision_marketing.training.spark_submit import run_spark_job
+    from precision_marketing.training.spark_submit import run_spark_job, write_job_settings
 
     config = run_config(params)
     paths = paths_for(config, ds)
     _skip_without_audience_sources(config, paths, "ctr")
-    ctr, activation = config["ctr"], config["activation"]
     out = paths.model_dir("ctr")
-    reg_params = ctr["reg_param"] if isinstance(ctr["reg_param"], list) else [ctr["reg_param"]]
-    overrides = {campaign: {k: v for k, v in (settings or {}).items() if k in SPARK_CAMPAIGN_SETTINGS and v is not None}
-                 for campaign, settings in (activation.get("campaigns") or {}).items()}
+    settings = write_job_settings(config, "ctr_audiences", paths.job_settings("ctr_audiences"))
     run_spark_job("ctr_audiences", [
         "--features-dir", paths.work / "features", "--ds", ds,
         "--segments", paths.model_dir("segments") / "user_segments.parquet", "--output-dir", out,
-        "--holdout-days", ctr["holdout_days"], "--reg-param", ",".join(str(r) for r in reg_params),
-        "--elastic-net", ctr["elastic_net"], "--max-iter", ctr["max_iter"], "--seed", ctr["seed"],
-        "--hash-features", ctr["hash_features"], "--calibration-days", ctr["calibration_days"],
-        "--calibration", ctr["calibration"],
-        "--control-share", activation["control_share"], "--control-salt", activation["control_salt"],
-        "--value-per-click", activation["value_per_click"], "--bid-floor", activation["bid_floor"],
-        "--bid-cap", activation["bid_cap"], "--priority", activation["priority"],
-        "--send-hour", activation["send_hour"], "--max-audiences-per-user", activation["max_audiences_per_user"],
-        "--campaign-overrides", json.dumps(overrides),
-    ], config["spark"])
+        "--config", settings], config["spark"])
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -416,26 +383,48 @@ def measure_campaign_lift(ds: str, params: Mapping | None = None) -> dict:
                    interactions=paths.feature("interactions"), item_features=paths.feature("item_features"),
                    campaigns=paths.feature("campaigns"), user_keys=paths.feature("user_keys"),
                    out=output_tables(paths)["campaign_lift"],
-                   windows=lift["windows_days"], history_days=int(config["dbt"]["history_days"]),
+                   windows=lift["windows_days"], history_days=config["dbt"]["history_days"],
                    confidence=float(lift["confidence"]), min_group_size=int(lift["min_group_size"]))
 
 
-# every publishable table: the model whose work dir holds it, and its file or Spark folder there
-OUTPUT_FILES = {
-    "recommendations": ("als", "recommendations"),
-    "audiences": ("ctr", "audiences"),
-    "user_segments": ("segments", "user_segments.parquet"),
-    "audience_exports": ("activation", "audience_exports.parquet"),
-    "campaign_lift": ("lift", "campaign_lift.parquet"),
+@dataclass(frozen=True)
+class Output:
+    """A publishable table: where the run writes it (models/<model>/ds=D/<name>: a Parquet file or Spark folder)
+    and whether it needs the audience sources (impressions, campaigns, consent)."""
+
+    model: str
+    name: str
+    needs_audience_sources: bool = False
+
+
+# Every publishable table, in publishing order. Adding one: its entry here (and the step that writes it), its
+# suite in expectations/suites.py, its schema in docs/tables.md (tests/test_layout.py checks the three agree).
+OUTPUTS = {
+    "recommendations": Output("als", "recommendations"),
+    "audiences": Output("ctr", "audiences", needs_audience_sources=True),
+    "user_segments": Output("segments", "user_segments.parquet"),
+    "audience_exports": Output("activation", "audience_exports.parquet", needs_audience_sources=True),
+    "campaign_lift": Output("lift", "campaign_lift.parquet", needs_audience_sources=True),
 }
-PUBLISHED_TABLES = tuple(OUTPUT_FILES)
-AUDIENCE_TABLES = ("audiences", "audience_exports", "campaign_lift")  # need impressions, campaigns, consent
+PUBLISHED_TABLES = tuple(OUTPUTS)
+
+
+def published_tables(config: Mapping) -> list[str]:
+    """The tables this platform publishes: config publish.tables, `all` = every table of OUTPUTS."""
+    chosen = config["publish"]["tables"]
+    if chosen == "all":
+        return list(PUBLISHED_TABLES)
+    unknown = [table for table in chosen if table not in OUTPUTS]
+    if unknown:
+        raise ConfigError(f"publish.tables: unknown table(s) {', '.join(unknown)} "
+                          f"(the published tables: {', '.join(PUBLISHED_TABLES)}, or 'all')")
+    return list(chosen)
 
 
 def output_tables(paths: RunPaths) -> dict[str, Path]:
     """The run's publishable outputs: table name -> local Parquet file or Spark folder. Recommendations are
     left out when the publish gate kept the last published partition (gate action keep_last)."""
-    outputs = {table: paths.model_dir(model) / name for table, (model, name) in OUTPUT_FILES.items()}
+    outputs = {table: paths.model_dir(output.model) / output.name for table, output in OUTPUTS.items()}
     als_metrics = paths.model_dir("als") / "metrics.json"
     if als_metrics.exists() and json.loads(als_metrics.read_text()).get("gate", {}).get("published") == "none":
         del outputs["recommendations"]
@@ -447,7 +436,7 @@ def built_outputs(config: Mapping, paths: RunPaths) -> tuple[dict[str, Path], li
     outputs = output_tables(paths)
     note = _audience_note(config, paths.ds)
     if note:
-        return {t: p for t, p in outputs.items() if t not in AUDIENCE_TABLES}, [note]
+        return {t: p for t, p in outputs.items() if not OUTPUTS[t].needs_audience_sources}, [note]
     return outputs, []
 
 
@@ -460,8 +449,8 @@ def validate_outputs(ds: str, params: Mapping | None = None) -> dict:
     references = ["user_features", "interactions", "suppressions"] + (["campaigns"] if "audiences" in outputs else [])
     tables = {**outputs, **{t: paths.feature(t) for t in references}}
     return run_checkpoint("outputs", tables, docs_dir=paths.report_dir / "data_docs" / "outputs", ds=ds,
-                          top_k=int(config["als"]["top_k"]),
-                          max_audiences_per_user=int(config["activation"]["max_audiences_per_user"]),
+                          top_k=config["als"]["top_k"],
+                          max_audiences_per_user=config["activation"]["max_audiences_per_user"],
                           **validation_engine(config))
 
 
@@ -479,7 +468,7 @@ def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
     keys = {"user": paths.feature("user_keys"), "product": paths.feature("product_keys")}
     id_types = mapping_from_config(config).ids
     manifests = {}
-    for table in config["publish"]["tables"]:
+    for table in published_tables(config):
         if table not in outputs:  # held back by the recommendation gate, or not built: the last good partition stays
             why = f" ({'; '.join(notes)})" if table == "audiences" and notes else ""
             print(f"publish: {table} not published by this run, the last published partition stays{why}", flush=True)
@@ -489,27 +478,25 @@ def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
                                       paths.work / "publish" / table / f"ds={ds}" / f"{table}.parquet")
         manifest = publish_table(storage, table, ds, staged, run_id)
         manifests[table] = {"row_count": manifest["row_count"], "files": len(manifest["files"])}
-    for model in MODEL_OUTPUTS:  # a skipped model has no metrics
+    for model in MODELS:  # a skipped model has no metrics
         metrics = paths.model_dir(model) / "metrics.json"
         if metrics.exists():
             storage.put_file(paths.lake_key(metrics), metrics)
     return manifests
 
 
-HEADLINE_METRICS = {"als": ("engine", "model", "precision_at_k", "baseline_precision_at_k", "ndcg_at_k",
-                            "baseline_ndcg_at_k"),
-                    "ctr": ("auc", "baseline_auc"), "segments": ("silhouette",)}
-
-
 def headline_metrics(ds: str, params: Mapping | None = None) -> dict:
     """The figures an operator looks at first, flat: {"als_precision_at_k": ..., "ctr_auc": ..., ...}
     (keys a model does not write are left out)."""
+    from precision_marketing.reporting.report import headline_keys
+
     paths = paths_for(run_config(params), ds)
     figures = {}
-    for model, keys in HEADLINE_METRICS.items():
+    for model in MODELS:
         path = paths.model_dir(model) / "metrics.json"
         metrics = json.loads(path.read_text()) if path.exists() else {}
-        figures.update({f"{model}_{key}": metrics[key] for key in keys if metrics.get(key) is not None})
+        figures.update({f"{model}_{key}": metrics[key] for key in headline_keys(model)
+                        if metrics.get(key) is not None and not isinstance(metrics[key], dict)})
         gate = metrics.get("gate")
         if isinstance(gate, dict) and "published" in gate:
             figures[f"{model}_published"] = gate["published"]
@@ -547,7 +534,7 @@ def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = No
     config = run_config(params)
     paths = paths_for(config, ds)
     storage = storage_from_config(config)
-    tables = config["publish"]["tables"]
+    tables = published_tables(config)
     views_sql = ";\n\n".join(view_statements(storage, tables)) + ";\n"
     storage.put_bytes("catalog/views.sql", views_sql.encode())
 
@@ -557,11 +544,11 @@ def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = No
         ds=ds, run_id=run_id,
         manifests={t: read_manifest(storage, t, ds) if t in outputs else None for t in tables},
         metrics={m: json.loads((paths.model_dir(m) / "metrics.json").read_text())
-                 for m in MODEL_OUTPUTS if (paths.model_dir(m) / "metrics.json").exists()},
+                 for m in MODELS if (paths.model_dir(m) / "metrics.json").exists()},
         reconciliation_path=paths.feature("data_reconciliation"),
         out_dir=paths.report_dir,
         notes=status["notes"] + status["warnings"],
-        history=report_history(storage, ds, int(config["report"]["history_nights"])),
+        history=report_history(storage, ds, config["report"]["history_nights"]),
         audience_sizes=audience_sizes(outputs["audiences"]) if "audiences" in outputs else {},
         task_seconds=timing_records(paths.task_times_dir, run_id),
         campaign_lift_path=outputs.get("campaign_lift"),

@@ -3,28 +3,30 @@ intervals, gated on evidence, served by the engine that fits the data.
 
 Reads the dbt features `interactions` (hour grain), `user_features` and `item_features` (category) from
 `<features-dir>/<table>/ds=<ds>/`, then:
-1. picks the engine (`--engine auto`): `implicit` in this process when the interactions fit the driver
-   (`--inprocess-max-rows`) and the master is local; Spark MLlib ALS beyond that or on a cluster;
-2. holds out the end of the data (`--split user_latest`: each user's latest `--holdout-share` of active hours;
-   `--split time`: the last `--holdout`, grown until it holds enough users) and tunes on validation folds
-   carved from the training part, one per protocol of `--validation` (both by default): recent-popularity
+1. picks the engine (`als.engine: auto`): `implicit` in this process when the interactions fit the driver
+   (`als.inprocess_max_rows`) and the master is local; Spark MLlib ALS beyond that or on a cluster;
+2. holds out the end of the data (`als.split: user_latest`: each user's latest `holdout_share` of active hours;
+   `time`: the last `holdout`, grown until it holds enough users) and tunes on validation folds
+   carved from the training part, one per protocol of `als.validation` (both by default): recent-popularity
    rankings, ALS over (alpha, reg, rank, weight transform), item-CF over neighbours, blends of each with recent
    popularity and with each other, within a time budget that grows with the data (spark_jobs/recommender.py;
-   the decisions run on the driver in numpy, on a sample of users above `--tune-max-rows`); the choice is
-   reused for `--tune-every-days`;
+   the decisions run on the driver in numpy, on a sample of users above `tuning.max_rows`); the choice is
+   reused for `tuning.every_days`;
 3. refits the choice on the training part and evaluates it on the holdout against every non-personalised
    ranking: precision / recall / NDCG / MAP @K with bootstrap intervals, per user activity (cold / light /
    heavy), and the paired difference to the strongest baseline;
-4. gates: the fallback (or nothing: `--gate-action keep_last`) is published only when the served lists are
+4. gates: the fallback (or nothing: `gate.action: keep_last`) is published only when the served lists are
    worse than that baseline with confidence, or far below the last published run;
 5. refits on the whole window and writes `<output-dir>/recommendations/` (overwritten): exactly K rows per
    user of user_features (user_id, rank, product_id, score, source), purchased items excluded, `source`
    naming the tier (als | item_cf | blend | category_popularity | popularity);
 6. writes metrics.json (default `<output-dir>/metrics.json`) with the engine, every candidate and the verdict.
 
-Run from the repository root (`pm spark-submit` finds Spark in the venv and keeps the log at WARN):
+Settings: the `als` section of --config (default config/platform.yaml; the nightly step passes the checked
+configuration as JSON), changed with `--set als.KEY=VALUE`. Run from the repository root (`pm spark-submit` finds
+Spark in the venv and keeps the log at WARN):
   .venv/bin/pm spark-submit als_recommendations --features-dir .state/work/features --ds 2026-11-22 \
-      --output-dir .state/work/models/als/ds=2026-11-22
+      --output-dir .state/work/models/als/ds=2026-11-22 --set als.tuning.max_fits=10
 or with Spark's own launcher, the venv's Python and SPARK_HOME set:
   SPARK_HOME=$(.venv/bin/python -c 'import pyspark, os; print(os.path.dirname(pyspark.__file__))') \
   PYSPARK_PYTHON=.venv/bin/python .venv/bin/spark-submit --master 'local[*]' --driver-memory 4g \
@@ -48,17 +50,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
 from pyspark.ml.recommendation import ALS  # noqa: E402
 from pyspark.sql import DataFrame, SparkSession, Window  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from spark_jobs import recommender as rec  # noqa: E402
 from spark_jobs.common import (  # noqa: E402
+    PLATFORM_YAML,
+    add_settings_arguments,
     check_columns,
     feature_table_path,
-    finite_or_none,
     get_spark,
     iso_date,
+    job_settings,
+    json_safe,
     read_feature_table,
     run_as_script,
     ship_package,
@@ -89,41 +95,97 @@ CANDIDATES_SCHEMA = "user_id long, item_index long, score double"
 
 @dataclasses.dataclass(frozen=True)
 class RecConfig:
-    top_k: int = 10
-    engine: str = "auto"
-    inprocess_max_rows: int = 30_000_000
-    split: str = "user_latest"
-    validation: tuple[str, ...] = ("user_latest", "time")
-    holdout: str = "7d"
-    holdout_share: float = 0.2
-    min_eval_users: int = 1000
-    min_eval_share: float = 0.2
-    max_iter: int = 15
-    seed: int = 42
-    # the search space (ranges from the literature on implicit ALS, wide enough for data nobody has seen)
-    alpha_range: tuple[float, float] = (0.5, 40.0)
-    reg_range: tuple[float, float] = (0.001, 10.0)
-    rank_range: tuple[int, int] = (16, 128)
-    neighbours_choices: tuple[int, ...] = (20, 50, 100, 200)
-    tune_max_fits: int = 60
-    tune_min_seconds: float = 20.0
-    tune_seconds_per_million_rows: float = 30.0
-    tune_max_minutes: float = 10.0
-    tune_every_days: int = 7
-    tune_max_rows: int = 2_000_000  # decisions (tuning, holdout, gate) use a sample of users above this many rows
-    max_eval_users: int = 20_000
-    selection_metric: str = "ndcg"
-    min_history: str = "auto"  # or an integer: fewer items of history -> fallback list
-    min_score: float = 1e-6
-    heavy_min_items: int = 10
-    confidence: float = 0.95
-    gate_max_drop: float = 0.2
-    gate_action: str = "fallback"  # fallback | keep_last
-    gate_level: str = "warn"       # warn | fail
-    checkpoint_interval: int = 5
-    broadcast_max_mb: float = 256.0
+    """The `als` section of the platform configuration (config/platform.yaml says what each key means), flat."""
+
+    top_k: int
+    engine: str
+    inprocess_max_rows: int
+    split: str
+    validation: tuple[str, ...]
+    holdout: str
+    holdout_share: float
+    min_eval_users: int
+    min_eval_share: float
+    max_iter: int
+    seed: int
+    alpha_range: tuple[float, float]
+    reg_range: tuple[float, float]
+    rank_range: tuple[int, int]
+    neighbours_choices: tuple[int, ...]
+    tune_max_fits: int
+    tune_min_seconds: float
+    tune_seconds_per_million_rows: float
+    tune_max_minutes: float
+    tune_every_days: int
+    tune_max_rows: int  # decisions (tuning, holdout, gate) use a sample of users above this many rows
+    max_eval_users: int
+    selection_metric: str
+    min_history: str | int  # "auto" or the fewest items of history for a personalised list
+    min_score: float
+    heavy_min_items: int
+    confidence: float
+    gate_max_drop: float
+    gate_action: str  # fallback | keep_last
+    gate_level: str   # warn | fail
+    checkpoint_interval: int
+    broadcast_max_mb: float
+    max_user_items_cf: int
     num_blocks: int | None = None  # ALS user/item blocks; None = the session's default parallelism
-    max_user_items_cf: int = 100
+
+    @classmethod
+    def from_settings(cls, als: Mapping, **changes) -> "RecConfig":
+        """From the `als` section (nested as in platform.yaml); `changes` replace flat fields. Raises ValueError
+        naming the setting when a value cannot work (the pipeline's schema checks the same before a run)."""
+        search, tuning, gate_ = als["search"], als["tuning"], als["gate"]
+        config = cls(
+            top_k=int(als["top_k"]), engine=als["engine"], inprocess_max_rows=int(als["inprocess_max_rows"]),
+            split=als["split"], validation=tuple(dict.fromkeys(als["validation"])), holdout=str(als["holdout"]),
+            holdout_share=float(als["holdout_share"]), min_eval_users=int(als["min_eval_users"]),
+            min_eval_share=float(als["min_eval_share"]), max_iter=int(als["max_iter"]), seed=int(als["seed"]),
+            alpha_range=tuple(map(float, search["alpha"])), reg_range=tuple(map(float, search["reg_param"])),
+            rank_range=tuple(map(int, search["rank"])), neighbours_choices=tuple(map(int, search["item_cf_neighbours"])),
+            tune_max_fits=int(tuning["max_fits"]), tune_min_seconds=float(tuning["min_seconds"]),
+            tune_seconds_per_million_rows=float(tuning["seconds_per_million_rows"]),
+            tune_max_minutes=float(tuning["max_minutes"]), tune_every_days=int(tuning["every_days"]),
+            tune_max_rows=int(tuning["max_rows"]), max_eval_users=int(als["max_eval_users"]),
+            selection_metric=als["selection_metric"], min_history=als["min_history"],
+            min_score=float(als["min_score"]), heavy_min_items=int(als["heavy_min_items"]),
+            confidence=float(als["confidence"]), gate_max_drop=float(gate_["max_drop"]), gate_action=gate_["action"],
+            gate_level=gate_["level"], checkpoint_interval=int(als["checkpoint_interval"]),
+            broadcast_max_mb=float(als["broadcast_max_mb"]), max_user_items_cf=int(als["max_user_items_cf"]),
+        )
+        config = dataclasses.replace(config, **changes)
+        config.check()
+        return config
+
+    @classmethod
+    def defaults(cls, **changes) -> "RecConfig":
+        """The settings of config/platform.yaml in this checkout, with `changes` (tests, benchmarks)."""
+        return cls.from_settings(yaml.safe_load(PLATFORM_YAML.read_text())["als"], **changes)
+
+    def check(self) -> None:
+        rec.parse_holdout(self.holdout)
+        problems = []
+        if self.engine not in ENGINES:
+            problems.append(f"als.engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.split not in SPLITS or not set(self.validation) <= set(SPLITS) or not self.validation:
+            problems.append(f"als.split and als.validation take {', '.join(SPLITS)}")
+        if self.selection_metric not in rec.METRICS:
+            problems.append(f"als.selection_metric must be one of {', '.join(rec.METRICS)}")
+        if self.min_history != "auto" and not str(self.min_history).isdigit():
+            problems.append("als.min_history must be 'auto' or a non-negative integer")
+        if min(self.top_k, self.max_iter, self.tune_max_fits, self.max_eval_users, self.min_eval_users) < 1:
+            problems.append("als.top_k, max_iter, tuning.max_fits, max_eval_users and min_eval_users must be >= 1")
+        if not 0 < self.holdout_share < 1 or not 0 < self.min_eval_share <= 1 or not 0 < self.confidence < 1:
+            problems.append("als.holdout_share and confidence must be between 0 and 1, min_eval_share in (0, 1]")
+        for name, (low, high) in (("search.alpha", self.alpha_range), ("search.reg_param", self.reg_range),
+                                  ("search.rank", self.rank_range)):
+            if not 0 < low <= high:
+                problems.append(f"als.{name} needs 0 < LOW <= HIGH, got [{low}, {high}]")
+        if self.gate_action not in ("fallback", "keep_last") or self.gate_level not in ("warn", "fail"):
+            problems.append("als.gate.action is fallback | keep_last, als.gate.level warn | fail")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @property
     def space(self) -> rec.SearchSpace:
@@ -612,8 +674,7 @@ def run(spark: SparkSession | None, args: argparse.Namespace) -> dict:
     """The job. Without a session (`main` under spark-submit) the in-process engine on local files never
     starts one: Spark is only started for the MLlib engine or object-store paths."""
     started = time.perf_counter()
-    config = RecConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(RecConfig)
-                          if hasattr(args, field.name)})
+    config = args.settings
     timings: dict[str, float] = {}
     mark = time.perf_counter()
     local = is_local(args.features_dir) and is_local(args.output_dir)
@@ -709,10 +770,10 @@ def run(spark: SparkSession | None, args: argparse.Namespace) -> dict:
         params=choice.get("params"), min_history=int(choice.get("min_history", 0)), min_score=config.min_score,
         n_users=n_users, n_items=n_catalogue, n_window_interactions=n_rows,
         n_recommendations=n_recommendations, recommendations_by_source=sources, catalog_coverage=coverage,
-        holdout=holdout, tuning=tuning, gate=gate_result, config=_jsonable(dataclasses.asdict(config)),
+        holdout=holdout, tuning=tuning, gate=gate_result, config=json_safe(dataclasses.asdict(config)),
         recommendations_path=output_path if publish != "none" else None,
         seconds={**{k: round(v, 1) for k, v in timings.items()}, "total": round(time.perf_counter() - started, 1)})
-    metrics = _jsonable(metrics)
+    metrics = json_safe(metrics)
     write_metrics(args.metrics_path or f"{str(args.output_dir).rstrip('/')}/metrics.json", metrics)
     return metrics
 
@@ -739,102 +800,38 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return finite_or_none(float(value))
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 def _remove_local(path: str) -> None:
     if "://" not in path or path.startswith("file://"):
         shutil.rmtree(path.removeprefix("file://"), ignore_errors=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = RecConfig()
+    """The job's command line: where to read and write, the settings (the `als` section of --config with any
+    --set), and the few overrides people use by hand. `args.settings` is the RecConfig."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--features-dir", required=True, help="root holding <table>/ds=<ds>/ Parquet features")
     add("--ds", required=True, type=iso_date, help="logical date YYYY-MM-DD")
     add("--output-dir", required=True, help="recommendations/ and metrics.json go here")
-    add("--top-k", type=int, default=defaults.top_k)
-    add("--engine", choices=ENGINES, default=defaults.engine,
-        help="auto = implicit in this process up to --inprocess-max-rows on a local master, else MLlib")
-    add("--inprocess-max-rows", type=int, default=defaults.inprocess_max_rows)
-    add("--split", choices=SPLITS, default=defaults.split,
-        help="user_latest: each user's latest --holdout-share of active hours; time: the end of the data")
-    add("--validation", nargs="+", choices=SPLITS, default=defaults.validation,
-        help="tuning scores each candidate on one validation fold per protocol and averages them")
-    add("--holdout", default=defaults.holdout, help="time split: the least held-out end, '7d', '36h' or '20%%'")
-    add("--holdout-share", type=float, default=defaults.holdout_share, help="user_latest split: share held out")
-    add("--min-eval-users", type=int, default=defaults.min_eval_users,
-        help="time split: grow the holdout until it holds this many users (or --min-eval-share of the active)")
-    add("--min-eval-share", type=float, default=defaults.min_eval_share)
-    add("--max-iter", type=int, default=defaults.max_iter, help="ALS iterations")
-    add("--seed", type=int, default=defaults.seed)
-    add("--alpha-range", type=float, nargs=2, default=defaults.alpha_range, metavar=("LOW", "HIGH"))
-    add("--reg-range", type=float, nargs=2, default=defaults.reg_range, metavar=("LOW", "HIGH"))
-    add("--rank-range", type=int, nargs=2, default=defaults.rank_range, metavar=("LOW", "HIGH"))
-    add("--neighbours-choices", type=int, nargs="+", default=defaults.neighbours_choices,
-        help="item-CF neighbours per item to try")
-    add("--tune-max-fits", type=int, default=defaults.tune_max_fits, help="tuning budget: model fits")
-    add("--tune-min-seconds", type=float, default=defaults.tune_min_seconds, help="tuning budget: the least seconds")
-    add("--tune-seconds-per-million-rows", type=float, default=defaults.tune_seconds_per_million_rows,
-        help="tuning budget: seconds added per million training pairs")
-    add("--tune-max-minutes", type=float, default=defaults.tune_max_minutes, help="tuning budget: at most")
-    add("--tune-every-days", type=int, default=defaults.tune_every_days,
-        help="reuse the previous run's choice while it is younger than this (1 = tune every run)")
-    add("--tune-max-rows", type=int, default=defaults.tune_max_rows,
-        help="above this many interaction rows, decisions (tuning, holdout, gate) use a sample of users")
-    add("--max-eval-users", type=int, default=defaults.max_eval_users, help="users sampled per evaluation")
-    add("--selection-metric", choices=rec.METRICS, default=defaults.selection_metric)
-    add("--min-history", default=defaults.min_history,
-        help="'auto' (chosen on validation) or the fewest history items for a personalised list")
-    add("--min-score", type=float, default=defaults.min_score, help="model scores at or below this are noise")
-    add("--heavy-min-items", type=int, default=defaults.heavy_min_items,
-        help="history items from which a user counts as heavy in the evaluation (light below, cold at 0)")
-    add("--confidence", type=float, default=defaults.confidence, help="of the intervals and the gate")
-    add("--gate-max-drop", type=float, default=defaults.gate_max_drop)
-    add("--gate-action", choices=("fallback", "keep_last"), default=defaults.gate_action)
-    add("--gate-level", choices=("warn", "fail"), default=defaults.gate_level)
-    add("--checkpoint-interval", type=int, default=defaults.checkpoint_interval)
+    add_settings_arguments(parser, ["als"])
+    add("--top-k", type=int, default=None, help="override als.top_k")
+    add("--engine", choices=ENGINES, default=None,
+        help="override als.engine: auto = implicit in this process up to als.inprocess_max_rows on a local master")
+    add("--seed", type=int, default=None, help="override als.seed")
     add("--checkpoint-dir", default=None, help="Spark checkpoint dir (default <output-dir>/_checkpoints)")
-    add("--broadcast-max-mb", type=float, default=defaults.broadcast_max_mb,
-        help="MLlib engine: item factors above this are scored in item blocks")
-    add("--num-blocks", type=int, default=defaults.num_blocks, help="ALS blocks (default: default parallelism)")
-    add("--max-user-items-cf", type=int, default=defaults.max_user_items_cf,
-        help="item-CF similarity uses at most this many of a user's strongest items")
     add("--fixed-choice", default=None,
         help='pin the model instead of tuning, e.g. \'{"model": "als", "params": {"alpha": 10, "reg_param": 0.1, '
              '"rank": 64, "weight_transform": "raw"}}\'')
     add("--previous-metrics", default=None, help="metrics.json of the last published run (gate and tuning reuse)")
     add("--metrics-path", default=None, help="default: <output-dir>/metrics.json")
     args = parser.parse_args(argv)
+    settings = job_settings(args, ["als"], parser)["als"]
+    changes = {name: getattr(args, name) for name in ("top_k", "engine", "seed") if getattr(args, name) is not None}
     try:
-        rec.parse_holdout(args.holdout)
-    except ValueError as error:
-        parser.error(str(error))
-    if args.min_history != "auto" and not str(args.min_history).isdigit():
-        parser.error("--min-history must be 'auto' or a non-negative integer")
-    if min(args.top_k, args.max_iter, args.tune_max_fits, args.max_eval_users, args.min_eval_users) < 1:
-        parser.error("--top-k, --max-iter, --tune-max-fits, --max-eval-users and --min-eval-users must be >= 1")
-    if not 0 < args.holdout_share < 1 or not 0 < args.min_eval_share <= 1 or not 0 < args.confidence < 1:
-        parser.error("--holdout-share and --confidence must be between 0 and 1, --min-eval-share in (0, 1]")
-    for name in ("alpha_range", "reg_range", "rank_range"):
-        low, high = getattr(args, name)
-        if not 0 < low <= high:
-            parser.error(f"--{name.replace('_', '-')} needs 0 < LOW <= HIGH")
-        setattr(args, name, (low, high))
-    args.neighbours_choices = tuple(args.neighbours_choices)
-    args.validation = tuple(dict.fromkeys(args.validation))
+        args.settings = RecConfig.from_settings(settings, **changes)
+    except (KeyError, TypeError, ValueError) as error:
+        parser.error(f"--config {args.config}: als settings: {error!r}" if isinstance(error, KeyError)
+                     else f"--config {args.config}: {error}")
     return args
 
 

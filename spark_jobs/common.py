@@ -1,8 +1,9 @@
-"""Plumbing shared by the Spark jobs: the session, shipping this package to the executors, reading dbt
-feature tables with readable errors, and writing metrics.json."""
+"""Plumbing shared by the Spark jobs: their settings, the session, shipping this package to the executors,
+reading dbt feature tables with readable errors, and writing metrics.json."""
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import hashlib
 import io
@@ -14,9 +15,58 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+import yaml
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+
+PLATFORM_YAML = Path(__file__).resolve().parents[1] / "config" / "platform.yaml"
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, sections: Sequence[str]) -> None:
+    """--config and --set: a job's settings are sections of the platform configuration, never a list of flags
+    kept by hand (config/platform.yaml documents every key, precision_marketing/config/schema.py checks them)."""
+    names = ", ".join(sections)
+    parser.add_argument("--config", type=Path, default=PLATFORM_YAML,
+                        help=f"the settings: a JSON holding the sections {names} (what the pipeline step writes from "
+                             f"the checked configuration) or a platform.yaml (default: {PLATFORM_YAML})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="change one setting, the value in YAML, e.g. --set " + sections[0] + ".seed=7 "
+                             "(repeatable; nested keys with dots)")
+
+
+def job_settings(args: argparse.Namespace, sections: Sequence[str], parser: argparse.ArgumentParser) -> dict:
+    """The sections of --config with every --set applied; a missing section, an unknown key or an unreadable
+    file stops the job with the file and key named."""
+    path = Path(args.config)
+    try:
+        text = path.read_text()
+        document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        parser.error(f"--config {path}: {error}")
+    missing = [name for name in sections if not isinstance((document or {}).get(name), dict)]
+    if missing:
+        parser.error(f"--config {path}: no section {', '.join(missing)} (expected {', '.join(sections)})")
+    settings = {name: copy.deepcopy(document[name]) for name in sections}
+    for item in args.overrides:
+        key, sep, raw = item.partition("=")
+        keys = key.strip().split(".")
+        if not sep or len(keys) < 2 or keys[0] not in settings:
+            parser.error(f"--set {item!r}: expected SECTION.KEY=VALUE with SECTION one of {', '.join(sections)}")
+        node = settings[keys[0]]
+        for name in keys[1:-1]:
+            if not isinstance(node.get(name), dict):
+                parser.error(f"--set {item!r}: {name!r} is not a group of settings in {keys[0]}")
+            node = node[name]
+        if keys[-1] not in node:
+            parser.error(f"--set {item!r}: unknown setting {key.strip()} (known here: {', '.join(node)})")
+        try:
+            node[keys[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            parser.error(f"--set {item!r}: the value is not YAML ({error})")
+    return settings
 
 
 def iso_date(value: str) -> dt.date:
@@ -121,6 +171,21 @@ def finite_or_none(value: float | None, digits: int = 6) -> float | None:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     return round(float(value), digits)
+
+
+def json_safe(value):
+    """Metrics as plain JSON: numpy scalars to Python, non-finite floats to null, keys to text."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (float, np.floating)):
+        return finite_or_none(float(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any]) -> None:

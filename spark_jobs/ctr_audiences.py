@@ -3,7 +3,7 @@
 Reads the dbt features `ctr_train`, `ctr_score` and `campaigns` from `<features-dir>/<table>/ds=<ds>/`
 and the user segments (`--segments`: Parquet file or directory with user_id, segment), then:
 1. evaluates on a time-based holdout (impression_date <= ds - holdout_days trains, later days test). The
-   `calibration_days` days just before the holdout choose reg_param (best AUC among --reg-param values)
+   `calibration_days` days just before the holdout choose reg_param (best AUC among the ctr.reg_param values)
    and fit the calibrators (Platt, isotonic: spark_jobs/calibration.py) on the scores of a model fit on the
    days before them. On the holdout: AUC and log loss vs a baseline scoring each impression with its
    placement's train CTR, and Brier score, expected calibration error and calibration curve of the raw and
@@ -19,7 +19,8 @@ Features: one-hot placement, channel and hour; standardised affinity, recency_da
 log1p(monetary), log1p(category_recency_days); affinity x placement and affinity x channel; hashed user,
 campaign x category and user x category keys (FeatureHasher).
 
-Run:
+Settings: the `ctr` and `activation` sections of --config (default config/platform.yaml; the nightly step
+passes the checked configuration as JSON), changed with `--set ctr.KEY=VALUE`. Run:
   spark-submit --master 'local[*]' --driver-memory 4g spark_jobs/ctr_audiences.py \
       --features-dir .state/work/features --ds 2026-11-22 \
       --segments .state/work/models/segments/ds=2026-11-22/user_segments.parquet \
@@ -30,15 +31,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
+from typing import Mapping
 
 # spark-submit runs this file as a script (sys.path[0] = spark_jobs/), tests import it as
 # spark_jobs.ctr_audiences: put the repository root on the path so both find spark_jobs.common.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import yaml  # noqa: E402
 from pyspark.ml import Pipeline, PipelineModel  # noqa: E402
 from pyspark.ml.classification import LogisticRegression  # noqa: E402
 from pyspark.ml.evaluation import BinaryClassificationEvaluator  # noqa: E402
@@ -64,11 +66,15 @@ from spark_jobs.audience_rules import (  # noqa: E402
 )
 from spark_jobs.calibration import CALIBRATION_METHODS, Calibrator, fit_calibrator, reliability  # noqa: E402
 from spark_jobs.common import (  # noqa: E402
+    PLATFORM_YAML,
+    add_settings_arguments,
     check_columns,
     feature_table_path,
     finite_or_none,
     get_spark,
     iso_date,
+    job_settings,
+    json_safe,
     read_feature_table,
     read_parquet_table,
     run_as_script,
@@ -103,29 +109,75 @@ CAMPAIGN_SETTINGS = {"control_share": float, "value_per_click": float, "priority
 LOG_LOSS_EPSILON = 1e-15
 
 
+CAMPAIGN_SPARK_SETTINGS = ("control_share", "value_per_click", "priority", "send_hour")  # per-campaign, used here
+
+
 @dataclasses.dataclass(frozen=True)
 class CtrConfig:
-    holdout_days: int = 7
-    reg_params: tuple[float, ...] = (0.01,)  # several: chosen by AUC on the calibration days
-    elastic_net: float = 0.0
-    max_iter: int = 50
-    hash_features: int = 1 << 16
-    calibration_days: int = 3                # last days before the holdout: calibrator fit and reg_param choice
-    calibration: str = "auto"                # auto (lowest holdout Brier score) | none | platt | isotonic
-    seed: int = 42  # LBFGS logistic regression is deterministic; kept for a stable CLI and recorded
+    """The `ctr` section of the platform configuration (config/platform.yaml says what each key means)."""
+
+    holdout_days: int
+    reg_params: tuple[float, ...]  # several: chosen by AUC on the calibration days
+    elastic_net: float
+    max_iter: int
+    hash_features: int
+    calibration_days: int  # last days before the holdout: calibrator fit and reg_param choice
+    calibration: str       # auto (lowest holdout Brier score) | none | platt | isotonic
+    seed: int  # LBFGS logistic regression is deterministic; kept for a stable CLI and recorded
+
+    @classmethod
+    def from_settings(cls, ctr: Mapping, **changes) -> "CtrConfig":
+        reg = ctr["reg_param"] if isinstance(ctr["reg_param"], (list, tuple)) else [ctr["reg_param"]]
+        config = dataclasses.replace(cls(
+            holdout_days=int(ctr["holdout_days"]), reg_params=tuple(float(r) for r in reg),
+            elastic_net=float(ctr["elastic_net"]), max_iter=int(ctr["max_iter"]),
+            hash_features=int(ctr["hash_features"]), calibration_days=int(ctr["calibration_days"]),
+            calibration=ctr["calibration"], seed=int(ctr["seed"])), **changes)
+        if config.holdout_days < 0 or config.calibration_days < 0 or not 0.0 <= config.elastic_net <= 1.0:
+            raise ValueError("ctr.holdout_days and calibration_days must be >= 0 and ctr.elastic_net within [0, 1]")
+        if not config.reg_params or any(r < 0 for r in config.reg_params):
+            raise ValueError(f"ctr.reg_param must be one or more non-negative numbers, got {list(config.reg_params)}")
+        if config.calibration not in ("auto", *CALIBRATION_METHODS):
+            raise ValueError(f"ctr.calibration must be one of auto, {', '.join(CALIBRATION_METHODS)}")
+        return config
+
+    @classmethod
+    def defaults(cls, **changes) -> "CtrConfig":
+        """The settings of config/platform.yaml in this checkout, with `changes` (tests, benchmarks)."""
+        return cls.from_settings(yaml.safe_load(PLATFORM_YAML.read_text())["ctr"], **changes)
 
 
 @dataclasses.dataclass(frozen=True)
 class ActivationConfig:
-    control_share: float = 0.10
-    control_salt: str = "pm-control-v1"
-    value_per_click: float = 1.0
-    bid_floor: float = 0.0
-    bid_cap: float = 5.0
-    priority: int = 100
-    send_hour: int = 10
-    max_audiences_per_user: int = 2
-    campaign_overrides: dict = dataclasses.field(default_factory=dict)  # campaign_id -> {setting: value}
+    """The `activation` section: groups, bids and frequency cap (the content settings are not the job's)."""
+
+    control_share: float
+    control_salt: str
+    value_per_click: float
+    bid_floor: float
+    bid_cap: float
+    priority: int
+    send_hour: int
+    max_audiences_per_user: int
+    campaign_overrides: dict  # campaign_id -> {setting: value} of CAMPAIGN_SPARK_SETTINGS
+
+    @classmethod
+    def from_settings(cls, activation: Mapping, **changes) -> "ActivationConfig":
+        overrides = {campaign: {k: v for k, v in (settings or {}).items() if k in CAMPAIGN_SPARK_SETTINGS and v is not None}
+                     for campaign, settings in (activation.get("campaigns") or {}).items()}
+        config = dataclasses.replace(cls(
+            control_share=float(activation["control_share"]), control_salt=str(activation["control_salt"]),
+            value_per_click=float(activation["value_per_click"]), bid_floor=float(activation["bid_floor"]),
+            bid_cap=float(activation["bid_cap"]), priority=int(activation["priority"]),
+            send_hour=int(activation["send_hour"]), max_audiences_per_user=int(activation["max_audiences_per_user"]),
+            campaign_overrides=overrides), **changes)
+        if not 0 <= config.control_share < 1 or config.bid_floor < 0 or config.bid_cap < config.bid_floor:
+            raise ValueError("activation.control_share must be in [0, 1) and 0 <= bid_floor <= bid_cap")
+        return config
+
+    @classmethod
+    def defaults(cls, **changes) -> "ActivationConfig":
+        return cls.from_settings(yaml.safe_load(PLATFORM_YAML.read_text())["activation"], **changes)
 
 
 # ---------------------------------------------------------------------------------------------- transforms
@@ -464,19 +516,8 @@ def audience_summary(audiences: DataFrame, scored: DataFrame, campaign_settings:
     }
 
 
-def _json_safe(value):
-    if isinstance(value, float):
-        return finite_or_none(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
-    config = CtrConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(CtrConfig)})
-    activation = ActivationConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(ActivationConfig)})
+    config, activation = args.settings, args.activation
     ctr_train, ctr_score, campaigns, segments = read_inputs(spark, args)
     campaign_settings = resolve_campaign_settings(spark, campaigns, activation).cache()
 
@@ -515,70 +556,28 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     if note:
         metrics["note"] = "; ".join(filter(None, [metrics.get("note"), f"nightly model: {note}"]))
     scored.unpersist()
-    metrics = _json_safe(metrics)
+    metrics = json_safe(metrics)
     write_metrics(args.metrics_path or f"{str(args.output_dir).rstrip('/')}/metrics.json", metrics)
     return metrics
 
 
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.replace("[", "").replace("]", "").split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected one or more non-negative numbers, got {text!r}")
-    return values
-
-
-def _overrides(text: str) -> dict:
-    """--campaign-overrides: a JSON object or the path of a JSON file, {campaign_id: {setting: value}}."""
-    source = Path(text.removeprefix("file://"))
-    raw = source.read_text() if not text.lstrip().startswith("{") and source.exists() else text
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"--campaign-overrides is neither a JSON object nor a JSON file: {error}") from None
-    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-        raise argparse.ArgumentTypeError("--campaign-overrides must map campaign_id to an object of settings")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults, activation = CtrConfig(), ActivationConfig()
+    """The job's command line: where to read and write, and the settings (the `ctr` and `activation` sections
+    of --config with any --set). `args.settings` and `args.activation` are the two configs."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features-dir", required=True, help="root holding <table>/ds=<ds>/ Parquet features")
     parser.add_argument("--ds", required=True, type=iso_date, help="logical date YYYY-MM-DD")
     parser.add_argument("--segments", required=True, help="user_segments Parquet file or directory (user_id, segment)")
     parser.add_argument("--output-dir", required=True, help="audiences/ and metrics.json go here")
-    parser.add_argument("--holdout-days", type=int, default=defaults.holdout_days, help="last days held out for evaluation")
-    parser.add_argument("--reg-param", dest="reg_params", type=_float_list, default=defaults.reg_params,
-                        help="L2 strength; several (comma-separated) are compared on the calibration days")
-    parser.add_argument("--elastic-net", type=float, default=defaults.elastic_net, help="0 = L2, 1 = L1")
-    parser.add_argument("--max-iter", type=int, default=defaults.max_iter)
-    parser.add_argument("--hash-features", type=int, default=defaults.hash_features,
-                        help="size of the hashed user / campaign-category / user-category space (0 = none)")
-    parser.add_argument("--calibration-days", type=int, default=defaults.calibration_days,
-                        help="days before the holdout (and before ds, for the nightly model) that fit the calibrator")
-    parser.add_argument("--calibration", default=defaults.calibration, choices=("auto", *CALIBRATION_METHODS))
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--control-share", type=float, default=activation.control_share,
-                        help="share of each audience held out as control (default per campaign)")
-    parser.add_argument("--control-salt", default=activation.control_salt, help="salt of the group hash")
-    parser.add_argument("--value-per-click", type=float, default=activation.value_per_click)
-    parser.add_argument("--bid-floor", type=float, default=activation.bid_floor)
-    parser.add_argument("--bid-cap", type=float, default=activation.bid_cap)
-    parser.add_argument("--priority", type=int, default=activation.priority, help="default campaign priority (lower first)")
-    parser.add_argument("--send-hour", type=int, default=activation.send_hour, help="default send hour (UTC) scored")
-    parser.add_argument("--max-audiences-per-user", type=int, default=activation.max_audiences_per_user,
-                        help="frequency cap: audiences per user per night (0 = no cap)")
-    parser.add_argument("--campaign-overrides", type=_overrides, default={},
-                        help="JSON object or file: {campaign_id: {control_share, value_per_click, priority, send_hour}}")
+    add_settings_arguments(parser, ["ctr", "activation"])
     parser.add_argument("--metrics-path", default=None, help="default: <output-dir>/metrics.json")
     args = parser.parse_args(argv)
-    if args.holdout_days < 0 or args.calibration_days < 0 or not 0.0 <= args.elastic_net <= 1.0:
-        parser.error("--holdout-days and --calibration-days must be >= 0 and --elastic-net within [0, 1]")
-    if not 0 <= args.control_share < 1 or args.bid_floor < 0 or args.bid_cap < args.bid_floor:
-        parser.error("--control-share must be in [0, 1) and 0 <= --bid-floor <= --bid-cap")
+    settings = job_settings(args, ["ctr", "activation"], parser)
+    try:
+        args.settings = CtrConfig.from_settings(settings["ctr"])
+        args.activation = ActivationConfig.from_settings(settings["activation"])
+    except (KeyError, TypeError, ValueError) as error:
+        parser.error(f"--config {args.config}: {error!r}" if isinstance(error, KeyError) else f"--config {args.config}: {error}")
     return args
 
 

@@ -3,8 +3,8 @@
 Users arrive in Spark partitions (mapInPandas); each partition is cut into blocks of users. For a block the
 model's scores against the catalogue (or one block of it) are one matrix product: item factors x user factors
 (ALS) or user history x item-item neighbours (item-CF). Already-purchased items are set to -inf in place, and
-the K best per user are found without sorting the catalogue: the maximum of every chunk of 64 items is taken
-(one cheap pass), only the K chunks with the largest maxima can hold the top K, and those K x 64 candidates
+the K best per user are found without sorting the catalogue: the maximum of every chunk of CHUNK (16) items is
+taken (one cheap pass), only the K chunks with the largest maxima can hold the top K, and those K x 16 candidates
 are ranked. Never a users x items table in Spark: a block's score matrix lives in one task's memory.
 
 Each user's list has up to three tiers, labelled in `source`:
@@ -25,12 +25,9 @@ import pandas as pd
 CHUNK = 16  # items per chunk for the chunk-maximum pre-selection
 SOURCE_CATEGORY = "category_popularity"
 SOURCE_POPULARITY = "popularity"
-MODEL_KINDS = ("als", "item_cf", "blend")
 
 # per-user input columns (one row per user)
 USER, HISTORY, WEIGHTS, PURCHASED, FACTORS = "user_id", "history", "history_weights", "purchased", "factors"
-TIER_COLUMNS = ("model_items", "model_scores", "category_items", "category_scores",
-                "popularity_items", "popularity_scores")
 
 
 @dataclasses.dataclass

@@ -135,3 +135,39 @@ def test_the_checker_finds_a_circle():
 def test_each_stage_says_what_it_is(sub_package):
     doc = ast.get_docstring(ast.parse((ROOT / "precision_marketing" / sub_package / "__init__.py").read_text()))
     assert doc and len(doc) > 80, f"precision_marketing/{sub_package}/__init__.py needs its one-paragraph docstring"
+
+
+# ------------------------------------------------------------------------------ one place per fact
+def test_every_published_table_has_its_suite_and_its_documented_schema():
+    """Adding a published table = its OUTPUTS entry (pipeline.py), its suite (expectations/suites.py), its
+    schema (docs/tables.md): the DAG's Assets, `publish.tables: all`, the catalog and the report follow."""
+    from expectations.suites import LAYERS
+    from precision_marketing.config import load_config
+    from precision_marketing.pipeline import OUTPUTS, PUBLISHED_TABLES, published_tables
+
+    documented = {line[4:].split(" ")[0] for line in (ROOT / "docs" / "tables.md").read_text().splitlines()
+                  if line.startswith("### ")}
+    assert set(OUTPUTS) <= set(LAYERS["outputs"]), "every published table needs an outputs suite"
+    assert set(OUTPUTS) <= documented, "every published table needs its schema in docs/tables.md"
+    assert published_tables(load_config()) == list(PUBLISHED_TABLES)
+
+
+def test_the_spark_jobs_settings_are_the_configuration_sections():
+    """A model setting is its key in config/platform.yaml, its type in config/schema.py and its use in the job:
+    the step hands the checked sections over whole, so no list of flags has to follow."""
+    import dataclasses
+
+    from precision_marketing.config import load_config
+    from spark_jobs.als_recommendations import RecConfig
+    from spark_jobs.ctr_audiences import ActivationConfig, CtrConfig
+
+    config = load_config()
+    assert RecConfig.from_settings(config["als"]) == RecConfig.defaults()
+    assert CtrConfig.from_settings(config["ctr"]) == CtrConfig.defaults()
+    assert ActivationConfig.from_settings(config["activation"]) == ActivationConfig.defaults()
+    flat = {field.name for field in dataclasses.fields(RecConfig)} - {"num_blocks"}
+    nested = {f"{group}_{key}" for group in ("tuning", "gate") for key in config["als"][group]}
+    search = {"alpha_range", "reg_range", "rank_range", "neighbours_choices"}
+    tuned = {name.replace("tuning_", "tune_") for name in nested}
+    assert flat == (set(config["als"]) - {"search", "tuning", "gate"}) | search | tuned, \
+        "RecConfig and the als section of config/platform.yaml name the same settings"

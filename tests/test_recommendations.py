@@ -224,7 +224,8 @@ def write_features(features_dir: Path, interactions: pd.DataFrame) -> Path:
 
 def job_args(features_dir: Path, output_dir: Path, *extra: str) -> list[str]:
     return ["--features-dir", str(features_dir), "--ds", DS.isoformat(), "--output-dir", str(output_dir),
-            "--top-k", str(TOP_K), "--max-iter", "5", "--rank-range", "8", "16", "--tune-max-fits", "4", *extra]
+            "--top-k", str(TOP_K), "--set", "als.max_iter=5", "--set", "als.search.rank=[8, 16]",
+            "--set", "als.tuning.max_fits=4", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +308,7 @@ def test_gate_failure_publishes_the_fallback_or_keeps_the_last_partition(spark, 
     assert set(recs["source"]) <= {"category_popularity", "popularity"} and len(recs) == 63 * TOP_K
 
     kept = job.main(job_args(features, tmp_path / "kept", "--previous-metrics", str(tmp_path / "previous.json"),
-                             "--gate-action", "keep_last", "--gate-level", "fail"))
+                             "--set", "als.gate.action=keep_last", "--set", "als.gate.level=fail"))
     assert kept["gate"]["published"] == "none" and kept["gate"]["level"] == "fail"
     assert not (tmp_path / "kept" / "recommendations").exists() and kept["recommendations_path"] is None
 
@@ -316,8 +317,8 @@ def test_the_mllib_engine_agrees_with_the_in_process_one(spark, features, tuned_
     """Same data, same protocol, each engine tuning its own ALS: holdout NDCG within 0.1 of each other (the
     planted groups are easy: both find them), lists served by the Spark top-K path, checkpoints removed."""
     in_process = tuned_run[0]
-    mllib = job.main(job_args(features, tmp_path / "out", "--engine", "mllib", "--tune-max-fits", "2",
-                              "--neighbours-choices", "20"))
+    mllib = job.main(job_args(features, tmp_path / "out", "--engine", "mllib", "--set", "als.tuning.max_fits=2",
+                              "--set", "als.search.item_cf_neighbours=[20]"))
     assert mllib["engine"] == "mllib" and mllib["tuning"]["engine"] == "mllib"
     served = mllib["holdout"]["lists"]["served"]["all"]["ndcg"]
     assert abs(served - in_process["holdout"]["lists"]["served"]["all"]["ndcg"]) < 0.1
@@ -331,7 +332,7 @@ def test_the_mllib_engine_agrees_with_the_in_process_one(spark, features, tuned_
 
 def test_a_three_hour_data_set_is_evaluated(spark, tmp_path):
     features = write_features(tmp_path / "features", planted_interactions(hours=3))
-    metrics = job.main(job_args(features, tmp_path / "out", "--split", "time", "--tune-max-fits", "1"))
+    metrics = job.main(job_args(features, tmp_path / "out", "--set", "als.split=time", "--set", "als.tuning.max_fits=1"))
     assert metrics["holdout"]["rule"] == "last 1 h of 3 h, the requested 7d cut to 50% of the span"
     assert metrics["n_eval_users"] == 60 and metrics["ndcg_at_k"] is not None
 
@@ -343,7 +344,7 @@ def test_item_blocked_scoring_serves_the_same_lists(spark, features, tmp_path):
     choice = {"model": "als", "params": {"alpha": 5.0, "reg_param": 0.05, "rank": 4, "weight_transform": "raw",
                                          "popularity": {}, "popularity_weight": 0.1},
               "min_history": 1, "fallback": {"popularity": {}, "use_category": True}}
-    config = job.RecConfig(top_k=TOP_K, max_iter=5, broadcast_max_mb=0.0001)  # 5 items per block
+    config = job.RecConfig.defaults(top_k=TOP_K, max_iter=5, broadcast_max_mb=0.0001)  # 5 items per block
     spark.sparkContext.setCheckpointDir(str(tmp_path / "checkpoints"))
     blocked = job.serve_mllib(spark, interactions, users, items, choice, config).toPandas()
     whole = job.serve_mllib(spark, interactions, users, items, choice,
@@ -376,10 +377,32 @@ def test_no_interactions_and_missing_inputs_fail_clearly(spark, tmp_path):
         job.main(job_args(other, tmp_path / "out"))
 
 
-def test_bad_arguments_are_one_clear_line(capsys):
+def test_bad_arguments_are_one_clear_line(capsys, tmp_path):
     with pytest.raises(SystemExit) as exited:
-        job.parse_args(["--features-dir", "f", "--ds", DS.isoformat(), "--output-dir", "o", "--holdout", "soon"])
+        job.parse_args(["--features-dir", "f", "--ds", DS.isoformat(), "--output-dir", "o", "--set", "als.holdout=soon"])
     assert exited.value.code == 2 and "holdout must look like '7d', '36h' or '20%'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        job.parse_args(["--features-dir", "f", "--ds", DS.isoformat(), "--output-dir", "o", "--set", "als.tuning.max_fit=4"])
+    assert "unknown setting als.tuning.max_fit (known here: max_fits," in capsys.readouterr().err
+    settings = tmp_path / "als.json"
+    settings.write_text(json.dumps({"ctr": {}}))
+    with pytest.raises(SystemExit):
+        job.parse_args(["--features-dir", "f", "--ds", DS.isoformat(), "--output-dir", "o", "--config", str(settings)])
+    assert f"--config {settings}: no section als" in capsys.readouterr().err
+
+
+def test_the_job_reads_the_settings_the_step_writes(tmp_path):
+    """One source per setting: the checked configuration's als section, as the step writes it, is the job's
+    RecConfig; a changed setting reaches the job without a flag of its own."""
+    from precision_marketing.config import load_config
+    from precision_marketing.training.spark_submit import write_job_settings
+
+    config = load_config({"als": {"tuning": {"max_fits": 7}, "gate": {"level": "fail"}, "min_history": 3}})
+    path = write_job_settings(config, "als_recommendations", tmp_path / "als.json")
+    args = job.parse_args(["--features-dir", "f", "--ds", DS.isoformat(), "--output-dir", "o", "--config", str(path),
+                           "--top-k", "4"])
+    assert args.settings == job.RecConfig.defaults(tune_max_fits=7, gate_level="fail", min_history=3, top_k=4)
+    assert job.RecConfig.defaults() == job.RecConfig.from_settings(load_config()["als"])
 
 
 def test_a_failed_gate_alerts_and_with_level_fail_fails_the_task(webhook, monkeypatch):

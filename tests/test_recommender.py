@@ -209,11 +209,11 @@ def test_a_tuned_choice_is_reused_within_the_cadence():
     previous = {"k": 3, "ds": "2026-11-20", "tuning": {"tuned_on": "2026-11-18", "engine": "implicit",
                                                        "chosen": chosen}}
     ds = pd.Timestamp("2026-11-22").date()
-    config = job.RecConfig(top_k=3, tune_every_days=7, engine="implicit")
+    config = job.RecConfig.defaults(top_k=3, tune_every_days=7, engine="implicit")
     assert job.reusable_choice(previous, ds, config) == chosen
-    assert job.reusable_choice(previous, ds, job.RecConfig(top_k=3, tune_every_days=4)) is None  # 4 days old
-    assert job.reusable_choice(previous, ds, job.RecConfig(top_k=5, tune_every_days=7)) is None  # other K
-    assert job.reusable_choice(previous, ds, job.RecConfig(top_k=3, engine="mllib")) is None  # other engine
+    assert job.reusable_choice(previous, ds, job.RecConfig.defaults(top_k=3, tune_every_days=4)) is None  # 4 days old
+    assert job.reusable_choice(previous, ds, job.RecConfig.defaults(top_k=5, tune_every_days=7)) is None  # other K
+    assert job.reusable_choice(previous, ds, job.RecConfig.defaults(top_k=3, engine="mllib")) is None  # other engine
     assert job.reusable_choice(None, ds, config) is None
 
 
@@ -232,7 +232,7 @@ def test_in_process_serving_publishes_exactly_the_evaluated_lists(model):
     fallback = {"popularity": {"half_life_hours": 24}, "use_category": True}
     choice = {"model": model, "params": {**params, "popularity": fallback["popularity"], "popularity_weight": 0.3},
               "min_history": 9, "fallback": fallback}
-    config = job.RecConfig(top_k=4, min_score=1e-6)
+    config = job.RecConfig.defaults(top_k=4, min_score=1e-6)
     served = job.serve_inprocess(full, choice, engine, config, block_users=17)
 
     users = np.arange(log.n_users)
@@ -268,7 +268,7 @@ def test_only_the_users_of_user_features_are_served():
                                                                                    "category": None}))
     assert list(log.user_ids) == [1, 2, 3, 4] and list(log.served) == [True, True, False, True]
     served = job.serve_inprocess(rec.Train.build(log), job.popularity_choice(), rec.implicit_engine(
-        iterations=1, seed=0, max_user_items=10), job.RecConfig(top_k=2))
+        iterations=1, seed=0, max_user_items=10), job.RecConfig.defaults(top_k=2))
     assert sorted(served["user_id"].unique()) == [1, 2, 4]  # user 3 interacted but is not a user to serve
     assert (served.groupby("user_id").size() == 2).all()
 

@@ -104,7 +104,7 @@ def ctr_features(tmp_path_factory) -> Path:
 def ctr_args(features_dir: Path, output_dir: Path, *extra: str) -> list[str]:
     return [
         "--features-dir", str(features_dir), "--ds", DS.isoformat(), "--output-dir", str(output_dir),
-        "--segments", str(features_dir.parent / "user_segments.parquet"), "--max-iter", "25", *extra,
+        "--segments", str(features_dir.parent / "user_segments.parquet"), "--set", "ctr.max_iter=25", *extra,
     ]
 
 
@@ -204,7 +204,7 @@ def test_spark_submit_help_exits_zero():
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert completed.returncode == 0, completed.stderr
-    assert "--tune-max-fits" in completed.stdout and "spark-submit --master" in completed.stdout
+    assert "--config" in completed.stdout and "spark-submit --master" in completed.stdout
 
 
 def test_ctr_help_and_bad_date_do_not_need_spark(capsys):

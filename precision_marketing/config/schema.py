@@ -208,7 +208,7 @@ class Segments(Section):
 
 
 class Publish(Section):
-    tables: list[str] = Field(min_length=1)
+    tables: Literal["all"] | list[str] = Field(min_length=1)  # names checked by pipeline.published_tables
 
 
 class Report(Section):

@@ -39,7 +39,6 @@ from precision_marketing.ingest.mapping import ISO, Mapping, SourceMapping
 from precision_marketing.ingest.plan import plan_window
 
 INGEST_VERSION = "1"  # bump when the normalisation changes: cached partitions are then rebuilt
-LINEAGE_COLUMNS = ("source_file", "source_row", "ingest_error")
 BATCH_ROWS = 65_536
 CANONICAL_TS = "%Y-%m-%dT%H:%M:%SZ"  # explicit UTC: a raw value the mapping could not parse never passes for one
 _ISO_TIMESTAMP = re.compile(

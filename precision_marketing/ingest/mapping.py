@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from precision_marketing.contract import SOURCES
 
-ID_TYPES = ("integer", "string")
 ISO = "iso"  # the timestamp format keyword for ISO-8601 (with or without an offset, 'T' or ' ')
 
 
@@ -176,7 +175,6 @@ def load_mapping(path: str | Path | None) -> Mapping:
 def mapping_from_config(config) -> Mapping:
     from precision_marketing.config import resolve_path
 
-    ingest = config.get("ingest") or {}
-    path = ingest.get("mapping")
+    path = config["ingest"]["mapping"]
     return load_mapping(resolve_path(path) if path else None)
 

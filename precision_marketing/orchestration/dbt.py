@@ -46,10 +46,11 @@ def dbt_parse(config: Mapping | None = None) -> Path:
 def cosmos_dbt_group(group_id: str = "dbt"):
     """The dbt project as an Airflow task group: one task per model (the model and its tests).
 
-    dbt.execution_mode `watcher` (default): one `dbt build` of the whole project in the task
-    `dbt_producer_watcher`, and per model a task that reports how that model and its tests ended in that build
-    (a failed model fails its own task, naming it; the models after it are not run). One dbt start-up per night
-    instead of one per model. `local`: each model's task runs its own `dbt build --select` (a start-up each).
+    dbt.execution_mode `local` (the default in config/platform.yaml): each model's task runs its own
+    `dbt build --select` (a start-up each, the partial-parse cache shared). `watcher` (experimental): one
+    `dbt build` of the whole project in the task `dbt_producer_watcher`, and per model a task that reports how
+    that model and its tests ended in that build (a failed model fails its own task, naming it; the models after
+    it are not run): one dbt start-up per night instead of one per model.
     `full_refresh` (DAG param) rebuilds the incremental staging models."""
     from cosmos import DbtTaskGroup, ExecutionConfig, LoadMode, ProfileConfig, ProjectConfig, RenderConfig
     from cosmos.constants import ExecutionMode, InvocationMode, TestBehavior, TestIndirectSelection
@@ -60,7 +61,7 @@ def cosmos_dbt_group(group_id: str = "dbt"):
     if not manifest.exists():
         raise FileNotFoundError(
             f"dbt manifest not found at {manifest}: run `pm setup` (or `make demo`), which runs `dbt parse`")
-    mode = config["dbt"]["execution_mode"]  # watcher | local (config_schema.py)
+    mode = config["dbt"]["execution_mode"]  # local | watcher (config/schema.py)
     dbt_vars = run_dbt_vars(config, DS_TEMPLATE)  # the same vars as a run by hand, the day templated
     operator_args = {"vars": dbt_vars, "env": dbt_env(config), "install_deps": False,
                      "full_refresh": "{{ params.full_refresh }}"}

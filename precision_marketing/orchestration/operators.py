@@ -45,7 +45,7 @@ class LandingFilesSensor(BaseSensorOperator):
 
         config = load_config()
         storage = storage_from_config(config)
-        self._missing = missing_landing(storage, self.ds, history_days=int(config["dbt"]["history_days"]),
+        self._missing = missing_landing(storage, self.ds, history_days=config["dbt"]["history_days"],
                                         mapping=mapping_from_config(config),
                                         ready_marker_sources=config["landing"]["ready_marker_sources"])
         if self._missing:

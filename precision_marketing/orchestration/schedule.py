@@ -41,10 +41,10 @@ def dag_params(config: Mapping | None = None) -> dict[str, dict]:
                "description": "Empty: the last complete day before the run's logical date, i.e. yesterday (UTC) "
                               "for a run triggered now; a scheduled run processes the day that just ended. Set a "
                               "day to (re)process it: its published tables are replaced whole."},
-        "top_k": {"default": int(config["als"]["top_k"]), "type": "integer", "minimum": 1, "maximum": 200,
+        "top_k": {"default": config["als"]["top_k"], "type": "integer", "minimum": 1, "maximum": 200,
                   "title": "Recommendations per user (K)",
                   "description": "Products recommended per user, 1 to 200 (default: configuration als.top_k)."},
-        "holdout_days": {"default": int(config["ctr"]["holdout_days"]), "type": "integer", "minimum": 1,
+        "holdout_days": {"default": config["ctr"]["holdout_days"], "type": "integer", "minimum": 1,
                          "maximum": 60, "title": "Holdout days for model evaluation (CTR; ALS with split time)",
                          "description": "The last N days are held out to evaluate the CTR model, and the "
                                         "recommendations when als.split is 'time' (the default split holds out "

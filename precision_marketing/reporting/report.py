@@ -35,6 +35,13 @@ HEADLINES = [
 ]
 
 
+def headline_keys(model: str) -> list[str]:
+    """The metrics.json keys of `model` that HEADLINES shows (with their baselines): the figures an operator
+    reads first, in the report, the Asset events and the task's return value alike."""
+    keys = [key for name, key, _, baseline in HEADLINES if name == model for key in (key, baseline) if key]
+    return list(dict.fromkeys(keys))
+
+
 def _fmt(value) -> str:
     if isinstance(value, dict) and "passed" in value:  # the recommendation publish gate
         return (("passed" if value["passed"] else "failed") + f" (published: {value.get('published', 'n/a')})"

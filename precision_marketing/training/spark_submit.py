@@ -4,6 +4,7 @@ A separate JVM per job keeps the Airflow worker small, and the same command line
 local[*] or a cluster master (spark://, yarn, k8s://) unchanged."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -15,6 +16,8 @@ from typing import Mapping, Sequence
 from precision_marketing.config import REPO_ROOT
 
 SPARK_JOBS_DIR = REPO_ROOT / "spark_jobs"
+# the configuration sections each job reads from its --config (spark_jobs/common.py: job_settings)
+JOB_SECTIONS = {"als_recommendations": ("als",), "ctr_audiences": ("ctr", "activation")}
 
 
 class SparkJobError(RuntimeError):
@@ -37,6 +40,15 @@ def spark_submit_command(job: str, job_args: Sequence[str], spark_config: Mappin
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     return command + [str(SPARK_JOBS_DIR / f"{job}.py"), *map(str, job_args)]
+
+
+def write_job_settings(config: Mapping, job: str, target: Path) -> Path:
+    """The job's sections of the checked configuration as the JSON its --config reads: one source for every
+    setting (config/platform.yaml + PM__ variables + run params, validated), no flag list kept by hand."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({section: config[section] for section in JOB_SECTIONS[job]}, indent=2, default=str))
+    return target
 
 
 def spark_env() -> dict[str, str]:
