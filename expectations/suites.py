@@ -20,8 +20,11 @@ from typing import Callable
 import great_expectations.expectations as gxe
 from great_expectations.expectations import Expectation
 
-CHANNELS = ["email", "push", "onsite"]
-PLACEMENTS = ["homepage_banner", "product_page", "search_results", "email", "push"]
+from precision_marketing.contract import CAMPAIGN_CHANNELS, CONSENT_CHANNELS, PLACEMENTS as CONTRACT_PLACEMENTS
+
+# The vocabulary is the contract's (dbt_project.yml vars, read by precision_marketing/contract.py)
+CHANNELS = list(CAMPAIGN_CHANNELS)
+PLACEMENTS = list(CONTRACT_PLACEMENTS)
 RECOMMENDATION_SOURCES = ["als", "item_cf", "blend", "category_popularity", "popularity"]
 EXPERIMENT_GROUPS = ["treatment", "control"]
 LIFT_METRICS = ["click", "conversion"]
@@ -145,7 +148,7 @@ def campaigns() -> list[Expectation]:
 
 def suppressions() -> list[Expectation]:
     # may be empty: nobody opted out
-    return [*_columns("user_id", "channel"), *_key("user_id", "channel"), _in_set("channel", [*CHANNELS, "all"])]
+    return [*_columns("user_id", "channel"), *_key("user_id", "channel"), _in_set("channel", list(CONSENT_CHANNELS))]
 
 
 def user_keys() -> list[Expectation]:

@@ -1,12 +1,24 @@
 """The raw-zone data contract: which sources exist, what each is for (dimension, behaviour, audience),
 which columns they carry and which values are allowed (with their built-in synonyms).
 
-docs/data_contract.md documents it (a test keeps the two in agreement), the synthetic generator writes it,
-ingest/ reads landing files into it through a mapping, and dbt staging enforces the row-level rules."""
+It is declared once, in the `vars:` of dbt_project/dbt_project.yml (dbt reads the same vars: macros/raw_sources.sql,
+macros/vocabulary.sql, the checked_ models and the schema tests); this module loads it from there with PyYAML.
+docs/data_contract.md documents it (tests keep the doc, this module and dbt in agreement: tests/test_raw_contract.py,
+tests/test_vocabulary.py), the synthetic generator writes it, ingest/ reads landing files into it through a
+mapping, and dbt staging enforces the row-level rules.
+
+The bottom layer of the package: imports nothing of it but REPO_ROOT."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from precision_marketing.config import REPO_ROOT
+
+DBT_PROJECT_FILE = REPO_ROOT / "dbt_project" / "dbt_project.yml"
 
 SNAPSHOT = "snapshot"
 INCREMENT = "increment"
@@ -17,33 +29,8 @@ DIMENSION = "dimension"
 BEHAVIOUR = "behaviour"
 AUDIENCE = "audience"
 
-EVENT_TYPES = ("view", "cart", "purchase", "favourite")
-PLACEMENTS = ("homepage_banner", "product_page", "search_results", "email", "push")
-CAMPAIGN_CHANNELS = ("email", "push", "onsite")
-CONSENT_CHANNELS = ("email", "push", "onsite", "all")
-CONSENT_STATUSES = ("opt_in", "opt_out")
-CLICKED_VALUES = ("0", "1")
-TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
-DATE_FORMAT = "%Y-%m-%d"
-
-# Built-in synonyms of the enumerations (compared after trim + lower case, like the values themselves).
-# A mapping file can add its own (docs/data_contract.md, "Mapping file").
-CHANNEL_SYNONYMS = {"e-mail": "email", "mail": "email", "newsletter": "email", "push_notification": "push",
-                    "push notification": "push", "mobile_push": "push", "web": "onsite", "site": "onsite",
-                    "on-site": "onsite", "on_site": "onsite"}
-SYNONYMS: dict[str, dict[str, str]] = {
-    "event_type": {"favorite": "favourite", "add_to_cart": "cart", "addtocart": "cart",
-                   "transaction": "purchase", "pageview": "view", "page_view": "view"},
-    "clicked": {"true": "1", "false": "0", "yes": "1", "no": "0", "y": "1", "n": "0", "t": "1", "f": "0",
-                "1.0": "1", "0.0": "0"},
-    "campaign_channel": CHANNEL_SYNONYMS,
-    "consent_channel": {**CHANNEL_SYNONYMS, "any": "all", "every": "all", "global": "all", "*": "all"},
-    "status": {"optin": "opt_in", "opt-in": "opt_in", "opt in": "opt_in", "subscribed": "opt_in",
-               "granted": "opt_in", "yes": "opt_in", "true": "opt_in", "y": "opt_in", "1": "opt_in",
-               "optout": "opt_out", "opt-out": "opt_out", "opt out": "opt_out", "unsubscribed": "opt_out",
-               "revoked": "opt_out", "denied": "opt_out", "withdrawn": "opt_out", "no": "opt_out",
-               "false": "opt_out", "n": "opt_out", "0": "opt_out"},
-}
+# The vocabulary vars of dbt_project.yml (event types are the keys of event_weights).
+VOCABULARY_VARS = ("placements", "campaign_channels", "consent_channels", "consent_statuses", "clicked_values")
 
 
 class RawContractError(Exception):
@@ -63,6 +50,7 @@ class Column:
     allowed: tuple[str, ...] = ()
     rule: str = ""
     synonyms: str = ""  # key of SYNONYMS applied before the allowed values are checked
+    vocabulary: str = ""  # the name of the vocabulary list of `allowed` (a dbt_project.yml var), if any
 
     @property
     def is_enum(self) -> bool:
@@ -75,7 +63,8 @@ class SourceContract:
     kind: str  # SNAPSHOT or INCREMENT
     role: str  # DIMENSION, BEHAVIOUR or AUDIENCE
     columns: tuple[Column, ...]
-    key: tuple[str, ...] = field(default=())
+    key: tuple[str, ...] = field(default=())  # the landing columns that identify a row
+    checked_key: tuple[str, ...] = field(default=())  # dbt: the checked_<source> columns that identify a row
 
     @property
     def column_names(self) -> list[str]:
@@ -96,68 +85,82 @@ class SourceContract:
         return self.partition_dir(ds) / f"{self.name}.csv"
 
 
-SOURCES: dict[str, SourceContract] = {
-    source.name: source
-    for source in (
-        SourceContract("users", SNAPSHOT, DIMENSION, (
-            Column("user_id", "id", rule="unique, not null"),
-            Column("email", "string", rule="not null"),
-            Column("country", "string", rule="ISO-3166 alpha-2"),
-            Column("signup_date", "date", rule="valid date"),
-        ), key=("user_id",)),
-        SourceContract("products", SNAPSHOT, DIMENSION, (
-            Column("product_id", "id", rule="unique, not null"),
-            Column("title", "string", required=False),
-            Column("category", "string", rule="not null"),
-            Column("brand", "string"),
-            Column("price", "decimal", rule="> 0, at most 1,000,000"),
-        ), key=("product_id",)),
-        SourceContract("events", INCREMENT, BEHAVIOUR, (
-            Column("event_id", "string", required=False, rule="unique; without it a row is identified by its content"),
-            Column("user_id", "id", rule="known user"),
-            Column("product_id", "id", rule="known product"),
-            Column("event_type", "string", allowed=EVENT_TYPES, rule="one of the values", synonyms="event_type"),
-            Column("event_ts", "timestamp", rule="valid, not in the future"),
-            Column("session_id", "string", required=False, rule="empty = one session per user and day"),
-        ), key=("event_id",)),
-        SourceContract("orders", INCREMENT, BEHAVIOUR, (
-            Column("order_id", "string", rule="not null"),
-            Column("line", "string", required=False,
-                   rule="(order_id, line) unique; without it a line is identified by its content"),
-            Column("user_id", "id", rule="known user"),
-            Column("product_id", "id", rule="known product"),
-            Column("quantity", "integer", rule="not 0, at most 100,000 either way; < 0 = a return"),
-            Column("unit_price", "decimal", rule="> 0, at most 1,000,000"),
-            Column("order_ts", "timestamp", rule="valid, not in the future"),
-        ), key=("order_id", "line")),
-        SourceContract("impressions", INCREMENT, AUDIENCE, (
-            Column("impression_id", "string", rule="unique, not null"),
-            Column("user_id", "id", rule="known user"),
-            Column("campaign_id", "string", rule="known campaign"),
-            Column("placement", "string", allowed=PLACEMENTS, rule="one of the values"),
-            Column("impression_ts", "timestamp", rule="valid, not in the future"),
-            Column("clicked", "integer", allowed=CLICKED_VALUES, rule="one of the values", synonyms="clicked"),
-        ), key=("impression_id",)),
-        SourceContract("campaigns", SNAPSHOT, AUDIENCE, (
-            Column("campaign_id", "string", rule="unique, not null"),
-            Column("name", "string"),
-            Column("target_category", "string"),
-            Column("channel", "string", allowed=CAMPAIGN_CHANNELS, rule="one of the values",
-                   synonyms="campaign_channel"),
-            Column("placement", "string", allowed=PLACEMENTS, rule="one of the values"),
-            Column("start_date", "date", rule="valid date"),
-            Column("end_date", "date", rule=">= start_date"),
-            Column("audience_size", "integer", rule="> 0, at most 100,000,000"),
-        ), key=("campaign_id",)),
-        SourceContract("consent", SNAPSHOT, AUDIENCE, (
-            Column("user_id", "id", rule="known user"),
-            Column("channel", "string", allowed=CONSENT_CHANNELS, rule="one of the values; invalid = all channels",
-                   synonyms="consent_channel"),
-            Column("status", "string", allowed=CONSENT_STATUSES, rule="one of the values; invalid = opt_out",
-                   synonyms="status"),
-            Column("updated_ts", "timestamp", rule="valid; the latest row per (user_id, channel) wins"),
-        ), key=("user_id", "channel", "updated_ts")),
-    )
-}
+@dataclass(frozen=True)
+class Contract:
+    """Everything dbt_project.yml declares: the vocabulary lists by var name, the weights, synonyms, sources."""
+    vocabulary: dict[str, tuple[str, ...]]  # event_types, placements, campaign_channels, ... -> values in order
+    event_weights: dict[str, float]
+    synonyms: dict[str, dict[str, str]]
+    sources: dict[str, SourceContract]
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        return self.vocabulary["event_types"]
+
+
+def _strings(values: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, str) for v in values):
+        raise ValueError(f"{what} must be a non-empty list of strings (quote numbers and yes/no), got {values!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} repeats a value: {values!r}")
+    return tuple(values)
+
+
+def load_contract(path: Path | str = DBT_PROJECT_FILE) -> Contract:
+    """Read the vocabulary and the raw contract from the vars of a dbt_project.yml (the repo's by default)."""
+    path = Path(path)
+    variables = (yaml.safe_load(path.read_text()) or {}).get("vars") or {}
+    where = f"{path} vars"
+    weights = variables.get("event_weights")
+    if not isinstance(weights, dict) or not weights:
+        raise ValueError(f"{where}: event_weights must map each event type to its weight, got {weights!r}")
+    vocabulary = {"event_types": _strings(list(weights), f"{where}: event_weights keys")}
+    for name in VOCABULARY_VARS:
+        vocabulary[name] = _strings(variables.get(name), f"{where}: {name}")
+    synonyms = {enumeration: {str(raw): str(value) for raw, value in mapping.items()}
+                for enumeration, mapping in (variables.get("synonyms") or {}).items()}
+    sources: dict[str, SourceContract] = {}
+    for name, spec in (variables.get("raw_contract") or {}).items():
+        context = f"{where}: raw_contract.{name}"
+        if spec.get("kind") not in (SNAPSHOT, INCREMENT) or spec.get("role") not in (DIMENSION, BEHAVIOUR, AUDIENCE):
+            raise ValueError(f"{context}: kind must be {SNAPSHOT}|{INCREMENT} and role "
+                             f"{DIMENSION}|{BEHAVIOUR}|{AUDIENCE}, got {spec.get('kind')!r}, {spec.get('role')!r}")
+        columns = []
+        for column in spec["columns"]:
+            allowed_name = column.get("allowed", "")
+            if allowed_name and allowed_name not in vocabulary:
+                raise ValueError(f"{context}.{column['name']}: allowed names no vocabulary list "
+                                 f"({', '.join(vocabulary)}): {allowed_name!r}")
+            if column.get("synonyms") and column["synonyms"] not in synonyms:
+                raise ValueError(f"{context}.{column['name']}: no synonyms named {column['synonyms']!r}")
+            columns.append(Column(column["name"], column["type"], required=column.get("required", True),
+                                  allowed=vocabulary[allowed_name] if allowed_name else (),
+                                  rule=column.get("rule", ""), synonyms=column.get("synonyms", ""),
+                                  vocabulary=allowed_name))
+        source = SourceContract(name, spec["kind"], spec["role"], tuple(columns), key=tuple(spec["key"]),
+                                checked_key=tuple(spec["checked_key"]))
+        unknown = [key for key in source.key if key not in source.column_names]
+        if unknown:
+            raise ValueError(f"{context}: key names no column: {', '.join(unknown)}")
+        sources[name] = source
+    if not sources:
+        raise ValueError(f"{where}: raw_contract declares no source")
+    return Contract(vocabulary=vocabulary, event_weights={k: float(v) for k, v in weights.items()},
+                    synonyms=synonyms, sources=sources)
+
+
+CONTRACT = load_contract()
+
+EVENT_TYPES = CONTRACT.vocabulary["event_types"]
+EVENT_WEIGHTS = CONTRACT.event_weights
+PLACEMENTS = CONTRACT.vocabulary["placements"]
+CAMPAIGN_CHANNELS = CONTRACT.vocabulary["campaign_channels"]
+CONSENT_CHANNELS = CONTRACT.vocabulary["consent_channels"]
+CONSENT_STATUSES = CONTRACT.vocabulary["consent_statuses"]
+CLICKED_VALUES = CONTRACT.vocabulary["clicked_values"]
+# Built-in synonyms of the enumerations (compared after trim + lower case, like the values themselves).
+# A mapping file can add its own (docs/data_contract.md, "Mapping file").
+SYNONYMS: dict[str, dict[str, str]] = CONTRACT.synonyms
+SOURCES: dict[str, SourceContract] = CONTRACT.sources
 BEHAVIOUR_SOURCES = tuple(name for name, source in SOURCES.items() if source.role == BEHAVIOUR)
 AUDIENCE_SOURCES = tuple(name for name, source in SOURCES.items() if source.role == AUDIENCE)

@@ -1,24 +1,18 @@
-{#- The contract's sources, declared once for dbt (docs/data_contract.md; expectations/raw_contract.py is the
-    same contract in Python). `key` names the checked_ columns that identify a row (duplicates repeat it). -#}
+{#- The contract's sources for dbt, built from var raw_contract (dbt_project.yml, the one place the contract is
+    declared; precision_marketing/contract.py reads the same var): per source its kind (snapshot | increment),
+    `key` (its checked_key: the checked_ columns that identify a row; duplicates repeat it) and `columns` (the
+    contract's column names, in file order). -#}
 
 {% macro raw_sources() -%}
-    {{ return({
-        'users':       {'kind': 'snapshot',  'key': ['user_id'],
-                        'columns': ['user_id', 'email', 'country', 'signup_date']},
-        'products':    {'kind': 'snapshot',  'key': ['product_id'],
-                        'columns': ['product_id', 'title', 'category', 'brand', 'price']},
-        'events':      {'kind': 'increment', 'key': ['event_key'],
-                        'columns': ['event_id', 'user_id', 'product_id', 'event_type', 'event_ts', 'session_id']},
-        'orders':      {'kind': 'increment', 'key': ['order_id', 'line_key'],
-                        'columns': ['order_id', 'line', 'user_id', 'product_id', 'quantity', 'unit_price', 'order_ts']},
-        'impressions': {'kind': 'increment', 'key': ['impression_id'],
-                        'columns': ['impression_id', 'user_id', 'campaign_id', 'placement', 'impression_ts', 'clicked']},
-        'campaigns':   {'kind': 'snapshot',  'key': ['campaign_id'],
-                        'columns': ['campaign_id', 'name', 'target_category', 'channel', 'placement',
-                                    'start_date', 'end_date', 'audience_size']},
-        'consent':     {'kind': 'snapshot',  'key': ['user_id', 'channel', 'updated_ts'],
-                        'columns': ['user_id', 'channel', 'status', 'updated_ts']},
-    }) }}
+    {%- set sources = {} -%}
+    {%- for name, source in var('raw_contract').items() -%}
+        {%- do sources.update({name: {
+            'kind': source.kind,
+            'key': source.checked_key | list,
+            'columns': source.columns | map(attribute='name') | list,
+        }}) -%}
+    {%- endfor -%}
+    {{ return(sources) }}
 {%- endmacro %}
 
 {#- One row per landed data row of the source's partitions for this run (precision_marketing/ingest/land.py wrote

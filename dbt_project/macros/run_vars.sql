@@ -40,7 +40,7 @@
 {% macro event_weight(event_type_column) -%}
     {%- set weights = var('event_weights') -%}
     case {{ event_type_column }}
-        {%- for event_type in ['view', 'favourite', 'cart', 'purchase'] %}
+        {%- for event_type in weights %}
         when '{{ event_type }}' then cast({{ weights[event_type] }} as double)
         {%- endfor %}
         when 'return' then cast(0 as double)

@@ -29,9 +29,9 @@ select
         when ingest_error is not null then ingest_error
         when campaign_id is null then 'campaign_id is null'
         when channel is null then 'channel is null'
-        when channel not in ('email', 'push', 'onsite') then 'invalid channel'
+        when channel not in {{ sql_values(var('campaign_channels')) }} then 'invalid channel'
         when placement is null then 'placement is null'
-        when placement not in ('homepage_banner', 'product_page', 'search_results', 'email', 'push')
+        when placement not in {{ sql_values(var('placements')) }}
             then 'invalid placement'
         when raw_values.start_date is null then 'start_date is null'
         when start_date is null then 'malformed start_date'

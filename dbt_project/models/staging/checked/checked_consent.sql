@@ -38,9 +38,9 @@ checked as (
             when typed.ingest_error is not null then typed.ingest_error
             {{ id_reasons('user_id', 'typed.user_id', 'known_users.user_id', 'delivery.users_delivered') }}
             when typed.channel is null then 'channel is null'
-            when typed.channel not in ('email', 'push', 'onsite', 'all') then 'invalid channel'
+            when typed.channel not in {{ sql_values(var('consent_channels')) }} then 'invalid channel'
             when typed.status is null then 'status is null'
-            when typed.status not in ('opt_in', 'opt_out') then 'invalid status'
+            when typed.status not in {{ sql_values(var('consent_statuses')) }} then 'invalid status'
             when raw_values.updated_ts is null then 'updated_ts is null'
             when typed.updated_ts is null then 'malformed updated_ts'
             when typed.updated_ts > {{ future_limit("date '" ~ run_ds() ~ "'") }} then 'updated_ts in the future'
@@ -56,7 +56,7 @@ fail_safe as (
         case
             when rule_broken is null or not has_usable_user then null
             -- a garbled row (ingest_error) may have its values in the wrong columns: suppress everywhere
-            when ingest_error is null and channel in ('email', 'push', 'onsite', 'all') then channel
+            when ingest_error is null and channel in {{ sql_values(var('consent_channels')) }} then channel
             else 'all'
         end as suppress_channel
     from checked

@@ -24,7 +24,7 @@ select
         {{ id_reasons('user_id', 'typed.user_id', 'known_users.user_id', 'delivery.users_delivered') }}
         {{ id_reasons('product_id', 'typed.product_id', 'known_products.product_id', 'delivery.products_delivered') }}
         when typed.event_type is null then 'event_type is null'
-        when typed.event_type not in ('view', 'cart', 'purchase', 'favourite') then 'invalid event_type'
+        when typed.event_type not in {{ sql_values(event_types()) }} then 'invalid event_type'
         when raw_values.event_ts is null then 'event_ts is null'
         when typed.event_ts is null then 'malformed event_ts'
         when typed.event_ts > {{ future_limit('typed.partition_date') }} then 'event_ts in the future'

@@ -26,7 +26,7 @@ select
         when typed.campaign_id is null then 'campaign_id is null'
         when known_campaigns.campaign_id is null then 'unknown campaign_id'
         when typed.placement is null then 'placement is null'
-        when typed.placement not in ('homepage_banner', 'product_page', 'search_results', 'email', 'push')
+        when typed.placement not in {{ sql_values(var('placements')) }}
             then 'invalid placement'
         when raw_values.impression_ts is null then 'impression_ts is null'
         when typed.impression_ts is null then 'malformed impression_ts'
