@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo test bench bench-als bench-retail bench-ctr bench-pipeline bench-dbt lock clean check-java chromium
+.PHONY: venv demo test test-fast lint bench bench-als bench-retail bench-ctr bench-pipeline bench-dbt lock clean check-java chromium
 
 venv: $(STAMP)
 
@@ -39,6 +39,13 @@ chromium:
 
 test: venv check-java chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Habits CI keeps (.ci/run runs this before the tests): ruff lint + format check (pyproject.toml), sqlfluff on the
+# dbt models with the dbt templater (.sqlfluff). `ruff format .` and `sqlfluff fix dbt_project` apply the fixes.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	PM_DUCKDB_PATH=$${TMPDIR:-/tmp}/pm-sqlfluff.duckdb $(BIN)/sqlfluff lint dbt_project --processes 2
 
 # Benchmarks (figures, not tests; run them alone: parallel jobs slow each other). Results in bench/results/.
 bench: bench-als bench-retail bench-pipeline

@@ -16,6 +16,7 @@
 Ratios are reported side by side from one run; peak memory is /usr/bin/time's maximum resident set size
 (for the Spark step, the Python driver; the JVM's own peak, VmHWM, is read from /proc). Run it alone: benchmarks in parallel slow each other.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,10 +67,31 @@ def prepare(work: Path, *, impressions: int, users: int, items: int, days: int, 
     project = Path(config["dbt"]["project_dir"])
     dbt_vars = json.dumps({"ds": DS, "raw_dir": str(work / "raw"), "history_days": days})
     started = time.perf_counter()
-    subprocess.run([str(dbt_executable()), "run", "--project-dir", str(project), "--profiles-dir", str(project),
-                    "--target", config["dbt"]["target"], "--target-path", str(work / "dbt_target"),
-                    "--log-path", str(work / "dbt_logs"), "--select", "+ctr_train", "+ctr_score", "--vars", dbt_vars,
-                    "--quiet"], check=True, env={**os.environ, **dbt_env(config)}, cwd=project)
+    subprocess.run(
+        [
+            str(dbt_executable()),
+            "run",
+            "--project-dir",
+            str(project),
+            "--profiles-dir",
+            str(project),
+            "--target",
+            config["dbt"]["target"],
+            "--target-path",
+            str(work / "dbt_target"),
+            "--log-path",
+            str(work / "dbt_logs"),
+            "--select",
+            "+ctr_train",
+            "+ctr_score",
+            "--vars",
+            dbt_vars,
+            "--quiet",
+        ],
+        check=True,
+        env={**os.environ, **dbt_env(config)},
+        cwd=project,
+    )
     dbt_seconds = time.perf_counter() - started
     con = duckdb.connect(str(work / "warehouse.duckdb"), read_only=True)
     counts = {}
@@ -78,8 +100,14 @@ def prepare(work: Path, *, impressions: int, users: int, items: int, days: int, 
         target.parent.mkdir(parents=True)
         counts[table] = con.execute(f"COPY (SELECT * FROM marts.{table}) TO '{target}' (FORMAT parquet)").fetchone()[0]
     con.close()
-    return {"impression_rate": rate, "raw_impressions": summary["rows"]["impressions"], "raw_events": summary["rows"]["events"],
-            "rows": counts, "generate_seconds": generate_seconds, "dbt_seconds": dbt_seconds}
+    return {
+        "impression_rate": rate,
+        "raw_impressions": summary["rows"]["impressions"],
+        "raw_events": summary["rows"]["events"],
+        "rows": counts,
+        "generate_seconds": generate_seconds,
+        "dbt_seconds": dbt_seconds,
+    }
 
 
 # --------------------------------------------------------------------------------------------- 2. spark
@@ -99,9 +127,15 @@ def spark_step(work: Path, *, master: str, driver_memory: str) -> dict:
     from spark_jobs import ctr_audiences as job
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the export UDF runs in Python workers: this venv's
-    spark = (SparkSession.builder.master(master).appName("ctr-bench").config("spark.driver.memory", driver_memory)
-             .config("spark.sql.shuffle.partitions", "8").config("spark.ui.enabled", "false")
-             .config("spark.sql.session.timeZone", "UTC").getOrCreate())
+    spark = (
+        SparkSession.builder.master(master)
+        .appName("ctr-bench")
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     config = job.CtrConfig.from_settings(load_config()["ctr"])
     ds = dt.date.fromisoformat(DS)
@@ -112,8 +146,9 @@ def spark_step(work: Path, *, master: str, driver_memory: str) -> dict:
     started = time.perf_counter()
     evaluation = job.evaluate_holdout(ctr_train, config, ds=ds)
     result["evaluate_seconds"] = time.perf_counter() - started
-    result["model"] = {k: evaluation[k] for k in ("auc", "baseline_auc", "log_loss", "brier", "ece", "reg_param",
-                                                  "n_train", "n_test")}
+    result["model"] = {
+        k: evaluation[k] for k in ("auc", "baseline_auc", "log_loss", "brier", "ece", "reg_param", "n_train", "n_test")
+    }
     result["model"]["calibration"] = evaluation["calibration"]["method"]
     cutoff = ds - dt.timedelta(days=config.holdout_days)
     truth = spark.read.csv(str(work / "truth" / "impressions"), header=True, inferSchema=True)
@@ -140,8 +175,13 @@ def spark_step(work: Path, *, master: str, driver_memory: str) -> dict:
     predictions = model.transform(test_features).select(vector_to_array("probability")[1].alias("p"), job.LABEL_COL)
     local = predictions.toPandas()  # the holdout scores: one double and one label per row
     result["spark_lr_auc"] = float(roc_auc_score(local[job.LABEL_COL], local["p"]))
-    result.update(n_train=n_train, n_test=len(local), reg_param=reg, max_iter=config.max_iter,
-                  n_features=int(train_features.first()["features"].size))
+    result.update(
+        n_train=n_train,
+        n_test=len(local),
+        reg_param=reg,
+        max_iter=config.max_iter,
+        n_features=int(train_features.first()["features"].size),
+    )
 
     # the same matrices for scikit-learn (indices/values per row; a bench-only Python UDF)
     @F.udf("struct<indices:array<int>,values:array<double>>")
@@ -152,9 +192,12 @@ def spark_step(work: Path, *, master: str, driver_memory: str) -> dict:
         return vector.indices.tolist(), vector.values.tolist()
 
     for name, frame in (("train", train_features), ("test", test_features)):
-        (frame.select(sparse_parts("features").alias("x"), job.LABEL_COL)
-         .select("x.indices", "x.values", job.LABEL_COL)
-         .write.mode("overwrite").parquet(str(work / "matrices" / name)))
+        (
+            frame.select(sparse_parts("features").alias("x"), job.LABEL_COL)
+            .select("x.indices", "x.values", job.LABEL_COL)
+            .write.mode("overwrite")
+            .parquet(str(work / "matrices" / name))
+        )
     result["jvm_peak_rss_mb"] = jvm_peak_rss_mb(spark)
     spark.stop()
     return result
@@ -183,8 +226,10 @@ def sklearn_step(work: Path, *, reg_param: float, n_features: int) -> dict:
     def load(name):
         table = pq.read_table(work / "matrices" / name)
         indices, values = table["indices"].combine_chunks(), table["values"].combine_chunks()
-        matrix = sp.csr_matrix((values.flatten().to_numpy(), indices.flatten().to_numpy(),
-                                indices.offsets.to_numpy()), shape=(table.num_rows, n_features))
+        matrix = sp.csr_matrix(
+            (values.flatten().to_numpy(), indices.flatten().to_numpy(), indices.offsets.to_numpy()),
+            shape=(table.num_rows, n_features),
+        )
         return matrix, table["label"].to_numpy()
 
     x_train, y_train = load("train")
@@ -194,9 +239,13 @@ def sklearn_step(work: Path, *, reg_param: float, n_features: int) -> dict:
     started = time.perf_counter()
     model.fit(x_train, y_train)
     fit_seconds = time.perf_counter() - started
-    return {"sklearn_fit_seconds": fit_seconds, "sklearn_iterations": int(np.max(model.n_iter_)),
-            "sklearn_auc": float(roc_auc_score(y_test, model.predict_proba(x_test)[:, 1])),
-            "n_train": len(y_train), "n_test": len(y_test)}
+    return {
+        "sklearn_fit_seconds": fit_seconds,
+        "sklearn_iterations": int(np.max(model.n_iter_)),
+        "sklearn_auc": float(roc_auc_score(y_test, model.predict_proba(x_test)[:, 1])),
+        "n_train": len(y_train),
+        "n_test": len(y_test),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -229,27 +278,37 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work.resolve()
 
     if args.step == "spark":
-        (work / "spark.json").write_text(json.dumps(spark_step(work, master=args.master, driver_memory=args.driver_memory)))
+        (work / "spark.json").write_text(
+            json.dumps(spark_step(work, master=args.master, driver_memory=args.driver_memory))
+        )
         return 0
     if args.step == "sklearn":
-        (work / "sklearn.json").write_text(json.dumps(sklearn_step(work, reg_param=args.reg_param,
-                                                                   n_features=args.n_features)))
+        (work / "sklearn.json").write_text(
+            json.dumps(sklearn_step(work, reg_param=args.reg_param, n_features=args.n_features))
+        )
         return 0
 
     started = time.perf_counter()
-    prepared = (json.loads((work / "prepare.json").read_text()) if args.skip_prepare else
-                prepare(work, impressions=args.impressions, users=args.users, items=args.items, days=args.days,
-                        seed=args.seed))
+    prepared = (
+        json.loads((work / "prepare.json").read_text())
+        if args.skip_prepare
+        else prepare(
+            work, impressions=args.impressions, users=args.users, items=args.items, days=args.days, seed=args.seed
+        )
+    )
     (work / "prepare.json").write_text(json.dumps(prepared))
     me = [sys.executable, str(Path(__file__).resolve()), "--work", str(work)]
-    code, spark_mb = timed_subprocess([*me, "--step", "spark", "--master", args.master,
-                                       "--driver-memory", args.driver_memory], work / "spark.log")
+    code, spark_mb = timed_subprocess(
+        [*me, "--step", "spark", "--master", args.master, "--driver-memory", args.driver_memory], work / "spark.log"
+    )
     if code:
         print(f"spark step failed: see {work / 'spark.log'}", file=sys.stderr)
         return code
     spark = json.loads((work / "spark.json").read_text())
-    code, sklearn_mb = timed_subprocess([*me, "--step", "sklearn", "--reg-param", str(spark["reg_param"]),
-                                         "--n-features", str(spark["n_features"])], work / "sklearn.log")
+    code, sklearn_mb = timed_subprocess(
+        [*me, "--step", "sklearn", "--reg-param", str(spark["reg_param"]), "--n-features", str(spark["n_features"])],
+        work / "sklearn.log",
+    )
     if code:
         print(f"sklearn step failed: see {work / 'sklearn.log'}", file=sys.stderr)
         return code
@@ -257,7 +316,10 @@ def main(argv: list[str] | None = None) -> int:
 
     model_auc, ceiling = spark["model"]["auc"], spark["ceiling_auc"]
     results = {
-        "machine": machine(), "data": prepared, "spark": spark, "sklearn": sklearn,
+        "machine": machine(),
+        "data": prepared,
+        "spark": spark,
+        "sklearn": sklearn,
         "peak_rss_mb": {"spark_step": spark_mb, "sklearn_step": sklearn_mb},
         "share_of_ceiling_lift": (model_auc - 0.5) / (ceiling - 0.5) if model_auc and ceiling > 0.5 else None,
         "auc_difference_spark_minus_sklearn": spark["spark_lr_auc"] - sklearn["sklearn_auc"],

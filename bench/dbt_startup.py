@@ -15,6 +15,7 @@ bench/results/dbt_startup_<scale>x.json and a Markdown table on stdout.
 
     .venv/bin/python bench/dbt_startup.py [--scale 1] [--variants dbt-cli local local+cache watcher]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,9 +41,14 @@ VARIANTS = {
 
 
 def state_env(root: Path, airflow_home: Path, extra: dict | None = None) -> dict:
-    return {**os.environ, "PM__LAKE__LOCAL_ROOT": str(root / "lake"), "PM__WORK_DIR": str(root / "work"),
-            "AIRFLOW_HOME": str(airflow_home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}", **(extra or {})}
+    return {
+        **os.environ,
+        "PM__LAKE__LOCAL_ROOT": str(root / "lake"),
+        "PM__WORK_DIR": str(root / "work"),
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        **(extra or {}),
+    }
 
 
 def pm(args: list[str], env: dict, log: Path) -> float:
@@ -72,17 +78,39 @@ def dbt_cli(root: Path, ds: str, log: Path) -> dict:
     os.environ.update(state_env(root, root / "airflow-cli"))
     config = load_config()
     target = root / "work" / "dbt_cli_target"
-    command = [str(BIN / "dbt"), "build", "--project-dir", config["dbt"]["project_dir"], "--profiles-dir",
-               config["dbt"]["project_dir"], "--target-path", str(target), "--log-path", str(root / "work" / "dbt_cli_logs"),
-               "--vars", json.dumps(dbt_vars(config, ds))]
+    command = [
+        str(BIN / "dbt"),
+        "build",
+        "--project-dir",
+        config["dbt"]["project_dir"],
+        "--profiles-dir",
+        config["dbt"]["project_dir"],
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(root / "work" / "dbt_cli_logs"),
+        "--vars",
+        json.dumps(dbt_vars(config, ds)),
+    ]
     started = time.monotonic()
     with log.open("a") as out:
-        subprocess.run(command, env={**os.environ, **dbt_env(config)}, cwd=config["dbt"]["project_dir"],
-                       stdout=out, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(
+            command,
+            env={**os.environ, **dbt_env(config)},
+            cwd=config["dbt"]["project_dir"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
     wall = time.monotonic() - started
     results = json.loads((target / "run_results.json").read_text())["results"]
-    return {"seconds": round(wall, 1), "tasks": 0, "failed": [r["unique_id"] for r in results if r["status"] not in ("success", "pass")],
-            "node_seconds": round(sum(r["execution_time"] for r in results), 1), "nodes": len(results)}
+    return {
+        "seconds": round(wall, 1),
+        "tasks": 0,
+        "failed": [r["unique_id"] for r in results if r["status"] not in ("success", "pass")],
+        "node_seconds": round(sum(r["execution_time"] for r in results), 1),
+        "nodes": len(results),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,14 +127,22 @@ def main(argv: list[str] | None = None) -> None:
     root.mkdir(parents=True, exist_ok=True)
     prepare = state_env(root, root / "airflow-prepare", VARIANTS["local"])
     for day in (args.ds, night2):
-        pm(["generate", "--ds", day, "--users", str(20_000 * args.scale), "--items", str(2_000 * args.scale)], prepare, log)
+        pm(
+            ["generate", "--ds", day, "--users", str(20_000 * args.scale), "--items", str(2_000 * args.scale)],
+            prepare,
+            log,
+        )
     pm(["setup"], prepare, log)
-    pm(["airflow", "dags", "test", DAG_ID, "--conf", json.dumps({"ds": args.ds}), "--mark-success-pattern", NOT_DBT],
-       prepare, log)
+    pm(
+        ["airflow", "dags", "test", DAG_ID, "--conf", json.dumps({"ds": args.ds}), "--mark-success-pattern", NOT_DBT],
+        prepare,
+        log,
+    )
     saved = root / "warehouse-night1.duckdb"
     shutil.copy(root / "work" / "warehouse.duckdb", saved)
     # check_raw of night 2 once, so every variant starts from the same landed zone
     from precision_marketing import pipeline
+
     os.environ.update(prepare)
     pipeline.stage_and_check_raw(night2)
 
@@ -122,11 +158,28 @@ def main(argv: list[str] | None = None) -> None:
         env = state_env(root, home, VARIANTS[variant])
         pm(["setup"], env, log)
         started = time.time()
-        pm(["airflow", "dags", "test", DAG_ID, "--conf", json.dumps({"ds": night2}), "--mark-success-pattern", NOT_DBT],
-           env, log)
+        pm(
+            [
+                "airflow",
+                "dags",
+                "test",
+                DAG_ID,
+                "--conf",
+                json.dumps({"ds": night2}),
+                "--mark-success-pattern",
+                NOT_DBT,
+            ],
+            env,
+            log,
+        )
         results[variant] = dbt_span(root / "work", night2, started)
-    out = {"scale": args.scale, "night": night2, "cpus": os.cpu_count(), "load_average_after": os.getloadavg(),
-           "variants": results}
+    out = {
+        "scale": args.scale,
+        "night": night2,
+        "cpus": os.cpu_count(),
+        "load_average_after": os.getloadavg(),
+        "variants": results,
+    }
     (REPO / "bench" / "results").mkdir(exist_ok=True)
     (REPO / "bench" / "results" / f"dbt_startup_{args.scale}x.json").write_text(json.dumps(out, indent=2) + "\n")
     floor = results.get("dbt-cli", {}).get("node_seconds")

@@ -3,6 +3,7 @@ every user with their purchases filtered, written as Parquet. Prints one JSON li
 
     .venv/bin/python bench/implicit_baseline.py --features DIR --ds D --out recs.parquet --rank 64 --iterations 10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,22 +28,27 @@ def main() -> None:
 
     steps = {}
     started = time.perf_counter()
-    interactions = pd.read_parquet(f"{args.features}/interactions/ds={args.ds}",
-                                   columns=["user_id", "product_id", "weight", "n_purchases"])
+    interactions = pd.read_parquet(
+        f"{args.features}/interactions/ds={args.ds}", columns=["user_id", "product_id", "weight", "n_purchases"]
+    )
     pairs = interactions.groupby(["user_id", "product_id"], as_index=False).agg(
-        weight=("weight", "sum"), purchases=("n_purchases", "sum"))
+        weight=("weight", "sum"), purchases=("n_purchases", "sum")
+    )
     users, user_index = np.unique(pairs["user_id"].to_numpy(), return_inverse=True)
     items, item_index = np.unique(pairs["product_id"].to_numpy(), return_inverse=True)
-    matrix = sparse.csr_matrix((pairs["weight"].to_numpy(np.float32), (user_index, item_index)),
-                               shape=(len(users), len(items)))
+    matrix = sparse.csr_matrix(
+        (pairs["weight"].to_numpy(np.float32), (user_index, item_index)), shape=(len(users), len(items))
+    )
     bought = pairs["purchases"].to_numpy() > 0
-    purchased = sparse.csr_matrix((np.ones(bought.sum(), np.float32), (user_index[bought], item_index[bought])),
-                                  shape=matrix.shape)
+    purchased = sparse.csr_matrix(
+        (np.ones(bought.sum(), np.float32), (user_index[bought], item_index[bought])), shape=matrix.shape
+    )
     steps["read"] = time.perf_counter() - started
 
     mark = time.perf_counter()
-    model = AlternatingLeastSquares(factors=args.rank, iterations=args.iterations, regularization=0.1, alpha=10.0,
-                                    random_state=42)
+    model = AlternatingLeastSquares(
+        factors=args.rank, iterations=args.iterations, regularization=0.1, alpha=10.0, random_state=42
+    )
     model.fit(matrix, show_progress=False)
     steps["fit"] = time.perf_counter() - mark
 
@@ -51,8 +57,14 @@ def main() -> None:
     steps["top_k"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    pd.DataFrame({"user_id": np.repeat(users, args.k), "rank": np.tile(np.arange(1, args.k + 1), len(users)),
-                  "product_id": items[ids.ravel()], "score": scores.ravel()}).to_parquet(args.out, index=False)
+    pd.DataFrame(
+        {
+            "user_id": np.repeat(users, args.k),
+            "rank": np.tile(np.arange(1, args.k + 1), len(users)),
+            "product_id": items[ids.ravel()],
+            "score": scores.ravel(),
+        }
+    ).to_parquet(args.out, index=False)
     steps["write"] = time.perf_counter() - mark
     print(json.dumps({k: round(v, 2) for k, v in steps.items()}))
 

@@ -6,6 +6,7 @@ with DuckDB's read_csv, which is what the run did before the ingest step existed
 Prints one JSON object: data size, seconds and rows/s of each path, their ratio, the warm (cached) re-landing
 time, and the process's peak RSS. Run it alone: the machines are shared and noisy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,8 @@ def main(argv=None) -> dict:
         partitions = "ds=*" if SOURCES[source].kind == "increment" else f"ds={args.ds}"
         duckdb_rows += con.execute(
             f"SELECT count(*) FROM read_csv('{raw}/{source}/{partitions}/{source}.csv', all_varchar = true, "
-            "header = true, union_by_name = true, null_padding = true, strict_mode = false)").fetchone()[0]
+            "header = true, union_by_name = true, null_padding = true, strict_mode = false)"
+        ).fetchone()[0]
     duckdb_seconds = time.perf_counter() - started
 
     shutil.rmtree(landed, ignore_errors=True)
@@ -64,10 +66,18 @@ def main(argv=None) -> dict:
 
     result = {
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
-        "data": {"users": args.users, "items": args.items, "days": args.days, "rows_read": rows,
-                 "csv_megabytes": round(size / 1e6, 1)},
-        "duckdb_read_csv": {"seconds": round(duckdb_seconds, 2), "rows": duckdb_rows,
-                            "rows_per_second": round(duckdb_rows / duckdb_seconds)},
+        "data": {
+            "users": args.users,
+            "items": args.items,
+            "days": args.days,
+            "rows_read": rows,
+            "csv_megabytes": round(size / 1e6, 1),
+        },
+        "duckdb_read_csv": {
+            "seconds": round(duckdb_seconds, 2),
+            "rows": duckdb_rows,
+            "rows_per_second": round(duckdb_rows / duckdb_seconds),
+        },
         "ingest_cold": {"seconds": round(cold, 2), "rows": landed_rows, "rows_per_second": round(landed_rows / cold)},
         "ingest_warm_cached": {"seconds": round(warm, 2)},
         "ingest_over_duckdb": round(cold / duckdb_seconds, 1),

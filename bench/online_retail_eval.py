@@ -38,6 +38,7 @@ Cleaning (a stand-in for the import adapter): rows without CustomerID, cancellat
 non-positive quantities or prices and non-product stock codes (no digit: POST, DOT, M, BANK CHARGES, ...)
 are left out; StockCodes get integer keys. There is no category column, so the fallback is popularity.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,24 +63,35 @@ PURCHASE_WEIGHT = 5.0  # the dbt default weight of a purchase event
 TEST_DAYS = 14
 RECENT_DAYS = (7, 30)
 METRICS = ("precision", "recall", "ndcg", "map")
-IMPLICIT_GRID = (
-    [{"factors": f, "regularization": r, "alpha": a, "weights": "binary"}
-     for f in (32, 64, 128) for r in (0.01, 0.1, 1.0) for a in (1, 10, 40)]
-    + [{"factors": 64, "regularization": r, "alpha": a, "weights": "log1p"}
-       for r in (0.01, 0.1, 1.0) for a in (1, 10, 40)])
+IMPLICIT_GRID = [
+    {"factors": f, "regularization": r, "alpha": a, "weights": "binary"}
+    for f in (32, 64, 128)
+    for r in (0.01, 0.1, 1.0)
+    for a in (1, 10, 40)
+] + [
+    {"factors": 64, "regularization": r, "alpha": a, "weights": "log1p"} for r in (0.01, 0.1, 1.0) for a in (1, 10, 40)
+]
 
 
 # ------------------------------------------------------------------------------------------------ data
 def load_purchases(csv: Path) -> pd.DataFrame:
     raw = pd.read_csv(csv, dtype={"InvoiceNo": str, "StockCode": str, "CustomerID": str})
-    kept = raw[raw["CustomerID"].notna() & ~raw["InvoiceNo"].str.startswith("C") & (raw["Quantity"] > 0)
-               & (raw["UnitPrice"] > 0) & raw["StockCode"].str.contains(r"\d")].copy()
+    kept = raw[
+        raw["CustomerID"].notna()
+        & ~raw["InvoiceNo"].str.startswith("C")
+        & (raw["Quantity"] > 0)
+        & (raw["UnitPrice"] > 0)
+        & raw["StockCode"].str.contains(r"\d")
+    ].copy()
     kept["user_id"] = kept["CustomerID"].astype(float).astype("int64")
     codes = {code: index + 1 for index, code in enumerate(sorted(kept["StockCode"].str.upper().unique()))}
     kept["product_id"] = kept["StockCode"].str.upper().map(codes).astype("int64")
     kept["event_hour"] = pd.to_datetime(kept["InvoiceDate"]).dt.floor("h").astype("datetime64[us]")
-    print(f"online retail: {len(raw):,} rows, {len(kept):,} purchase lines kept, "
-          f"{kept['user_id'].nunique():,} customers, {kept['product_id'].nunique():,} products", file=sys.stderr)
+    print(
+        f"online retail: {len(raw):,} rows, {len(kept):,} purchase lines kept, "
+        f"{kept['user_id'].nunique():,} customers, {kept['product_id'].nunique():,} products",
+        file=sys.stderr,
+    )
     return kept[["user_id", "product_id", "event_hour"]]
 
 
@@ -103,8 +115,11 @@ def split_last_days(purchases: pd.DataFrame, days: int = TEST_DAYS):
     train = purchases[before]
     later = purchases.loc[~before & purchases["user_id"].isin(train["user_id"]), ["user_id", "product_id"]]
     known = train[["user_id", "product_id"]].drop_duplicates()
-    test = (later.drop_duplicates().merge(known, how="left", indicator=True)
-            .query("_merge == 'left_only'")[["user_id", "product_id"]])
+    test = (
+        later.drop_duplicates()
+        .merge(known, how="left", indicator=True)
+        .query("_merge == 'left_only'")[["user_id", "product_id"]]
+    )
     return train, test, cutoff
 
 
@@ -117,21 +132,31 @@ def make_split(protocol: str, purchases: pd.DataFrame) -> dict:
         train, test, cutoff = split_last_days(purchases)
         ds, extra = (cutoff - pd.Timedelta(days=1)).date().isoformat(), {"cutoff": cutoff.isoformat()}
     relevant = test.groupby("user_id")["product_id"].apply(set).to_dict()
-    data = {"ds": ds, **extra, "train_lines": len(train),
-            "train_pairs": int(train[["user_id", "product_id"]].drop_duplicates().shape[0]),
-            "test_pairs": len(test), "evaluated_customers": len(relevant)}
+    data = {
+        "ds": ds,
+        **extra,
+        "train_lines": len(train),
+        "train_pairs": int(train[["user_id", "product_id"]].drop_duplicates().shape[0]),
+        "test_pairs": len(test),
+        "evaluated_customers": len(relevant),
+    }
     return {"train": train, "relevant": relevant, "ds": ds, "data": data}
 
 
-def write_features(features: Path, train: pd.DataFrame, all_users: np.ndarray, all_items: np.ndarray,
-                   ds: str) -> None:
-    interactions = (train.assign(event_date=train["event_hour"].dt.date, weight=PURCHASE_WEIGHT, n_purchases=1)
-                    .groupby(["user_id", "product_id", "event_date", "event_hour"], as_index=False)
-                    .agg(weight=("weight", "sum"), n_purchases=("n_purchases", "sum"))
-                    .astype({"n_purchases": "int32"}))
-    tables = {"interactions": interactions, "user_features": pd.DataFrame({"user_id": all_users}),
-              "item_features": pd.DataFrame({"product_id": all_items, "category": pd.Series([None] * len(all_items),
-                                                                                             dtype="object")})}
+def write_features(features: Path, train: pd.DataFrame, all_users: np.ndarray, all_items: np.ndarray, ds: str) -> None:
+    interactions = (
+        train.assign(event_date=train["event_hour"].dt.date, weight=PURCHASE_WEIGHT, n_purchases=1)
+        .groupby(["user_id", "product_id", "event_date", "event_hour"], as_index=False)
+        .agg(weight=("weight", "sum"), n_purchases=("n_purchases", "sum"))
+        .astype({"n_purchases": "int32"})
+    )
+    tables = {
+        "interactions": interactions,
+        "user_features": pd.DataFrame({"user_id": all_users}),
+        "item_features": pd.DataFrame(
+            {"product_id": all_items, "category": pd.Series([None] * len(all_items), dtype="object")}
+        ),
+    }
     for table, frame in tables.items():
         target = features / table / f"ds={ds}"
         target.mkdir(parents=True, exist_ok=True)
@@ -146,8 +171,9 @@ def score(lists: dict[int, list[int]], relevant: dict[int, set[int]], k: int = K
         totals["precision"] += sum(hits) / k
         totals["recall"] += sum(hits) / len(items)
         totals["ndcg"] += sum(h / np.log2(i + 2) for i, h in enumerate(hits)) / sum(
-            1 / np.log2(i + 2) for i in range(min(k, len(items))))
-        totals["map"] += sum(sum(hits[:i + 1]) / (i + 1) for i, h in enumerate(hits) if h) / min(k, len(items))
+            1 / np.log2(i + 2) for i in range(min(k, len(items)))
+        )
+        totals["map"] += sum(sum(hits[: i + 1]) / (i + 1) for i, h in enumerate(hits) if h) / min(k, len(items))
     return {m: round(float(v) / len(relevant), 4) for m, v in totals.items()} | {"n_users": len(relevant)}
 
 
@@ -162,8 +188,11 @@ def popularity_lists(train: pd.DataFrame, users, k: int = K, recent_days: int | 
         since = train["event_hour"].max() - pd.Timedelta(days=recent_days)
         window = train[train["event_hour"] >= since]
         counts["recent"] = window.groupby("product_id")["user_id"].nunique().reindex(counts.index, fill_value=0)
-    order = (counts.rename_axis("product_id").reset_index()
-             .sort_values(["recent", "all_time", "product_id"], ascending=[False, False, True])["product_id"])
+    order = (
+        counts.rename_axis("product_id")
+        .reset_index()
+        .sort_values(["recent", "all_time", "product_id"], ascending=[False, False, True])["product_id"]
+    )
     seen = train.groupby("user_id")["product_id"].apply(set).to_dict()
     head = list(order[: k + max(len(s) for s in seen.values())])
     return {u: [i for i in head if i not in seen.get(u, ())][:k] for u in users}
@@ -179,8 +208,10 @@ def implicit_grid(train: pd.DataFrame, relevant: dict[int, set[int]], all_items:
     items = np.sort(all_items)
     cols = np.searchsorted(items, pairs["product_id"].to_numpy())
     values = {"binary": np.ones(len(pairs)), "log1p": np.log1p(pairs["size"].to_numpy())}
-    matrices = {name: sparse.csr_matrix((v.astype(np.float32), (rows, cols)), shape=(len(users), len(items)))
-                for name, v in values.items()}
+    matrices = {
+        name: sparse.csr_matrix((v.astype(np.float32), (rows, cols)), shape=(len(users), len(items)))
+        for name, v in values.items()
+    }
     evaluated = np.array(sorted(relevant))
     user_rows = np.searchsorted(users, evaluated)
     results = []
@@ -188,8 +219,13 @@ def implicit_grid(train: pd.DataFrame, relevant: dict[int, set[int]], all_items:
         matrix = matrices[params["weights"]]
         started = time.perf_counter()
         with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(factors=params["factors"], regularization=params["regularization"],
-                                            alpha=params["alpha"], iterations=15, random_state=0)
+            model = AlternatingLeastSquares(
+                factors=params["factors"],
+                regularization=params["regularization"],
+                alpha=params["alpha"],
+                iterations=15,
+                random_state=0,
+            )
             model.fit(matrix, show_progress=False)
         ids, _ = model.recommend(user_rows, matrix[user_rows], N=K, filter_already_liked_items=True)
         lists = {int(u): items[r].tolist() for u, r in zip(evaluated, ids)}
@@ -201,8 +237,10 @@ def grid_summary(results: list[dict]) -> tuple[dict, dict]:
     """(best configuration by NDCG on the test, with its params; median of every metric over the grid)."""
     best = max(results, key=lambda r: r["ndcg"])
     median = {m: round(float(np.median([r[m] for r in results])), 4) for m in METRICS}
-    return ({m: best[m] for m in (*METRICS, "n_users")} | {"params": best["params"]},
-            median | {"n_users": best["n_users"], "n_configurations": len(results)})
+    return (
+        {m: best[m] for m in (*METRICS, "n_users")} | {"params": best["params"]},
+        median | {"n_users": best["n_users"], "n_configurations": len(results)},
+    )
 
 
 # ------------------------------------------------------------------------------------------------ the job
@@ -212,9 +250,23 @@ def run_job(train: pd.DataFrame, all_users: np.ndarray, all_items: np.ndarray, d
         features, output = Path(tmp) / "features", Path(tmp) / "als"
         write_features(features, train, all_users, all_items, ds)
         started = time.perf_counter()
-        subprocess.run([str(Path(sys.executable).with_name("pm")), "spark-submit", "als_recommendations",
-                        "--features-dir", str(features), "--ds", ds, "--output-dir", str(output), *job_args],
-                       check=True, stdout=sys.stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        subprocess.run(
+            [
+                str(Path(sys.executable).with_name("pm")),
+                "spark-submit",
+                "als_recommendations",
+                "--features-dir",
+                str(features),
+                "--ds",
+                ds,
+                "--output-dir",
+                str(output),
+                *job_args,
+            ],
+            check=True,
+            stdout=sys.stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         seconds = time.perf_counter() - started
         recs = pd.read_parquet(output / "recommendations").sort_values(["user_id", "rank"])
         metrics = json.loads((output / "metrics.json").read_text())
@@ -222,10 +274,15 @@ def run_job(train: pd.DataFrame, all_users: np.ndarray, all_items: np.ndarray, d
 
 
 def job_summary(metrics: dict, seconds: float) -> dict:
-    return {"seconds": round(seconds, 1), "engine": metrics.get("engine"), "gate_verdict": metrics["gate"]["verdict"],
-            "choice": metrics["tuning"]["chosen"], "sources": metrics["recommendations_by_source"],
-            "internal_holdout": {name: lists["all"] for name, lists in metrics["holdout"]["lists"].items()},
-            "internal_served_vs_baseline": metrics["holdout"].get("served_vs_baseline")}
+    return {
+        "seconds": round(seconds, 1),
+        "engine": metrics.get("engine"),
+        "gate_verdict": metrics["gate"]["verdict"],
+        "choice": metrics["tuning"]["chosen"],
+        "sources": metrics["recommendations_by_source"],
+        "internal_holdout": {name: lists["all"] for name, lists in metrics["holdout"]["lists"].items()},
+        "internal_served_vs_baseline": metrics["holdout"].get("served_vs_baseline"),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ protocol
@@ -240,28 +297,43 @@ def evaluate(protocol: str, purchases: pd.DataFrame, job_args: list[str]) -> dic
         lists[f"recent_popularity_{days}d"] = score(popularity_lists(train, relevant, recent_days=days), relevant)
     grid = implicit_grid(train, relevant, all_items)
     lists["implicit_best_on_test"], lists["implicit_grid_median"] = grid_summary(grid)
-    return {"data": split["data"], "lists": lists, "ratios": ratios(lists), "job": job_summary(metrics, seconds),
-            "implicit_grid": grid}
+    return {
+        "data": split["data"],
+        "lists": lists,
+        "ratios": ratios(lists),
+        "job": job_summary(metrics, seconds),
+        "implicit_grid": grid,
+    }
 
 
 def ratios(lists: dict) -> dict:
     recent = max((lists[f"recent_popularity_{d}d"] for d in RECENT_DAYS), key=lambda s: s["ndcg"])
     best = lists["implicit_best_on_test"]
     divide = lambda a, b: round(a / b, 3) if b else None  # noqa: E731
-    return {"job_over_best_recent_popularity_ndcg": divide(lists["job"]["ndcg"], recent["ndcg"]),
-            "job_over_implicit_best_on_test_ndcg": divide(lists["job"]["ndcg"], best["ndcg"]),
-            "job_over_implicit_best_on_test_precision": divide(lists["job"]["precision"], best["precision"])}
+    return {
+        "job_over_best_recent_popularity_ndcg": divide(lists["job"]["ndcg"], recent["ndcg"]),
+        "job_over_implicit_best_on_test_ndcg": divide(lists["job"]["ndcg"], best["ndcg"]),
+        "job_over_implicit_best_on_test_precision": divide(lists["job"]["precision"], best["precision"]),
+    }
 
 
 def markdown(protocol: str, result: dict) -> str:
-    lines = [f"### {protocol} ({result['data']['evaluated_customers']:,} customers evaluated)", "",
-             "| list | NDCG@10 | precision@10 | recall@10 | users |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"### {protocol} ({result['data']['evaluated_customers']:,} customers evaluated)",
+        "",
+        "| list | NDCG@10 | precision@10 | recall@10 | users |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, s in result["lists"].items():
         lines.append(f"| {name} | {s['ndcg']:.4f} | {s['precision']:.4f} | {s['recall']:.4f} | {s['n_users']:,} |")
     job = result["job"]
-    lines += ["", f"implicit best params: {result['lists']['implicit_best_on_test']['params']}",
-              f"ratios: {result['ratios']}",
-              f"job: {job['seconds']} s, engine {job['engine']}, {job['gate_verdict']}, chose {job['choice']}", ""]
+    lines += [
+        "",
+        f"implicit best params: {result['lists']['implicit_best_on_test']['params']}",
+        f"ratios: {result['ratios']}",
+        f"job: {job['seconds']} s, engine {job['engine']}, {job['gate_verdict']}, chose {job['choice']}",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -274,10 +346,18 @@ def main() -> None:
     args = parser.parse_args()
 
     purchases = load_purchases(args.csv)
-    result = {"machine": {"cpu_count": os.cpu_count(), "processor": platform.processor(),
-                          "python": platform.python_version()},
-              "data": {"purchase_lines": len(purchases), "customers": int(purchases["user_id"].nunique()),
-                       "products": int(purchases["product_id"].nunique())}}
+    result = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor(),
+            "python": platform.python_version(),
+        },
+        "data": {
+            "purchase_lines": len(purchases),
+            "customers": int(purchases["user_id"].nunique()),
+            "products": int(purchases["product_id"].nunique()),
+        },
+    }
     for protocol in PROTOCOLS if args.protocol == "both" else (args.protocol,):
         result[protocol] = evaluate(protocol, purchases, args.job_arg)
     args.out.parent.mkdir(parents=True, exist_ok=True)

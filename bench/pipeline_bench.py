@@ -14,6 +14,7 @@ Markdown tables on stdout. Run it alone: parallel jobs slow each other.
 
     .venv/bin/python bench/pipeline_bench.py [--scale 1 10] [--ds 2026-11-22] [--nights 2] [--state DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,9 +79,13 @@ def run_timed(command: list[str], env: dict, log: Path) -> dict:
         sampler.stop()
     text = log.read_text(errors="replace")
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
-    return {"returncode": process.returncode, "wall_s": round(time.time() - started, 1),
-            "max_process_rss_mb": round(int(peak.group(1)) / 1024) if peak else None,
-            "samples": sampler.samples, "log": str(log)}
+    return {
+        "returncode": process.returncode,
+        "wall_s": round(time.time() - started, 1),
+        "max_process_rss_mb": round(int(peak.group(1)) / 1024) if peak else None,
+        "samples": sampler.samples,
+        "log": str(log),
+    }
 
 
 def _when(value: str | None) -> float | None:
@@ -99,46 +104,94 @@ def task_figures(work: Path, ds: str, since: float, samples: list) -> list[dict]
         window = [s for s in samples if start is not None and start <= s[0] <= end]
         before = [s for s in samples if start is not None and s[0] <= start]
         base = before[-1][1] if before else (window[0][1] if window else 0)
-        tasks.append({
-            "task": record["task_id"], "state": record.get("state"), "start": start,
-            "seconds": record.get("seconds"),
-            "peak_tree_rss_mb": round(max(s[1] for s in window) / 2**20) if window else None,
-            "peak_own_rss_mb": round(max(0, max(s[1] for s in window) - base) / 2**20) if window else None,
-        })
+        tasks.append(
+            {
+                "task": record["task_id"],
+                "state": record.get("state"),
+                "start": start,
+                "seconds": record.get("seconds"),
+                "peak_tree_rss_mb": round(max(s[1] for s in window) / 2**20) if window else None,
+                "peak_own_rss_mb": round(max(0, max(s[1] for s in window) - base) / 2**20) if window else None,
+            }
+        )
     return sorted(tasks, key=lambda t: t["start"] or 0)
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30),
-            "python": platform.python_version(), "load_average_at_start": [round(x, 1) for x in os.getloadavg()]}
+    return {
+        "cpus": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30),
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 1) for x in os.getloadavg()],
+    }
 
 
 def bench_scale(scale: int, ds: str, nights: int, state: Path) -> dict:
     root = (state / f"pipeline-{scale}x").resolve()
     shutil.rmtree(root / "work", ignore_errors=True)  # night 1 starts from nothing; the lake is kept (immutable)
     shutil.rmtree(root / "airflow", ignore_errors=True)
-    env = {**os.environ, "PM__LAKE__LOCAL_ROOT": str(root / "lake"), "PM__WORK_DIR": str(root / "work"),
-           "AIRFLOW_HOME": str(root / "airflow"),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{root / 'airflow' / 'airflow.db'}"}
+    env = {
+        **os.environ,
+        "PM__LAKE__LOCAL_ROOT": str(root / "lake"),
+        "PM__WORK_DIR": str(root / "work"),
+        "AIRFLOW_HOME": str(root / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{root / 'airflow' / 'airflow.db'}",
+    }
     days = [(dt.date.fromisoformat(ds) + dt.timedelta(days=n)).isoformat() for n in range(nights)]
     generated = []
     for day in days:
         started = time.time()
-        out = subprocess.run([PM, "generate", "--ds", day, "--users", str(20_000 * scale), "--items",
-                              str(2_000 * scale), "--days", "30"], env=env, capture_output=True, text=True, check=True)
-        summary = json.loads(out.stdout[out.stdout.index("{"):])
-        generated.append({"ds": day, "seconds": round(time.time() - started, 1),
-                          **{k: v for k, v in summary.items() if isinstance(v, (int, float, str))}})
+        out = subprocess.run(
+            [
+                PM,
+                "generate",
+                "--ds",
+                day,
+                "--users",
+                str(20_000 * scale),
+                "--items",
+                str(2_000 * scale),
+                "--days",
+                "30",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        summary = json.loads(out.stdout[out.stdout.index("{") :])
+        generated.append(
+            {
+                "ds": day,
+                "seconds": round(time.time() - started, 1),
+                **{k: v for k, v in summary.items() if isinstance(v, (int, float, str))},
+            }
+        )
     raw_bytes = sum(p.stat().st_size for p in (root / "lake" / "raw").rglob("*") if p.is_file())
-    result = {"scale": scale, "users": 20_000 * scale, "items": 2_000 * scale, "days": 30,
-              "raw_mb": round(raw_bytes / 2**20), "generated": generated, "machine": machine(), "nights": []}
+    result = {
+        "scale": scale,
+        "users": 20_000 * scale,
+        "items": 2_000 * scale,
+        "days": 30,
+        "raw_mb": round(raw_bytes / 2**20),
+        "generated": generated,
+        "machine": machine(),
+        "nights": [],
+    }
     for night, day in enumerate(days, 1):
         print(f"[{scale}x] night {night}: pm run --ds {day} ...", file=sys.stderr, flush=True)
         started = time.time()
         timed = run_timed([PM, "run", "--ds", day], env, root / f"run-{day}.log")
         tasks = task_figures(root / "work", day, started, timed.pop("samples"))
-        result["nights"].append({"night": night, "ds": day, **timed, "tasks": tasks,
-                                 "load_average_after": [round(x, 1) for x in os.getloadavg()]})
+        result["nights"].append(
+            {
+                "night": night,
+                "ds": day,
+                **timed,
+                "tasks": tasks,
+                "load_average_after": [round(x, 1) for x in os.getloadavg()],
+            }
+        )
         if timed["returncode"] != 0:
             print(f"[{scale}x] run failed, log: {timed['log']}", file=sys.stderr)
             break
@@ -153,8 +206,10 @@ def markdown(results: list[dict]) -> str:
     lines = []
     for result in results:
         nights = result["nights"]
-        lines.append(f"\n{result['scale']}x: {result['users']:,} users, {result['items']:,} products, 30 days, "
-                     f"{result['raw_mb']:,} MB of landing files; {result['machine']}")
+        lines.append(
+            f"\n{result['scale']}x: {result['users']:,} users, {result['items']:,} products, 30 days, "
+            f"{result['raw_mb']:,} MB of landing files; {result['machine']}"
+        )
         header = "| task | " + " | ".join(f"night {n['night']} ({n['ds']}) s / peak MB (own)" for n in nights) + " |"
         lines += [header, "|---" * (len(nights) + 1) + "|"]
         names = list(dict.fromkeys(t["task"] for n in nights for t in n["tasks"]))
@@ -169,12 +224,18 @@ def markdown(results: list[dict]) -> str:
                     cells.append(f"{dbt_seconds(n['tasks'])} ({len(tasks)} tasks) / {peak:,} ({own:,})")
                     continue
                 task = next((t for t in n["tasks"] if t["task"] == name), None)
-                cells.append("-" if task is None else
-                             f"{task['seconds']} / {task['peak_tree_rss_mb'] or 0:,} ({task['peak_own_rss_mb'] or 0:,})"
-                             + ("" if task["state"] == "success" else f" {task['state']}"))
+                cells.append(
+                    "-"
+                    if task is None
+                    else f"{task['seconds']} / {task['peak_tree_rss_mb'] or 0:,} ({task['peak_own_rss_mb'] or 0:,})"
+                    + ("" if task["state"] == "success" else f" {task['state']}")
+                )
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("| **whole run** (wall, largest process) | " + " | ".join(
-            f"**{n['wall_s']}** / {n['max_process_rss_mb'] or 0:,}" for n in nights) + " |")
+        lines.append(
+            "| **whole run** (wall, largest process) | "
+            + " | ".join(f"**{n['wall_s']}** / {n['max_process_rss_mb'] or 0:,}" for n in nights)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -182,7 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, nargs="+", default=[1, 10], help="data sizes, multiples of the demo's")
     parser.add_argument("--ds", default="2026-11-22", help="night 1's date; night n runs ds + n - 1")
-    parser.add_argument("--nights", type=int, default=2, help="consecutive nights (2 = a first night, then one new day)")
+    parser.add_argument(
+        "--nights", type=int, default=2, help="consecutive nights (2 = a first night, then one new day)"
+    )
     parser.add_argument("--state", type=Path, default=REPO / ".state" / "bench", help="lake, work dir and Airflow home")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)

@@ -37,6 +37,7 @@ after its retries sends an alert (structured log line; webhook / e-mail when `PM
 Re-running a `ds` replaces its partitions whole; a failed run leaves the last good tables published.
 Configuration: `config/platform.yaml` + `PM__SECTION__KEY` environment variables + the params below.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -45,8 +46,8 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import Asset, Param, dag
 
 from precision_marketing import pipeline
-from precision_marketing.orchestration.operators import LandingFilesSensor, PublishOperator, ReportOperator
 from precision_marketing.orchestration.dbt import cosmos_dbt_group
+from precision_marketing.orchestration.operators import LandingFilesSensor, PublishOperator, ReportOperator
 from precision_marketing.orchestration.schedule import DAG_ID, DS_TEMPLATE, dag_params, nightly_timetable, processed_ds
 from precision_marketing.orchestration.tasks import default_args, landing_sensor_args, skippable
 
@@ -58,7 +59,7 @@ PUBLISHED = [Asset(f"lake://marts/{table}") for table in pipeline.PUBLISHED_TABL
     schedule=nightly_timetable(),  # the run after midnight processes the day that ended
     # early on purpose: a run for a ds before start_date silently runs no task, and historical exports
     # (online-retail: 2010-2011) are run by hand; catchup=False keeps the scheduler from backfilling them
-    start_date=dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
     catchup=False,  # backfills are explicit (`pm backfill`), never a surprise after a pause
     max_active_runs=1,
     max_active_tasks=1,  # DuckDB allows one writer; Spark jobs already use every core
@@ -70,11 +71,16 @@ PUBLISHED = [Asset(f"lake://marts/{table}") for table in pipeline.PUBLISHED_TABL
 )
 def nightly_marketing():
     def step(task_id, callable_, op_kwargs=None, operator=PythonOperator, **operator_kwargs):
-        return operator(task_id=task_id, python_callable=skippable(callable_),
-                        op_kwargs={"ds": DS_TEMPLATE, **(op_kwargs or {})}, **operator_kwargs)
+        return operator(
+            task_id=task_id,
+            python_callable=skippable(callable_),
+            op_kwargs={"ds": DS_TEMPLATE, **(op_kwargs or {})},
+            **operator_kwargs,
+        )
 
-    wait_for_landing_files = LandingFilesSensor(task_id="wait_for_landing_files", ds=DS_TEMPLATE,
-                                                **landing_sensor_args())
+    wait_for_landing_files = LandingFilesSensor(
+        task_id="wait_for_landing_files", ds=DS_TEMPLATE, **landing_sensor_args()
+    )
     check_raw = step("check_raw", pipeline.stage_and_check_raw)
     dbt = cosmos_dbt_group("dbt")
     export_features = step("export_features", pipeline.export_features)
@@ -87,11 +93,21 @@ def nightly_marketing():
     # runs when the audience steps were skipped for lack of their sources, not when a step failed
     validate_outputs = step("validate_outputs", pipeline.validate_outputs, trigger_rule="none_failed_min_one_success")
     publish = step("publish", pipeline.publish, {"run_id": "{{ run_id }}"}, operator=PublishOperator, outlets=PUBLISHED)
-    report = step("refresh_catalog_and_report", pipeline.refresh_catalog_and_report, {"run_id": "{{ run_id }}"},
-                  operator=ReportOperator)
+    report = step(
+        "refresh_catalog_and_report",
+        pipeline.refresh_catalog_and_report,
+        {"run_id": "{{ run_id }}"},
+        operator=ReportOperator,
+    )
 
-    wait_for_landing_files >> check_raw >> dbt >> export_features >> validate_marts >> [
-        train_als, segment_users, measure_lift]
+    (
+        wait_for_landing_files
+        >> check_raw
+        >> dbt
+        >> export_features
+        >> validate_marts
+        >> [train_als, segment_users, measure_lift]
+    )
     segment_users >> train_ctr
     [train_als, train_ctr] >> build_exports
     # train_als and segment_users directly too: with the audience branch skipped they alone carry the night

@@ -13,6 +13,7 @@ Same suites, one GX Checkpoint, the same Data Docs in --docs-dir whichever engin
 expectation raises DataQualityError whose message lists every failure as
 `<layer>.<table>: <expectation> on column '<col>' failed (...)`; the CLI prints it and exits 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -79,7 +81,9 @@ class _Tables:
     def needs(self, table: str, needed: str, columns: list[str]) -> str:
         """Relation `needed` (the checked table itself or a reference), which a rule of `table` reads `columns` of."""
         if needed not in self.columns:
-            raise DataQualityError(f"{self.layer}.{table}: checking it needs table '{needed}' (pass --table {needed}=PATH)")
+            raise DataQualityError(
+                f"{self.layer}.{table}: checking it needs table '{needed}' (pass --table {needed}=PATH)"
+            )
         missing = [c for c in columns if c not in self.columns[needed]]
         if missing:
             raise DataQualityError(f"{self.layer}.{table}: {self.paths[needed]} has no column {missing[0]!r}")
@@ -88,8 +92,10 @@ class _Tables:
     def select(self, table: str) -> str:
         """The table's own columns (nanosecond timestamps, which pandas writes and Spark cannot read, as
         microseconds)."""
-        return ", ".join(f'cast("{c}" as timestamp) as "{c}"' if self.types[table][c] == "TIMESTAMP_NS" else f'"{c}"'
-                         for c in self.columns[table])
+        return ", ".join(
+            f'cast("{c}" as timestamp) as "{c}"' if self.types[table][c] == "TIMESTAMP_NS" else f'"{c}"'
+            for c in self.columns[table]
+        )
 
 
 def _derived_sql(layer: str, tables: _Tables, validated: list[str]) -> dict[str, str]:
@@ -100,11 +106,14 @@ def _derived_sql(layer: str, tables: _Tables, validated: list[str]) -> dict[str,
 
     if "data_reconciliation" in validated:
         parts = ["raw_rows", "clean_rows", "quarantined_rows", "duplicate_rows"]
-        if set(parts) <= set(tables.columns["data_reconciliation"]):  # else the column-set expectation says what is missing
+        if set(parts) <= set(
+            tables.columns["data_reconciliation"]
+        ):  # else the column-set expectation says what is missing
             out["data_reconciliation"] = (
                 f"select {tables.select('data_reconciliation')}, "
                 "coalesce(raw_rows = clean_rows + quarantined_rows + duplicate_rows, false) as reconciles "
-                f"from src_data_reconciliation {order}")
+                f"from src_data_reconciliation {order}"
+            )
 
     if layer == "outputs" and "recommendations" in validated:
         recs = tables.needs("recommendations", "recommendations", ["user_id", "product_id"])
@@ -113,11 +122,13 @@ def _derived_sql(layer: str, tables: _Tables, validated: list[str]) -> dict[str,
         out["recommendations"] = (
             f"select {tables.select('recommendations')}, exists (select 1 from {interactions} as i "
             "where i.n_purchases > 0 and i.user_id = r.user_id and i.product_id = r.product_id) as purchased_in_window "
-            f"from {recs} as r {order}")
+            f"from {recs} as r {order}"
+        )
         out["recommendations_per_user"] = (
             "select u.user_id, count(r.user_id) as n_recommendations "
             f"from (select distinct user_id from {users}) as u left join {recs} as r on r.user_id = u.user_id "
-            "group by u.user_id order by u.user_id")
+            "group by u.user_id order by u.user_id"
+        )
 
     if layer == "outputs" and "audiences" in validated:
         audiences = tables.needs("audiences", "audiences", ["campaign_id", "user_id", "channel"])
@@ -126,14 +137,17 @@ def _derived_sql(layer: str, tables: _Tables, validated: list[str]) -> dict[str,
         out["audiences"] = (
             f"select {tables.select('audiences')}, exists (select 1 from {suppressions} as s "
             "where s.user_id = a.user_id and s.channel in (a.channel, 'all')) as is_suppressed "
-            f"from {audiences} as a {order}")
+            f"from {audiences} as a {order}"
+        )
         out["audiences_per_campaign"] = (
             "select a.campaign_id, a.n_users, c.audience_size "
             f"from (select campaign_id, count(*) as n_users from {audiences} group by campaign_id) as a "
             f"left join (select campaign_id, any_value(audience_size) as audience_size from {campaigns} "
-            "group by campaign_id) as c on a.campaign_id = c.campaign_id order by a.campaign_id")
+            "group by campaign_id) as c on a.campaign_id = c.campaign_id order by a.campaign_id"
+        )
         out["audiences_per_user"] = (
-            f"select user_id, count(*) as n_audiences from {audiences} group by user_id order by user_id")
+            f"select user_id, count(*) as n_audiences from {audiences} group by user_id order by user_id"
+        )
 
     if layer == "outputs" and "audience_exports" in validated:
         exports = tables.needs("audience_exports", "audience_exports", ["campaign_id", "user_id"])
@@ -141,12 +155,14 @@ def _derived_sql(layer: str, tables: _Tables, validated: list[str]) -> dict[str,
         out["audience_exports"] = (
             f"select {tables.select('audience_exports')}, not exists (select 1 from {audiences} as a "
             "where a.experiment_group = 'treatment' and a.campaign_id = e.campaign_id and a.user_id = e.user_id) "
-            f"as exported_control from {exports} as e {order}")
+            f"as exported_control from {exports} as e {order}"
+        )
     return out
 
 
-def _stage(con, layer: str, tables: _Tables, validated: list[str], staging: Path,
-           spark_min_rows: int | None) -> dict[str, tuple[Path, int, str]]:
+def _stage(
+    con, layer: str, tables: _Tables, validated: list[str], staging: Path, spark_min_rows: int | None
+) -> dict[str, tuple[Path, int, str]]:
     """Every table to validate as one Parquet file in `staging`, with its row count and engine (pandas, or spark
     above spark_min_rows rows). A table validated as it is with pandas is linked, not copied; DuckDB writes the
     others (derived columns; and timestamps in microseconds, the unit Spark reads)."""
@@ -174,9 +190,13 @@ def _spark_session(spark_config: Mapping | None, driver_memory: str | None):
     if active is not None:
         return active, False
     spark_config = spark_config or {"master": "local[*]", "shuffle_partitions": 8}
-    builder = (SparkSession.builder.appName("gx-validation").master(spark_config["master"])
-               .config("spark.sql.shuffle.partitions", str(spark_config.get("shuffle_partitions", 8)))
-               .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC"))
+    builder = (
+        SparkSession.builder.appName("gx-validation")
+        .master(spark_config["master"])
+        .config("spark.sql.shuffle.partitions", str(spark_config.get("shuffle_partitions", 8)))
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+    )
     if driver_memory:
         builder = builder.config("spark.driver.memory", str(driver_memory))
     for key, value in (spark_config.get("conf") or {}).items():
@@ -227,8 +247,9 @@ def _describe_failure(layer: str, table: str, result: Any) -> str:
         observed = f"error: {error.removeprefix('Error: ')}"
     elif "unexpected_count" in details:
         examples = _plain(details.get("partial_unexpected_list", [])[:MAX_EXAMPLES])
-        observed = (f"{details['unexpected_count']} unexpected values of {details.get('element_count')} rows, "
-                    f"e.g. {examples}")
+        observed = (
+            f"{details['unexpected_count']} unexpected values of {details.get('element_count')} rows, e.g. {examples}"
+        )
     elif details.get("details", {}).get("mismatched"):
         observed = f"columns {_plain(details['details']['mismatched'])}"
     else:
@@ -244,18 +265,30 @@ def _new_context(project_dir: Path, docs_dir: Path):
 
     context = gx.get_context(mode="file", project_root_dir=project_dir)
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    context.update_data_docs_site("local_site", {
-        "class_name": "SiteBuilder", "show_how_to_buttons": False,
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-    })
+    context.update_data_docs_site(
+        "local_site",
+        {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
     return context
 
 
-def run_checkpoint(layer: str, tables: Mapping[str, Path], *, docs_dir: Path, ds: str,
-                   top_k: int | None = None, max_audiences_per_user: int | None = None,
-                   spark_min_rows: int | None = None, spark_config: Mapping | None = None,
-                   spark_driver_memory: str | None = None) -> dict:
+def run_checkpoint(
+    layer: str,
+    tables: Mapping[str, Path],
+    *,
+    docs_dir: Path,
+    ds: str,
+    top_k: int | None = None,
+    max_audiences_per_user: int | None = None,
+    spark_min_rows: int | None = None,
+    spark_config: Mapping | None = None,
+    spark_driver_memory: str | None = None,
+) -> dict:
     """Validate the given tables of `layer`, build Data Docs into docs_dir (replaced), return a summary.
 
     tables: table name -> Parquet file or Spark Parquet directory; for "outputs" also the reference tables
@@ -286,7 +319,9 @@ def run_checkpoint(layer: str, tables: Mapping[str, Path], *, docs_dir: Path, ds
         staging.mkdir()
         con = duckdb.connect()
         try:
-            con.execute(f"set memory_limit = '{DUCKDB_MEMORY_LIMIT}'; set temp_directory = '{_quoted(Path(tmp) / 'spill')}'")
+            con.execute(
+                f"set memory_limit = '{DUCKDB_MEMORY_LIMIT}'; set temp_directory = '{_quoted(Path(tmp) / 'spill')}'"
+            )
             staged = _stage(con, layer, _Tables(con, layer, paths), validated, staging, spark_min_rows)
         finally:
             con.close()
@@ -308,38 +343,58 @@ def run_checkpoint(layer: str, tables: Mapping[str, Path], *, docs_dir: Path, ds
             for table, (path, _, _) in staged.items():
                 source = sources["spark" if table in large else "pandas"]
                 batch = source.add_parquet_asset(name=table).add_batch_definition_path(name=table, path=path.name)
-                suite = context.suites.add(gx.ExpectationSuite(
-                    name=f"{layer}.{table}", expectations=expectations_for(
-                        layer, table, top_k=top_k, max_audiences_per_user=max_audiences_per_user)))
-                definitions.append(context.validation_definitions.add(
-                    gx.ValidationDefinition(name=f"{layer}.{table}", data=batch, suite=suite)))
-            checkpoint = context.checkpoints.add(gx.Checkpoint(
-                name=f"{layer}_checkpoint", validation_definitions=definitions,
-                actions=[UpdateDataDocsAction(name="update_data_docs")],
-                result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}))
-            result = checkpoint.run(run_id=RunIdentifier(run_name=f"{layer} ds={ds}",
-                                                         run_time=dt.datetime.now(dt.timezone.utc)))
+                suite = context.suites.add(
+                    gx.ExpectationSuite(
+                        name=f"{layer}.{table}",
+                        expectations=expectations_for(
+                            layer, table, top_k=top_k, max_audiences_per_user=max_audiences_per_user
+                        ),
+                    )
+                )
+                definitions.append(
+                    context.validation_definitions.add(
+                        gx.ValidationDefinition(name=f"{layer}.{table}", data=batch, suite=suite)
+                    )
+                )
+            checkpoint = context.checkpoints.add(
+                gx.Checkpoint(
+                    name=f"{layer}_checkpoint",
+                    validation_definitions=definitions,
+                    actions=[UpdateDataDocsAction(name="update_data_docs")],
+                    result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES},
+                )
+            )
+            result = checkpoint.run(run_id=RunIdentifier(run_name=f"{layer} ds={ds}", run_time=dt.datetime.now(dt.UTC)))
         finally:
             if started:
                 session.stop()
     make_offline(docs_dir)  # the pages load their scripts and styles from the docs folder, not from CDNs
 
-    summary: dict = {"layer": layer, "ds": ds, "success": bool(result.success),
-                     "docs_index": str(docs_dir / "index.html"), "tables": {}}
+    summary: dict = {
+        "layer": layer,
+        "ds": ds,
+        "success": bool(result.success),
+        "docs_index": str(docs_dir / "index.html"),
+        "tables": {},
+    }
     failures = []
     for validation in result.run_results.values():
         table = validation.suite_name.split(".", 1)[1]
         stats = validation.statistics
         summary["tables"][table] = {
-            "success": bool(validation.success), "rows": staged[table][1],
+            "success": bool(validation.success),
+            "rows": staged[table][1],
             "engine": "spark" if table in large else "pandas",
             "evaluated_expectations": stats["evaluated_expectations"],
             "failed_expectations": stats["unsuccessful_expectations"],
         }
         failures += [_describe_failure(layer, table, r) for r in validation.results if not r.success]
     if failures:
-        raise DataQualityError(f"{len(failures)} expectation(s) failed in layer {layer!r} (ds {ds}; "
-                               f"data docs: {summary['docs_index']}):\n" + "\n".join(failures), summary)
+        raise DataQualityError(
+            f"{len(failures)} expectation(s) failed in layer {layer!r} (ds {ds}; "
+            f"data docs: {summary['docs_index']}):\n" + "\n".join(failures),
+            summary,
+        )
     return summary
 
 
@@ -354,20 +409,37 @@ def _table_argument(text: str) -> tuple[str, Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m expectations.checkpoints", description=__doc__.split("\n")[0])
     parser.add_argument("--layer", required=True, choices=sorted(LAYERS))
-    parser.add_argument("--table", action="append", type=_table_argument, required=True, metavar="NAME=PATH",
-                        help="a table to validate (or a reference table for outputs); repeat")
+    parser.add_argument(
+        "--table",
+        action="append",
+        type=_table_argument,
+        required=True,
+        metavar="NAME=PATH",
+        help="a table to validate (or a reference table for outputs); repeat",
+    )
     parser.add_argument("--docs-dir", required=True, type=Path, help="Data Docs site folder (replaced)")
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
     parser.add_argument("--top-k", type=int, default=None, help="recommendations per user (outputs layer)")
     parser.add_argument("--max-audiences-per-user", type=int, default=None, help="frequency cap (outputs layer)")
-    parser.add_argument("--spark-min-rows", type=int, default=None,
-                        help="tables with more rows are validated with GX's Spark datasource (default: pandas for all)")
+    parser.add_argument(
+        "--spark-min-rows",
+        type=int,
+        default=None,
+        help="tables with more rows are validated with GX's Spark datasource (default: pandas for all)",
+    )
     parser.add_argument("--spark-master", default="local[*]", help="Spark master for those tables")
     args = parser.parse_args(argv)
     try:
-        summary = run_checkpoint(args.layer, dict(args.table), docs_dir=args.docs_dir, ds=args.ds, top_k=args.top_k,
-                                 max_audiences_per_user=args.max_audiences_per_user, spark_min_rows=args.spark_min_rows,
-                                 spark_config={"master": args.spark_master, "shuffle_partitions": 8})
+        summary = run_checkpoint(
+            args.layer,
+            dict(args.table),
+            docs_dir=args.docs_dir,
+            ds=args.ds,
+            top_k=args.top_k,
+            max_audiences_per_user=args.max_audiences_per_user,
+            spark_min_rows=args.spark_min_rows,
+            spark_config={"master": args.spark_master, "shuffle_partitions": 8},
+        )
     except (DataQualityError, ValueError) as error:
         print(f"data quality check failed: {error}", file=sys.stderr)
         return 1

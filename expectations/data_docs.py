@@ -3,6 +3,7 @@ bootstrap-table from CDNs (the validation list is drawn by bootstrap-table, so o
 `make_offline` copies the vendored files (data_docs_vendor/, versions and licenses in its README) into the
 docs' static/ folder and points every page at them; remote assets the pages do not need (Vega, icons, the
 dark theme, the remote logo) are dropped or replaced by GX's own local copy."""
+
 from __future__ import annotations
 
 import os
@@ -44,17 +45,17 @@ def make_offline(docs_dir: Path) -> int:
         to_vendor = os.path.relpath(vendor, page.parent)
         text = page.read_text()
 
-        def script(match):
+        def script(match, to_vendor=to_vendor):
             local = _local(match.group(1))
             return f'<script src="{to_vendor}/{local}"></script>' if local else ""
 
-        def link(match):
+        def link(match, to_vendor=to_vendor):
             local = _local(match.group(1))
             if not local:
                 return "" if "stylesheet" in match.group(0) else match.group(0)
             return f'<link rel="stylesheet" href="{to_vendor}/{local}">'
 
-        def image(match):
+        def image(match, page=page):
             if logo.exists():
                 return match.group(1) + os.path.relpath(logo, page.parent) + match.group(3)
             return match.group(1) + match.group(3)

@@ -6,6 +6,7 @@ collected into one `RawContractError` naming each file.
 
     python -m expectations.raw_contract --raw-root lake/raw --ds 2026-11-23 --history-days 30 [--mapping m.yaml]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,13 +37,23 @@ def check_raw(raw_root: Path, ds: str, history_days: int, mapping=None) -> dict:
     Returns a report: files checked with their data-line counts, warnings, delivered sources, notes.
     """
     plan = plan_window(raw_root, ds, history_days, mapping)
-    files = [{"source": name, "ds": day, "path": path, "rows": _count_data_lines(Path(raw_root) / path)}
-             for name, source in plan["sources"].items()
-             for day, paths in source["partitions"].items() for path in paths]
-    return {"raw_root": str(raw_root), "ds": plan["ds"], "history_days": history_days,
-            "files_checked": len(files), "files": files, "warnings": plan["warnings"],
-            "delivered": [name for name, source in plan["sources"].items() if source["delivered"]],
-            "capabilities": plan["capabilities"], "notes": plan["notes"]}
+    files = [
+        {"source": name, "ds": day, "path": path, "rows": _count_data_lines(Path(raw_root) / path)}
+        for name, source in plan["sources"].items()
+        for day, paths in source["partitions"].items()
+        for path in paths
+    ]
+    return {
+        "raw_root": str(raw_root),
+        "ds": plan["ds"],
+        "history_days": history_days,
+        "files_checked": len(files),
+        "files": files,
+        "warnings": plan["warnings"],
+        "delivered": [name for name, source in plan["sources"].items() if source["delivered"]],
+        "capabilities": plan["capabilities"],
+        "notes": plan["notes"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-root", required=True, type=Path, help="folder holding <source>/ds=YYYY-MM-DD/")
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
     parser.add_argument("--history-days", type=int, default=30, help="days of increments the run reads")
-    parser.add_argument("--mapping", type=Path, default=None, help="mapping file of your exports (docs/data_contract.md)")
+    parser.add_argument(
+        "--mapping", type=Path, default=None, help="mapping file of your exports (docs/data_contract.md)"
+    )
     args = parser.parse_args(argv)
     try:
         report = check_raw(args.raw_root, args.ds, args.history_days, load_mapping(args.mapping))

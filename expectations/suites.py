@@ -13,14 +13,16 @@ derives columns or small frames and the rule is stated here on the derived value
   audiences_per_user                      n_audiences per user (the frequency cap)
   audience_exports.exported_control       (campaign_id, user_id) is not a treatment row of audiences
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import great_expectations.expectations as gxe
 from great_expectations.expectations import Expectation
 
-from precision_marketing.contract import CAMPAIGN_CHANNELS, CONSENT_CHANNELS, PLACEMENTS as CONTRACT_PLACEMENTS
+from precision_marketing.contract import CAMPAIGN_CHANNELS, CONSENT_CHANNELS
+from precision_marketing.contract import PLACEMENTS as CONTRACT_PLACEMENTS
 
 # The vocabulary is the contract's (dbt_project.yml vars, read by precision_marketing/contract.py)
 CHANNELS = list(CAMPAIGN_CHANNELS)
@@ -67,10 +69,24 @@ def _all_false(column: str, rule: str) -> Expectation:
 # --- layer "marts" ---------------------------------------------------------------------------------
 def user_features() -> list[Expectation]:
     return [
-        *_columns("user_id", "country", "signup_date", "email_sha256", "has_history", "recency_days", "frequency",
-                  "monetary", "n_views", "n_carts", "n_purchases", "n_favourites", "top_category",
-                  "top_category_affinity"),
-        *_not_empty(), *_key("user_id"),
+        *_columns(
+            "user_id",
+            "country",
+            "signup_date",
+            "email_sha256",
+            "has_history",
+            "recency_days",
+            "frequency",
+            "monetary",
+            "n_views",
+            "n_carts",
+            "n_purchases",
+            "n_favourites",
+            "top_category",
+            "top_category_affinity",
+        ),
+        *_not_empty(),
+        *_key("user_id"),
         gxe.ExpectColumnValuesToMatchRegex(column="email_sha256", regex=SHA256_HEX),
         gxe.ExpectColumnValuesToNotBeNull(column="has_history"),
         *_non_negative("recency_days", "frequency", "monetary", "n_views", "n_carts", "n_purchases", "n_favourites"),
@@ -79,15 +95,28 @@ def user_features() -> list[Expectation]:
 
 
 def user_category_affinity() -> list[Expectation]:
-    return [*_columns("user_id", "category", "affinity"), *_key("user_id", "category"),
-            _between("affinity", 0, 1, strict_low=True)]
+    return [
+        *_columns("user_id", "category", "affinity"),
+        *_key("user_id", "category"),
+        _between("affinity", 0, 1, strict_low=True),
+    ]
 
 
 def item_features() -> list[Expectation]:
     return [
-        *_columns("product_id", "category", "brand", "price", "n_views", "n_carts", "n_purchases", "n_users",
-                  "popularity_rank"),
-        *_not_empty(), *_key("product_id"),
+        *_columns(
+            "product_id",
+            "category",
+            "brand",
+            "price",
+            "n_views",
+            "n_carts",
+            "n_purchases",
+            "n_users",
+            "popularity_rank",
+        ),
+        *_not_empty(),
+        *_key("product_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="category"),
         _between("price", 0, strict_low=True),
         *_non_negative("n_views", "n_carts", "n_purchases", "n_users"),
@@ -98,7 +127,8 @@ def item_features() -> list[Expectation]:
 def interactions() -> list[Expectation]:
     return [
         *_columns("user_id", "product_id", "event_date", "event_hour", "weight", "n_purchases"),
-        *_not_empty(), *_key("user_id", "product_id", "event_hour"),
+        *_not_empty(),
+        *_key("user_id", "product_id", "event_hour"),
         _between("weight", 0, strict_low=True),
         *_non_negative("n_purchases"),
     ]
@@ -106,10 +136,24 @@ def interactions() -> list[Expectation]:
 
 def ctr_train() -> list[Expectation]:
     return [
-        *_columns("impression_id", "user_id", "campaign_id", "impression_date", "placement", "channel",
-                  "target_category", "affinity", "recency_days", "frequency", "monetary", "impression_hour",
-                  "category_recency_days", "clicked"),
-        *_not_empty(), *_key("impression_id"),
+        *_columns(
+            "impression_id",
+            "user_id",
+            "campaign_id",
+            "impression_date",
+            "placement",
+            "channel",
+            "target_category",
+            "affinity",
+            "recency_days",
+            "frequency",
+            "monetary",
+            "impression_hour",
+            "category_recency_days",
+            "clicked",
+        ),
+        *_not_empty(),
+        *_key("impression_id"),
         *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("user_id", "campaign_id", "clicked")],
         _in_set("clicked", [0, 1]),
         _in_set("placement", PLACEMENTS),
@@ -124,8 +168,19 @@ def ctr_train() -> list[Expectation]:
 def ctr_score() -> list[Expectation]:
     # may be empty: no campaign active on ds is a valid day
     return [
-        *_columns("user_id", "campaign_id", "placement", "channel", "target_category", "affinity", "recency_days",
-                  "frequency", "monetary", "category_recency_days", "email_sha256"),
+        *_columns(
+            "user_id",
+            "campaign_id",
+            "placement",
+            "channel",
+            "target_category",
+            "affinity",
+            "recency_days",
+            "frequency",
+            "monetary",
+            "category_recency_days",
+            "email_sha256",
+        ),
         *_key("user_id", "campaign_id"),
         _in_set("channel", CHANNELS),
         _between("affinity", 0, 1),
@@ -136,9 +191,11 @@ def ctr_score() -> list[Expectation]:
 
 def campaigns() -> list[Expectation]:
     return [
-        *_columns("campaign_id", "name", "target_category", "channel", "placement", "start_date", "end_date",
-                  "audience_size"),
-        *_not_empty(), *_key("campaign_id"),
+        *_columns(
+            "campaign_id", "name", "target_category", "channel", "placement", "start_date", "end_date", "audience_size"
+        ),
+        *_not_empty(),
+        *_key("campaign_id"),
         _in_set("channel", CHANNELS),
         _in_set("placement", PLACEMENTS),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="end_date", column_B="start_date", or_equal=True),
@@ -153,23 +210,43 @@ def suppressions() -> list[Expectation]:
 
 def user_keys() -> list[Expectation]:
     # the internal keys Spark's ALS needs: 32-bit, one per delivered id
-    return [*_columns("user_key", "user_id", "first_seen_ds"), *_key("user_key"), *_key("user_id"),
-            _between("user_key", 1, 2**31 - 1)]
+    return [
+        *_columns("user_key", "user_id", "first_seen_ds"),
+        *_key("user_key"),
+        *_key("user_id"),
+        _between("user_key", 1, 2**31 - 1),
+    ]
 
 
 def product_keys() -> list[Expectation]:
-    return [*_columns("product_key", "product_id", "first_seen_ds"), *_key("product_key"), *_key("product_id"),
-            _between("product_key", 1, 2**31 - 1)]
+    return [
+        *_columns("product_key", "product_id", "first_seen_ds"),
+        *_key("product_key"),
+        *_key("product_id"),
+        _between("product_key", 1, 2**31 - 1),
+    ]
 
 
 def data_reconciliation() -> list[Expectation]:
     return [
-        *_columns("source", "delivered", "raw_rows", "clean_rows", "quarantined_rows", "duplicate_rows",
-                  "ds_raw_rows", "ds_quarantined_rows"),
-        *_not_empty(), *_key("source"),
+        *_columns(
+            "source",
+            "delivered",
+            "raw_rows",
+            "clean_rows",
+            "quarantined_rows",
+            "duplicate_rows",
+            "ds_raw_rows",
+            "ds_quarantined_rows",
+        ),
+        *_not_empty(),
+        *_key("source"),
         *_non_negative("raw_rows", "clean_rows", "quarantined_rows", "duplicate_rows"),
-        gxe.ExpectColumnValuesToBeInSet(column="reconciles", value_set=[True],
-                                        description="raw_rows = clean_rows + quarantined_rows + duplicate_rows"),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="reconciles",
+            value_set=[True],
+            description="raw_rows = clean_rows + quarantined_rows + duplicate_rows",
+        ),
     ]
 
 
@@ -177,7 +254,8 @@ def data_reconciliation() -> list[Expectation]:
 def recommendations(*, top_k: int) -> list[Expectation]:
     return [
         *_columns("user_id", "rank", "product_id", "score", "source"),
-        *_not_empty(), *_key("user_id", "rank"),
+        *_not_empty(),
+        *_key("user_id", "rank"),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "product_id"]),
         gxe.ExpectColumnValuesToNotBeNull(column="product_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="score"),
@@ -189,16 +267,32 @@ def recommendations(*, top_k: int) -> list[Expectation]:
 
 def recommendations_per_user(*, top_k: int) -> list[Expectation]:
     # users of user_features without recommendations have n_recommendations = 0
-    return [gxe.ExpectColumnValuesToBeBetween(
-        column="n_recommendations", min_value=top_k, max_value=top_k,
-        description=f"every user of user_features gets exactly top_k={top_k} recommendations")]
+    return [
+        gxe.ExpectColumnValuesToBeBetween(
+            column="n_recommendations",
+            min_value=top_k,
+            max_value=top_k,
+            description=f"every user of user_features gets exactly top_k={top_k} recommendations",
+        )
+    ]
 
 
 def audiences() -> list[Expectation]:
     # may be empty: no campaign active on ds
     return [
-        *_columns("campaign_id", "user_id", "rank", "p_click", "decile", "segment", "email_sha256", "channel",
-                  "experiment_group", "expected_value", "bid_hint"),
+        *_columns(
+            "campaign_id",
+            "user_id",
+            "rank",
+            "p_click",
+            "decile",
+            "segment",
+            "email_sha256",
+            "channel",
+            "experiment_group",
+            "expected_value",
+            "bid_hint",
+        ),
         *_key("campaign_id", "user_id"),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["campaign_id", "rank"]),
         _between("rank", 1),
@@ -213,25 +307,47 @@ def audiences() -> list[Expectation]:
 
 
 def audiences_per_campaign() -> list[Expectation]:
-    return [gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-        column_A="audience_size", column_B="n_users", or_equal=True,
-        description="a campaign's audience holds at most audience_size users (campaigns.audience_size)")]
+    return [
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="audience_size",
+            column_B="n_users",
+            or_equal=True,
+            description="a campaign's audience holds at most audience_size users (campaigns.audience_size)",
+        )
+    ]
 
 
 def audiences_per_user(*, max_audiences_per_user: int | None = None) -> list[Expectation]:
     if not max_audiences_per_user:  # no cap configured
         return [_between("n_audiences", 1)]
-    return [gxe.ExpectColumnValuesToBeBetween(
-        column="n_audiences", min_value=1, max_value=max_audiences_per_user,
-        description=f"a user sits in at most max_audiences_per_user={max_audiences_per_user} audiences per night")]
+    return [
+        gxe.ExpectColumnValuesToBeBetween(
+            column="n_audiences",
+            min_value=1,
+            max_value=max_audiences_per_user,
+            description=f"a user sits in at most max_audiences_per_user={max_audiences_per_user} audiences per night",
+        )
+    ]
 
 
 def audience_exports() -> list[Expectation]:
     # may be empty: no campaign active on ds
     return [
-        *_columns("campaign_id", "user_id", "email_sha256", "channel", "rank", "p_click", "expected_value",
-                  "bid_hint", "segment", "top_product_ids", "top_product_titles", "subject_line",
-                  "subject_is_fallback"),
+        *_columns(
+            "campaign_id",
+            "user_id",
+            "email_sha256",
+            "channel",
+            "rank",
+            "p_click",
+            "expected_value",
+            "bid_hint",
+            "segment",
+            "top_product_ids",
+            "top_product_titles",
+            "subject_line",
+            "subject_is_fallback",
+        ),
         *_key("campaign_id", "user_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="subject_line"),
         gxe.ExpectColumnValuesToMatchRegex(column="email_sha256", regex=SHA256_HEX),
@@ -242,9 +358,23 @@ def audience_exports() -> list[Expectation]:
 def campaign_lift() -> list[Expectation]:
     # may be empty: no campaign active and none measured
     return [
-        *_columns("campaign_id", "window_days", "metric", "n_treatment", "n_control", "successes_treatment",
-                  "successes_control", "rate_treatment", "rate_control", "abs_lift", "rel_lift", "ci_low",
-                  "ci_high", "p_value", "status"),
+        *_columns(
+            "campaign_id",
+            "window_days",
+            "metric",
+            "n_treatment",
+            "n_control",
+            "successes_treatment",
+            "successes_control",
+            "rate_treatment",
+            "rate_control",
+            "abs_lift",
+            "rel_lift",
+            "ci_low",
+            "ci_high",
+            "p_value",
+            "status",
+        ),
         *_key("campaign_id", "window_days", "metric"),
         _in_set("metric", LIFT_METRICS),
         _between("window_days", 1),
@@ -257,7 +387,8 @@ def campaign_lift() -> list[Expectation]:
 def user_segments() -> list[Expectation]:
     return [
         *_columns("user_id", "segment_id", "segment", "recency_days", "frequency", "monetary"),
-        *_not_empty(), *_key("user_id"),
+        *_not_empty(),
+        *_key("user_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="segment_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="segment"),
     ]
@@ -269,23 +400,35 @@ SuiteFunction = Callable[..., list[Expectation]]
 # are validated whenever their base table is.
 LAYERS: dict[str, dict[str, SuiteFunction]] = {
     "marts": {
-        "user_features": user_features, "user_category_affinity": user_category_affinity,
-        "item_features": item_features, "interactions": interactions, "ctr_train": ctr_train,
-        "ctr_score": ctr_score, "campaigns": campaigns, "suppressions": suppressions,
-        "user_keys": user_keys, "product_keys": product_keys, "data_reconciliation": data_reconciliation,
+        "user_features": user_features,
+        "user_category_affinity": user_category_affinity,
+        "item_features": item_features,
+        "interactions": interactions,
+        "ctr_train": ctr_train,
+        "ctr_score": ctr_score,
+        "campaigns": campaigns,
+        "suppressions": suppressions,
+        "user_keys": user_keys,
+        "product_keys": product_keys,
+        "data_reconciliation": data_reconciliation,
     },
     "outputs": {
-        "recommendations": recommendations, "recommendations_per_user": recommendations_per_user,
-        "audiences": audiences, "audiences_per_campaign": audiences_per_campaign,
-        "audiences_per_user": audiences_per_user, "audience_exports": audience_exports,
-        "campaign_lift": campaign_lift, "user_segments": user_segments,
+        "recommendations": recommendations,
+        "recommendations_per_user": recommendations_per_user,
+        "audiences": audiences,
+        "audiences_per_campaign": audiences_per_campaign,
+        "audiences_per_user": audiences_per_user,
+        "audience_exports": audience_exports,
+        "campaign_lift": campaign_lift,
+        "user_segments": user_segments,
     },
 }
 NEEDS_TOP_K = {recommendations, recommendations_per_user}
 
 
-def expectations_for(layer: str, table: str, *, top_k: int | None = None,
-                     max_audiences_per_user: int | None = None) -> list[Expectation]:
+def expectations_for(
+    layer: str, table: str, *, top_k: int | None = None, max_audiences_per_user: int | None = None
+) -> list[Expectation]:
     """The expectations of one table of a layer (top_k is required by the recommendations suites)."""
     suite = LAYERS[layer][table]
     if suite is audiences_per_user:

@@ -1,17 +1,18 @@
 """`pm` — the platform's command line.
 
-  pm demo [--ds D]            generate synthetic data, run the nightly DAG through Airflow, print the results
-  pm generate --ds D [...]    write synthetic raw landing files for the window ending at D into the lake
-  pm import online-retail PATH [--from D --to D]   land a public export into the raw zone by day (adapters.py)
-  pm setup                    prepare the in-repo Airflow (db migrate) and the dbt manifest Cosmos renders from
-  pm run --ds D [--full-refresh]  run the nightly DAG for D (`airflow dags test`, in-process, no servers):
-                              one line per task, the full log in a file (--verbose: on the terminal too)
-  pm backfill --from D1 --to D2   run the DAG for every day D1..D2 through Airflow's backfill and scheduler
-  pm query "SQL"              run SQL over the published tables (DuckDB views; local folder or S3)
-  pm status                   published partitions and their row counts
-  pm airflow ARGS...          the airflow CLI with the in-repo AIRFLOW_HOME
-  pm spark-submit JOB ARGS... a job of spark_jobs/ through spark-submit, with the configured master and memory
+pm demo [--ds D]            generate synthetic data, run the nightly DAG through Airflow, print the results
+pm generate --ds D [...]    write synthetic raw landing files for the window ending at D into the lake
+pm import online-retail PATH [--from D --to D]   land a public export into the raw zone by day (adapters.py)
+pm setup                    prepare the in-repo Airflow (db migrate) and the dbt manifest Cosmos renders from
+pm run --ds D [--full-refresh]  run the nightly DAG for D (`airflow dags test`, in-process, no servers):
+                            one line per task, the full log in a file (--verbose: on the terminal too)
+pm backfill --from D1 --to D2   run the DAG for every day D1..D2 through Airflow's backfill and scheduler
+pm query "SQL"              run SQL over the published tables (DuckDB views; local folder or S3)
+pm status                   published partitions and their row counts
+pm airflow ARGS...          the airflow CLI with the in-repo AIRFLOW_HOME
+pm spark-submit JOB ARGS... a job of spark_jobs/ through spark-submit, with the configured master and memory
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,13 +31,15 @@ from precision_marketing.config import ConfigError, load_config
 from precision_marketing.storage import storage_from_config
 
 # over the history view, for the demo's own ds: `recommendations` alone is the latest ds in the lake
-EXAMPLE_QUERY = ("SELECT user_id, rank, product_id, round(score, 4) AS score, source FROM recommendations_history "
-                 "WHERE ds = DATE '{ds}' AND user_id = (SELECT min(user_id) FROM recommendations_history "
-                 "WHERE ds = DATE '{ds}') ORDER BY rank")
+EXAMPLE_QUERY = (
+    "SELECT user_id, rank, product_id, round(score, 4) AS score, source FROM recommendations_history "
+    "WHERE ds = DATE '{ds}' AND user_id = (SELECT min(user_id) FROM recommendations_history "
+    "WHERE ds = DATE '{ds}') ORDER BY rank"
+)
 
 
 def _yesterday() -> str:
-    return (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    return (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
 
 
 def cmd_generate(args, config) -> dict:
@@ -44,13 +47,20 @@ def cmd_generate(args, config) -> dict:
     already in the lake is kept (unless --overwrite), so runs for neighbouring dates read the same history."""
     from precision_marketing.datagen import generate
 
-    gen = {**config["datagen"], **{k: v for k, v in vars(args).items()
-                                   if k in config["datagen"] and v is not None}}
+    gen = {**config["datagen"], **{k: v for k, v in vars(args).items() if k in config["datagen"] and v is not None}}
     storage = storage_from_config(config)
-    options = dict(users=int(gen["users"]), items=int(gen["items"]), days=int(gen["days"]),
-                   campaigns=int(gen["campaigns"]), dirty_rate=float(gen["dirty_rate"]), seed=int(gen["seed"]),
-                   impression_rate=float(gen.get("impression_rate") or 0.04))
-    effect = dict(treatment_effect=float(gen.get("treatment_effect") or 0.0), effect_days=int(gen.get("effect_days") or 7))
+    options = dict(
+        users=int(gen["users"]),
+        items=int(gen["items"]),
+        days=int(gen["days"]),
+        campaigns=int(gen["campaigns"]),
+        dirty_rate=float(gen["dirty_rate"]),
+        seed=int(gen["seed"]),
+        impression_rate=float(gen.get("impression_rate") or 0.04),
+    )
+    effect = dict(
+        treatment_effect=float(gen.get("treatment_effect") or 0.0), effect_days=int(gen.get("effect_days") or 7)
+    )
     if effect["treatment_effect"] > 0:  # close the loop: users exported on earlier nights respond
         effect["exports"] = _published_exports(storage)
     written, kept = 0, 0
@@ -64,8 +74,11 @@ def cmd_generate(args, config) -> dict:
                     continue
                 storage.upload_tree(part, prefix)
                 written += 1
-    print(f"synthetic raw data for the {options['days']} days up to {args.ds} in {storage.uri('raw')}: "
-          f"{written} landing partitions written, {kept} already there kept", file=sys.stderr)
+    print(
+        f"synthetic raw data for the {options['days']} days up to {args.ds} in {storage.uri('raw')}: "
+        f"{written} landing partitions written, {kept} already there kept",
+        file=sys.stderr,
+    )
     return {**summary, "partitions_written": written, "partitions_kept": kept}
 
 
@@ -74,13 +87,17 @@ def cmd_import(args, config) -> dict:
     from precision_marketing.ingest.adapters import AdapterError, import_online_retail
 
     try:
-        summary = import_online_retail(Path(args.path), storage_from_config(config), start=args.start, end=args.end,
-                                       overwrite=args.overwrite)
+        summary = import_online_retail(
+            Path(args.path), storage_from_config(config), start=args.start, end=args.end, overwrite=args.overwrite
+        )
     except AdapterError as error:
-        raise SystemExit(f"import failed: {error}")
-    print(f"{args.dataset}: {summary['partitions_written']} daily partitions landed in {summary['raw']} "
-          f"({summary['partitions_kept']} already there kept); run it with "
-          f"PM__INGEST__MAPPING={summary['mapping']} pm run --ds {summary['last_ds']}", file=sys.stderr)
+        raise SystemExit(f"import failed: {error}") from None
+    print(
+        f"{args.dataset}: {summary['partitions_written']} daily partitions landed in {summary['raw']} "
+        f"({summary['partitions_kept']} already there kept); run it with "
+        f"PM__INGEST__MAPPING={summary['mapping']} pm run --ds {summary['last_ds']}",
+        file=sys.stderr,
+    )
     return summary
 
 
@@ -90,11 +107,13 @@ def _published_exports(storage):
 
     con = open_catalog(storage, ["audience_exports"])
     try:
-        if not con.execute("select count(*) from information_schema.tables "
-                           "where table_name = 'audience_exports_history'").fetchone()[0]:
+        if not con.execute(
+            "select count(*) from information_schema.tables where table_name = 'audience_exports_history'"
+        ).fetchone()[0]:
             return None
-        return con.execute("select campaign_id, user_id, cast(ds as varchar) as ds "
-                           "from audience_exports_history").to_arrow_table()
+        return con.execute(
+            "select campaign_id, user_id, cast(ds as varchar) as ds from audience_exports_history"
+        ).to_arrow_table()
     finally:
         con.close()
 
@@ -119,7 +138,7 @@ def cmd_setup(args, config, log=None) -> None:
 
 def new_log_file(config, name: str) -> Path:
     """A fresh log file under <state>/logs/ (the state folder holds the work dir)."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = Path(config["work_dir"]).parent / "logs" / f"{name}-{stamp}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
@@ -146,8 +165,11 @@ class TaskProgress:
             self.finished.append(record)
             seconds = record.get("seconds")
             reason = f"  ({record['reason']})" if record.get("reason") else ""
-            print(f"  {record['task_id']:<48} {record['state']:<8} {seconds if seconds is not None else 0:7.1f} s{reason}",
-                  file=self.out, flush=True)
+            print(
+                f"  {record['task_id']:<48} {record['state']:<8} {seconds if seconds is not None else 0:7.1f} s{reason}",
+                file=self.out,
+                flush=True,
+            )
 
     def failures(self) -> list[dict]:
         return [r for r in self.finished if r["state"] == "failed"]
@@ -170,8 +192,13 @@ def run_with_log(command: list[str], env: dict, log_path: Path, verbose: bool, p
     SIGTERM or Ctrl-C stops the command too: the signal is forwarded to its process group (Airflow and the
     dbt / Spark processes it started), pm waits for it to end, then raises Stopped."""
     with log_path.open("ab") as log:
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE if verbose else log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE if verbose else log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         stop: dict = {}  # the first stop signal and when it came
 
         def forward(signum, _frame):
@@ -231,24 +258,37 @@ def cmd_run(args, config) -> None:
     with log_path.open("a") as log:
         cmd_setup(args, config, log=log)
     started = time.monotonic()
-    logical_date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    command = [str(Path(sys.executable).with_name("airflow")), "dags", "test", DAG_ID, logical_date,
-               "--conf", json.dumps(conf)]
-    progress = TaskProgress(paths_for(config, args.ds).task_times_dir, dt.datetime.now(dt.timezone.utc))
+    logical_date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    command = [
+        str(Path(sys.executable).with_name("airflow")),
+        "dags",
+        "test",
+        DAG_ID,
+        logical_date,
+        "--conf",
+        json.dumps(conf),
+    ]
+    progress = TaskProgress(paths_for(config, args.ds).task_times_dir, dt.datetime.now(dt.UTC))
     try:
         returncode = run_with_log(command, airflow_env(config), log_path, getattr(args, "verbose", False), progress)
     except Stopped as stopped:
-        raise SystemExit(f"stopped ({stopped}): the nightly run for ds={args.ds} was stopped with its Airflow "
-                         f"process. Published tables were left as they were. Full log: {log_path}") from None
+        raise SystemExit(
+            f"stopped ({stopped}): the nightly run for ds={args.ds} was stopped with its Airflow "
+            f"process. Published tables were left as they were. Full log: {log_path}"
+        ) from None
     if returncode != 0:
         for failed in progress.failures():
             print(f"\n{failed['task_id']} failed:\n  " + failed.get("error", "").replace("\n", "\n  "))
         failed_tasks = ", ".join(r["task_id"] for r in progress.failures()) or "see the log"
-        raise SystemExit(f"the nightly run for ds={args.ds} failed (airflow exit {returncode}; failed: {failed_tasks}). "
-                         f"Full log: {log_path}. Published tables were left as they were.")
+        raise SystemExit(
+            f"the nightly run for ds={args.ds} failed (airflow exit {returncode}; failed: {failed_tasks}). "
+            f"Full log: {log_path}. Published tables were left as they were."
+        )
     if not progress.succeeded("publish"):  # e.g. skipped because an upstream step was skipped
-        raise SystemExit(f"the nightly run for ds={args.ds} ended without publishing (the publish task did not run). "
-                         f"Full log: {log_path}. Published tables were left as they were.")
+        raise SystemExit(
+            f"the nightly run for ds={args.ds} ended without publishing (the publish task did not run). "
+            f"Full log: {log_path}. Published tables were left as they were."
+        )
     print(f"nightly run for ds={args.ds} finished in {time.monotonic() - started:.0f} s")
 
 
@@ -257,8 +297,13 @@ def _runs(config, log) -> list[dict]:
     from precision_marketing.orchestration.environment import airflow_env
     from precision_marketing.orchestration.schedule import DAG_ID
 
-    listed = subprocess.run([str(Path(sys.executable).with_name("airflow")), "dags", "list-runs", DAG_ID, "-o", "json"],
-                            env=airflow_env(config), stdout=subprocess.PIPE, stderr=log, text=True)
+    listed = subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), "dags", "list-runs", DAG_ID, "-o", "json"],
+        env=airflow_env(config),
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     # the JSON list is one line; warnings (e.g. about graphviz) may come before it on stdout
     for line in reversed(listed.stdout.splitlines()):
         if line.startswith("[{") or line.strip() == "[]":
@@ -293,31 +338,61 @@ def cmd_backfill(args, config) -> None:
             print(f"no scheduler answers at {base_url}: starting one (logs in {servers.log_dir})", flush=True)
             servers.start()
         try:
-            busy = [r for r in _runs(config, log) if r["state"] in ("queued", "running")
-                    and not r["run_id"].startswith("backfill__")]
+            busy = [
+                r
+                for r in _runs(config, log)
+                if r["state"] in ("queued", "running") and not r["run_id"].startswith("backfill__")
+            ]
             if busy:
-                print("note: other runs are active (" + ", ".join(r["run_id"] for r in busy) + "); they share the "
-                      "work dir's DuckDB warehouse with the backfill", flush=True)
-            create = ["backfill", "create", "--dag-id", DAG_ID, "--from-date", first, "--to-date", last,
-                      "--max-active-runs", "1", "--reprocess-behavior", args.reprocess]
+                print(
+                    "note: other runs are active (" + ", ".join(r["run_id"] for r in busy) + "); they share the "
+                    "work dir's DuckDB warehouse with the backfill",
+                    flush=True,
+                )
+            create = [
+                "backfill",
+                "create",
+                "--dag-id",
+                DAG_ID,
+                "--from-date",
+                first,
+                "--to-date",
+                last,
+                "--max-active-runs",
+                "1",
+                "--reprocess-behavior",
+                args.reprocess,
+            ]
             if args.conf:
                 create += ["--dag-run-conf", args.conf]
             before = {r["run_id"]: r["state"] for r in _runs(config, log)}
             if airflow(create, config, check=False, log=log).returncode != 0:
                 raise SystemExit(f"airflow backfill create failed; see {log_path}")
             # this backfill's runs: new backfill runs in the range, or earlier ones it cleared to run again
-            watched = {r["run_id"] for r in _runs(config, log)
-                       if r["run_id"].startswith("backfill__") and first <= r["logical_date"][:10] <= last
-                       and (r["run_id"] not in before or r["state"] in ("queued", "running"))}
+            watched = {
+                r["run_id"]
+                for r in _runs(config, log)
+                if r["run_id"].startswith("backfill__")
+                and first <= r["logical_date"][:10] <= last
+                and (r["run_id"] not in before or r["state"] in ("queued", "running"))
+            }
             reported: dict[str, str] = {}
             while True:
                 runs = [r for r in _runs(config, log) if r["run_id"] in watched]
                 for run in sorted(runs, key=lambda r: r["logical_date"]):
                     if reported.get(run["run_id"]) != run["state"] and run["state"] in ("success", "failed"):
-                        seconds = (dt.datetime.fromisoformat(run["end_date"]) - dt.datetime.fromisoformat(
-                            run["start_date"])).total_seconds() if run["start_date"] and run["end_date"] else 0
-                        print(f"  ds={run['logical_date'][:10]}  {run['state']:<8} {seconds:6.0f} s  {run['run_id']}",
-                              flush=True)
+                        seconds = (
+                            (
+                                dt.datetime.fromisoformat(run["end_date"])
+                                - dt.datetime.fromisoformat(run["start_date"])
+                            ).total_seconds()
+                            if run["start_date"] and run["end_date"]
+                            else 0
+                        )
+                        print(
+                            f"  ds={run['logical_date'][:10]}  {run['state']:<8} {seconds:6.0f} s  {run['run_id']}",
+                            flush=True,
+                        )
                     reported[run["run_id"]] = run["state"]
                 if all(r["state"] in ("success", "failed") for r in runs):
                     break
@@ -330,8 +405,11 @@ def cmd_backfill(args, config) -> None:
     if skipped:
         print(f"already run, skipped (use --reprocess failed|completed to run again): {', '.join(skipped)}")
     if failed:
-        raise SystemExit(f"{len(failed)} of {len(runs)} backfill run(s) failed: "
-                         + ", ".join(r["logical_date"][:10] for r in failed) + f". Full log: {log_path}")
+        raise SystemExit(
+            f"{len(failed)} of {len(runs)} backfill run(s) failed: "
+            + ", ".join(r["logical_date"][:10] for r in failed)
+            + f". Full log: {log_path}"
+        )
     print(f"backfill finished: {len(runs)} run(s)")
 
 
@@ -358,10 +436,11 @@ def cmd_query(args, config) -> None:
     from precision_marketing.publish.catalog import QueryError, format_table, run_query
 
     try:
-        columns, rows, truncated = run_query(storage_from_config(config), published_tables(config), args.sql,
-                                             max_rows=args.max_rows)
+        columns, rows, truncated = run_query(
+            storage_from_config(config), published_tables(config), args.sql, max_rows=args.max_rows
+        )
     except (duckdb.Error, QueryError) as exc:
-        raise SystemExit(f"query failed: {exc}")
+        raise SystemExit(f"query failed: {exc}") from None
     print(format_table(columns, rows, truncated))
 
 
@@ -385,7 +464,9 @@ def cmd_demo(args, config) -> None:
     args.sql, args.max_rows = EXAMPLE_QUERY.format(ds=args.ds), 20
     print(f"\n=== example query ===\n{args.sql}")
     cmd_query(args, config)
-    print(f"\ndemo finished in {time.monotonic() - started:.0f} s; try: .venv/bin/pm query \"select * from audiences limit 5\"")
+    print(
+        f"\ndemo finished in {time.monotonic() - started:.0f} s; try: .venv/bin/pm query \"select * from audiences limit 5\""
+    )
 
 
 def iso_day(text: str) -> str:
@@ -403,12 +484,14 @@ def _json_object(text: str) -> str:
         if not isinstance(json.loads(text), dict):
             raise ValueError("not an object")
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--conf must be a JSON object, got {text!r} ({exc})")
+        raise argparse.ArgumentTypeError(f"--conf must be a JSON object, got {text!r} ({exc})") from None
     return text
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="pm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_ds(p):
@@ -420,20 +503,52 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=summary, description=summary + (f". {details}" if details else ""))
 
     def with_datagen(p):
-        p.add_argument("--overwrite", action="store_true",
-                       help="replace landing partitions that already exist (default: keep them)")
-        for name, kind in (("users", int), ("items", int), ("days", int), ("campaigns", int),
-                           ("dirty_rate", float), ("seed", int), ("impression_rate", float)):
-            p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
-                           help="default from config datagen." + name)
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace landing partitions that already exist (default: keep them)",
+        )
+        for name, kind in (
+            ("users", int),
+            ("items", int),
+            ("days", int),
+            ("campaigns", int),
+            ("dirty_rate", float),
+            ("seed", int),
+            ("impression_rate", float),
+        ):
+            p.add_argument(
+                f"--{name.replace('_', '-')}",
+                dest=name,
+                type=kind,
+                default=None,
+                help="default from config datagen." + name,
+            )
         return p
 
-    with_datagen(with_ds(command("demo", "generate data, run the DAG, show the results",
-                                 "What `make demo` runs: pm generate, pm run, pm status and an example query.")))
-    with_datagen(with_ds(command("generate", "write synthetic raw data into the lake",
-                                 "The window of days ending at --ds; partitions already there are kept.")))
-    imports = command("import", "land a public export into the raw zone by day",
-                      "Reads the export, lands it under raw/<source>/ds=YYYY-MM-DD/ and prints the mapping to run it with.")
+    with_datagen(
+        with_ds(
+            command(
+                "demo",
+                "generate data, run the DAG, show the results",
+                "What `make demo` runs: pm generate, pm run, pm status and an example query.",
+            )
+        )
+    )
+    with_datagen(
+        with_ds(
+            command(
+                "generate",
+                "write synthetic raw data into the lake",
+                "The window of days ending at --ds; partitions already there are kept.",
+            )
+        )
+    )
+    imports = command(
+        "import",
+        "land a public export into the raw zone by day",
+        "Reads the export, lands it under raw/<source>/ds=YYYY-MM-DD/ and prints the mapping to run it with.",
+    )
     imports.add_argument("dataset", choices=["online-retail"], help="which export (its mapping: config/mappings/)")
     imports.add_argument("path", help="the export file, e.g. ../shared/data/online-retail/online_retail.csv.gz")
     as_date = lambda text: dt.date.fromisoformat(iso_day(text))  # noqa: E731
@@ -441,24 +556,42 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("--to", dest="end", type=as_date, default=None, help="last day to land (default: all)")
     imports.add_argument("--overwrite", action="store_true", help="replace partitions that already exist")
     command("setup", "airflow db migrate + dbt parse", "Prepares the in-repo Airflow and the dbt manifest.")
-    run = with_ds(command("run", "run the nightly DAG for one ds",
-                          "Through `airflow dags test` (in-process, no servers): one line per task, the full log "
-                          "in .state/logs/. Re-running a day replaces its published tables."))
+    run = with_ds(
+        command(
+            "run",
+            "run the nightly DAG for one ds",
+            "Through `airflow dags test` (in-process, no servers): one line per task, the full log "
+            "in .state/logs/. Re-running a day replaces its published tables.",
+        )
+    )
     run.add_argument("--conf", type=_json_object, help='DAG params as JSON, e.g. \'{"top_k": 20}\'')
     run.add_argument("--verbose", action="store_true", help="print the full Airflow log, not one line per task")
-    run.add_argument("--full-refresh", action="store_true",
-                     help="rebuild dbt staging from every landed partition of the window (DAG param full_refresh)")
-    backfill = command("backfill", "run the nightly DAG for a range of days (Airflow backfill)",
-                       "Days that already have a run are skipped unless --reprocess says otherwise.")
+    run.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild dbt staging from every landed partition of the window (DAG param full_refresh)",
+    )
+    backfill = command(
+        "backfill",
+        "run the nightly DAG for a range of days (Airflow backfill)",
+        "Days that already have a run are skipped unless --reprocess says otherwise.",
+    )
     backfill.add_argument("--from", dest="from_date", required=True, type=iso_day, help="first day YYYY-MM-DD")
     backfill.add_argument("--to", dest="to_date", required=True, type=iso_day, help="last day YYYY-MM-DD (inclusive)")
-    backfill.add_argument("--reprocess", choices=["none", "failed", "completed"], default="none",
-                          help="days that already have a run: skip them (none, default), rerun failed ones, or all")
+    backfill.add_argument(
+        "--reprocess",
+        choices=["none", "failed", "completed"],
+        default="none",
+        help="days that already have a run: skip them (none, default), rerun failed ones, or all",
+    )
     backfill.add_argument("--conf", type=_json_object, help="DAG params as JSON for every run")
     command("status", "list published partitions", "Every committed partition with its row count and run id.")
-    query = command("query", "SQL over the published tables",
-                    "DuckDB views: recommendations, audiences, user_segments (latest ds), <table>_history (all ds), "
-                    "quarantine_<source> and data_reconciliation.")
+    query = command(
+        "query",
+        "SQL over the published tables",
+        "DuckDB views: recommendations, audiences, user_segments (latest ds), <table>_history (all ds), "
+        "quarantine_<source> and data_reconciliation.",
+    )
     query.add_argument("sql", help="one SQL statement, e.g. \"select * from recommendations limit 5\"")
     query.add_argument("--max-rows", type=int, default=50, help="rows printed at most (default 50)")
     af = command("airflow", "airflow CLI with the in-repo AIRFLOW_HOME", "e.g. pm airflow standalone")
@@ -470,8 +603,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_spark_submit(args, config) -> None:
-    from precision_marketing.training.spark_submit import (JOB_SECTIONS, SPARK_JOBS_DIR, SparkJobError, run_spark_job,
-                                                           write_job_settings)
+    from precision_marketing.training.spark_submit import (
+        JOB_SECTIONS,
+        SPARK_JOBS_DIR,
+        SparkJobError,
+        run_spark_job,
+        write_job_settings,
+    )
 
     if not (SPARK_JOBS_DIR / f"{args.job}.py").is_file():
         jobs = sorted(p.stem for p in SPARK_JOBS_DIR.glob("*.py") if "main(" in p.read_text())
@@ -484,7 +622,7 @@ def cmd_spark_submit(args, config) -> None:
     try:
         run_spark_job(args.job, job_args, config["spark"])
     except SparkJobError as exc:
-        raise SystemExit(str(exc))
+        raise SystemExit(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -492,12 +630,20 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = load_config()
     except ConfigError as exc:
-        raise SystemExit(f"configuration error: {exc}")
+        raise SystemExit(f"configuration error: {exc}") from None
     if args.command == "airflow":
         raise SystemExit(airflow(args.airflow_args, config, check=False).returncode)
-    handler = {"demo": cmd_demo, "generate": cmd_generate, "setup": cmd_setup, "run": cmd_run,
-               "backfill": cmd_backfill, "status": cmd_status, "query": cmd_query,
-               "spark-submit": cmd_spark_submit, "import": cmd_import}[args.command]
+    handler = {
+        "demo": cmd_demo,
+        "generate": cmd_generate,
+        "setup": cmd_setup,
+        "run": cmd_run,
+        "backfill": cmd_backfill,
+        "status": cmd_status,
+        "query": cmd_query,
+        "spark-submit": cmd_spark_submit,
+        "import": cmd_import,
+    }[args.command]
     result = handler(args, config)
     if args.command in ("generate", "import"):
         print(json.dumps(result, indent=2, default=str))

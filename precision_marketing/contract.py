@@ -8,6 +8,7 @@ tests/test_vocabulary.py), the synthetic generator writes it, ingest/ reads land
 mapping, and dbt staging enforces the row-level rules.
 
 The bottom layer of the package: imports nothing of it but REPO_ROOT."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class SourceContract:
 @dataclass(frozen=True)
 class Contract:
     """Everything dbt_project.yml declares: the vocabulary lists by var name, the weights, synonyms, sources."""
+
     vocabulary: dict[str, tuple[str, ...]]  # event_types, placements, campaign_channels, ... -> values in order
     event_weights: dict[str, float]
     synonyms: dict[str, dict[str, str]]
@@ -117,36 +119,59 @@ def load_contract(path: Path | str = DBT_PROJECT_FILE) -> Contract:
     vocabulary = {"event_types": _strings(list(weights), f"{where}: event_weights keys")}
     for name in VOCABULARY_VARS:
         vocabulary[name] = _strings(variables.get(name), f"{where}: {name}")
-    synonyms = {enumeration: {str(raw): str(value) for raw, value in mapping.items()}
-                for enumeration, mapping in (variables.get("synonyms") or {}).items()}
+    synonyms = {
+        enumeration: {str(raw): str(value) for raw, value in mapping.items()}
+        for enumeration, mapping in (variables.get("synonyms") or {}).items()
+    }
     sources: dict[str, SourceContract] = {}
     for name, spec in (variables.get("raw_contract") or {}).items():
         context = f"{where}: raw_contract.{name}"
         if spec.get("kind") not in (SNAPSHOT, INCREMENT) or spec.get("role") not in (DIMENSION, BEHAVIOUR, AUDIENCE):
-            raise ValueError(f"{context}: kind must be {SNAPSHOT}|{INCREMENT} and role "
-                             f"{DIMENSION}|{BEHAVIOUR}|{AUDIENCE}, got {spec.get('kind')!r}, {spec.get('role')!r}")
+            raise ValueError(
+                f"{context}: kind must be {SNAPSHOT}|{INCREMENT} and role "
+                f"{DIMENSION}|{BEHAVIOUR}|{AUDIENCE}, got {spec.get('kind')!r}, {spec.get('role')!r}"
+            )
         columns = []
         for column in spec["columns"]:
             allowed_name = column.get("allowed", "")
             if allowed_name and allowed_name not in vocabulary:
-                raise ValueError(f"{context}.{column['name']}: allowed names no vocabulary list "
-                                 f"({', '.join(vocabulary)}): {allowed_name!r}")
+                raise ValueError(
+                    f"{context}.{column['name']}: allowed names no vocabulary list "
+                    f"({', '.join(vocabulary)}): {allowed_name!r}"
+                )
             if column.get("synonyms") and column["synonyms"] not in synonyms:
                 raise ValueError(f"{context}.{column['name']}: no synonyms named {column['synonyms']!r}")
-            columns.append(Column(column["name"], column["type"], required=column.get("required", True),
-                                  allowed=vocabulary[allowed_name] if allowed_name else (),
-                                  rule=column.get("rule", ""), synonyms=column.get("synonyms", ""),
-                                  vocabulary=allowed_name))
-        source = SourceContract(name, spec["kind"], spec["role"], tuple(columns), key=tuple(spec["key"]),
-                                checked_key=tuple(spec["checked_key"]))
+            columns.append(
+                Column(
+                    column["name"],
+                    column["type"],
+                    required=column.get("required", True),
+                    allowed=vocabulary[allowed_name] if allowed_name else (),
+                    rule=column.get("rule", ""),
+                    synonyms=column.get("synonyms", ""),
+                    vocabulary=allowed_name,
+                )
+            )
+        source = SourceContract(
+            name,
+            spec["kind"],
+            spec["role"],
+            tuple(columns),
+            key=tuple(spec["key"]),
+            checked_key=tuple(spec["checked_key"]),
+        )
         unknown = [key for key in source.key if key not in source.column_names]
         if unknown:
             raise ValueError(f"{context}: key names no column: {', '.join(unknown)}")
         sources[name] = source
     if not sources:
         raise ValueError(f"{where}: raw_contract declares no source")
-    return Contract(vocabulary=vocabulary, event_weights={k: float(v) for k, v in weights.items()},
-                    synonyms=synonyms, sources=sources)
+    return Contract(
+        vocabulary=vocabulary,
+        event_weights={k: float(v) for k, v in weights.items()},
+        synonyms=synonyms,
+        sources=sources,
+    )
 
 
 CONTRACT = load_contract()

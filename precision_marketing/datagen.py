@@ -28,6 +28,7 @@ its own seeded stream: the clean rows do not change with `dirty_rate`.
 
     python -m precision_marketing.datagen --raw-root lake/raw --ds 2026-11-23 --users 5000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,14 +46,26 @@ import pyarrow.csv as pacsv
 
 from precision_marketing.contract import EVENT_TYPES, SOURCES
 
-CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "toys",
-              "books", "grocery", "garden", "automotive", "pets", "health")
+CATEGORIES = (
+    "electronics",
+    "fashion",
+    "home",
+    "beauty",
+    "sports",
+    "toys",
+    "books",
+    "grocery",
+    "garden",
+    "automotive",
+    "pets",
+    "health",
+)
 COUNTRIES = ("US", "GB", "DE", "FR", "NL", "ES", "IT", "PL", "SE", "CA")
 COUNTRY_WEIGHTS = (0.30, 0.15, 0.12, 0.10, 0.07, 0.07, 0.06, 0.05, 0.04, 0.04)
 ONSITE_PLACEMENTS = ("homepage_banner", "product_page", "search_results")
 # Added to the click logit: on-site intent placements click more than pushed messages.
 PLACEMENT_EFFECT = {"homepage_banner": 0.0, "product_page": 0.3, "search_results": 0.5, "email": -0.3, "push": -0.2}
-CLICK_BASE_LOGIT = -3.8       # ~2 % CTR for users without interest in the category
+CLICK_BASE_LOGIT = -3.8  # ~2 % CTR for users without interest in the category
 CLICK_PREFERENCE_WEIGHT = 3.2  # a user devoted to the category clicks ~30-40 %
 # Added to the click logit by hour of the impression (UTC): evenings click more, nights less.
 HOUR_EFFECT = np.array([-0.4] * 6 + [0.0] * 12 + [0.4] * 5 + [0.0])
@@ -104,15 +117,16 @@ def _split_counts(rng: np.random.Generator, total: int, kinds: tuple[str, ...]) 
 @dataclass
 class _World:
     """The latent state every source is drawn from (small: users x categories, never users x items)."""
+
     window_start: date
     end: date
     days: int
     user_ids: np.ndarray
-    preferences: np.ndarray      # users x categories, rows sum to 1
-    activity: np.ndarray         # expected sessions per day
+    preferences: np.ndarray  # users x categories, rows sum to 1
+    activity: np.ndarray  # expected sessions per day
     signup_seconds: np.ndarray
-    product_ids: np.ndarray      # sorted by category
-    popularity_cdf: np.ndarray   # category index + within-category CDF, increasing
+    product_ids: np.ndarray  # sorted by category
+    popularity_cdf: np.ndarray  # category index + within-category CDF, increasing
     categories: tuple[str, ...]
 
 
@@ -121,28 +135,36 @@ def _build_users(rng: np.random.Generator, users: int, n_categories: int, window
     activity = rng.lognormal(mean=np.log(0.2), sigma=0.8, size=users)
     activity[rng.random(users) < COLD_START_SHARE] = 0.0
     signup_days_before = rng.integers(1, 730, size=users)
-    signup_seconds = (_epoch_seconds(window_start) - signup_days_before * SECONDS_PER_DAY
-                      + rng.integers(0, SECONDS_PER_DAY, size=users))
+    signup_seconds = (
+        _epoch_seconds(window_start)
+        - signup_days_before * SECONDS_PER_DAY
+        + rng.integers(0, SECONDS_PER_DAY, size=users)
+    )
     user_ids = np.arange(1, users + 1)
     emails = pc.binary_join_element_wise("user", pc.cast(pa.array(user_ids), pa.string()), "@example.com", "")
     # Some addresses arrive in mixed case: the hashed identifier must normalise them.
     shouty = pa.array(rng.random(users) < 0.1)
     emails = pc.if_else(shouty, pc.utf8_capitalize(emails), emails)
-    table = pa.table({
-        "user_id": pa.array(user_ids, pa.int64()),
-        "email": emails,
-        "country": pa.array(np.array(COUNTRIES)[rng.choice(len(COUNTRIES), users, p=COUNTRY_WEIGHTS)]),
-        "signup_date": pc.cast(pa.array((signup_seconds // SECONDS_PER_DAY).astype("datetime64[D]")), pa.string()),
-    })
+    table = pa.table(
+        {
+            "user_id": pa.array(user_ids, pa.int64()),
+            "email": emails,
+            "country": pa.array(np.array(COUNTRIES)[rng.choice(len(COUNTRIES), users, p=COUNTRY_WEIGHTS)]),
+            "signup_date": pc.cast(pa.array((signup_seconds // SECONDS_PER_DAY).astype("datetime64[D]")), pa.string()),
+        }
+    )
     return table, preferences, activity, signup_seconds
 
 
 def _build_products(rng: np.random.Generator, items: int, categories: tuple[str, ...]):
     n_categories = len(categories)
     # Every category gets at least one product; the rest are spread unevenly.
-    category = np.concatenate([np.arange(n_categories),
-                               rng.choice(n_categories, items - n_categories,
-                                          p=rng.dirichlet(np.full(n_categories, 5.0)))])
+    category = np.concatenate(
+        [
+            np.arange(n_categories),
+            rng.choice(n_categories, items - n_categories, p=rng.dirichlet(np.full(n_categories, 5.0))),
+        ]
+    )
     category = np.sort(category)
     product_ids = np.arange(1, items + 1)
     log_price_mean = rng.uniform(np.log(8), np.log(400), size=n_categories)
@@ -159,17 +181,24 @@ def _build_products(rng: np.random.Generator, items: int, categories: tuple[str,
         within_cdf[segment] = cumulative / cumulative[-1]
         within_cdf[starts[c] + counts[c] - 1] = 1.0  # exactly 1 so searchsorted never spills into the next category
     category_names = np.array(categories)[category]
-    brands = pc.binary_join_element_wise(pa.array(np.char.capitalize(category_names.astype(str))), " Brand ",
-                                         pc.cast(pa.array(brand_number + 1), pa.string()), "")
-    titles = pc.binary_join_element_wise(brands, " ", pa.array(category_names), " #",
-                                         pc.cast(pa.array(product_ids), pa.string()), "")
-    table = pa.table({
-        "product_id": pa.array(product_ids, pa.int64()),
-        "title": titles,
-        "category": pa.array(category_names),
-        "brand": brands,
-        "price": pa.array(price),
-    })
+    brands = pc.binary_join_element_wise(
+        pa.array(np.char.capitalize(category_names.astype(str))),
+        " Brand ",
+        pc.cast(pa.array(brand_number + 1), pa.string()),
+        "",
+    )
+    titles = pc.binary_join_element_wise(
+        brands, " ", pa.array(category_names), " #", pc.cast(pa.array(product_ids), pa.string()), ""
+    )
+    table = pa.table(
+        {
+            "product_id": pa.array(product_ids, pa.int64()),
+            "title": titles,
+            "category": pa.array(category_names),
+            "brand": brands,
+            "price": pa.array(price),
+        }
+    )
     return table, product_ids, category + within_cdf
 
 
@@ -186,25 +215,28 @@ def _build_campaigns(rng: np.random.Generator, campaigns: int, users: int, world
     for i in range(campaigns):
         if i < n_ended:
             start[i] = world.window_start - timedelta(days=int(rng.integers(0, 15)))
-            end[i] = min(world.window_start + timedelta(days=int(rng.integers(0, half))),
-                         world.end - timedelta(days=1))
+            end[i] = min(world.window_start + timedelta(days=int(rng.integers(0, half))), world.end - timedelta(days=1))
             end[i] = max(end[i], start[i])
         else:
             start[i] = world.window_start + timedelta(days=int(rng.integers(0, half)))
             end[i] = world.end + timedelta(days=int(rng.integers(7, 60)))
-    names = [f"{world.categories[t].capitalize()} picks #{i + 1} ({c})" for i, (t, c) in enumerate(zip(target, channel))]
+    names = [
+        f"{world.categories[t].capitalize()} picks #{i + 1} ({c})" for i, (t, c) in enumerate(zip(target, channel))
+    ]
     audience = np.maximum(10, np.round(users * rng.uniform(0.04, 0.10, campaigns))).astype(np.int64)
-    return pa.table({
-        "campaign_id": [f"cmp_{i + 1:03d}" for i in range(campaigns)],
-        "name": names,
-        "target_category": pa.array(np.array(world.categories)[target]),
-        "channel": pa.array(channel),
-        "placement": pa.array(placement),
-        "start_date": [d.isoformat() for d in start],
-        "end_date": [d.isoformat() for d in end],
-        "audience_size": pa.array(audience),
-        "_target_index": pa.array(target),
-    })
+    return pa.table(
+        {
+            "campaign_id": [f"cmp_{i + 1:03d}" for i in range(campaigns)],
+            "name": names,
+            "target_category": pa.array(np.array(world.categories)[target]),
+            "channel": pa.array(channel),
+            "placement": pa.array(placement),
+            "start_date": [d.isoformat() for d in start],
+            "end_date": [d.isoformat() for d in end],
+            "audience_size": pa.array(audience),
+            "_target_index": pa.array(target),
+        }
+    )
 
 
 def _build_consent(rng: np.random.Generator, world: _World) -> tuple[pa.Table, np.ndarray]:
@@ -217,22 +249,33 @@ def _build_consent(rng: np.random.Generator, world: _World) -> tuple[pa.Table, n
     seconds = [world.signup_seconds]
     changers = np.flatnonzero(rng.random(users) < 0.10)
     out_channel = np.array(("email", "push", "onsite", "all"))[rng.choice(4, len(changers), p=(0.5, 0.25, 0.1, 0.15))]
-    out_seconds = world.signup_seconds[changers] + 1 + (
-        rng.random(len(changers)) * (window_end - world.signup_seconds[changers] - 2)).astype(np.int64)
-    user.append(world.user_ids[changers]); channel.append(out_channel)
-    status.append(np.full(len(changers), "opt_out")); seconds.append(out_seconds)
+    out_seconds = (
+        world.signup_seconds[changers]
+        + 1
+        + (rng.random(len(changers)) * (window_end - world.signup_seconds[changers] - 2)).astype(np.int64)
+    )
+    user.append(world.user_ids[changers])
+    channel.append(out_channel)
+    status.append(np.full(len(changers), "opt_out"))
+    seconds.append(out_seconds)
     back = rng.random(len(changers)) < 1 / 3
-    back_seconds = out_seconds[back] + 1 + (rng.random(back.sum()) * (window_end - out_seconds[back] - 1)).astype(np.int64)
-    user.append(world.user_ids[changers][back]); channel.append(out_channel[back])
-    status.append(np.full(back.sum(), "opt_in")); seconds.append(back_seconds)
+    back_seconds = (
+        out_seconds[back] + 1 + (rng.random(back.sum()) * (window_end - out_seconds[back] - 1)).astype(np.int64)
+    )
+    user.append(world.user_ids[changers][back])
+    channel.append(out_channel[back])
+    status.append(np.full(back.sum(), "opt_in"))
+    seconds.append(back_seconds)
     all_seconds = np.concatenate(seconds)
     order = np.lexsort((all_seconds, np.concatenate(user)))
-    table = pa.table({
-        "user_id": pa.array(np.concatenate(user)[order], pa.int64()),
-        "channel": pa.array(np.concatenate(channel)[order]),
-        "status": pa.array(np.concatenate(status)[order]),
-        "updated_ts": _ts_strings(all_seconds[order]),
-    })
+    table = pa.table(
+        {
+            "user_id": pa.array(np.concatenate(user)[order], pa.int64()),
+            "channel": pa.array(np.concatenate(channel)[order]),
+            "status": pa.array(np.concatenate(status)[order]),
+            "updated_ts": _ts_strings(all_seconds[order]),
+        }
+    )
     return table, all_seconds[order]
 
 
@@ -245,8 +288,9 @@ def _build_events(rng: np.random.Generator, world: _World) -> tuple[pa.Table, np
     session_start = rng.integers(0, SECONDS_PER_DAY - 3600, n_sessions)
     cumulative_pref = np.cumsum(world.preferences, axis=1)
     pick = rng.random(n_sessions)
-    session_category = np.minimum((cumulative_pref[session_user] < pick[:, None]).sum(axis=1),
-                                  world.preferences.shape[1] - 1)
+    session_category = np.minimum(
+        (cumulative_pref[session_user] < pick[:, None]).sum(axis=1), world.preferences.shape[1] - 1
+    )
     views_per_session = np.minimum(1 + rng.poisson(2.5, n_sessions), 20)
     view_session = np.repeat(np.arange(n_sessions), views_per_session)
     n_views = len(view_session)
@@ -264,8 +308,12 @@ def _build_events(rng: np.random.Generator, world: _World) -> tuple[pa.Table, np
     is_favourite = rng.random(n_views) < FAVOURITE_RATE
     cart_seconds = view_seconds + 1 + rng.exponential(30.0, n_views).astype(np.int64)
     purchase_seconds = cart_seconds + 1 + rng.exponential(60.0, n_views).astype(np.int64)
-    parts = [(np.ones(n_views, bool), view_seconds, 0), (is_cart, cart_seconds, 1),
-             (is_purchase, purchase_seconds, 2), (is_favourite, view_seconds + 2, 3)]
+    parts = [
+        (np.ones(n_views, bool), view_seconds, 0),
+        (is_cart, cart_seconds, 1),
+        (is_purchase, purchase_seconds, 2),
+        (is_favourite, view_seconds + 2, 3),
+    ]
     source_view = np.concatenate([np.flatnonzero(mask) for mask, _, _ in parts])
     second_of_day = np.minimum(np.concatenate([secs[mask] for mask, secs, _ in parts]), SECONDS_PER_DAY - 1)
     event_type = np.concatenate([np.full(mask.sum(), code, np.int8) for mask, _, code in parts])
@@ -273,29 +321,42 @@ def _build_events(rng: np.random.Generator, world: _World) -> tuple[pa.Table, np
     day = session_day[session]
     order = np.lexsort((event_type, second_of_day, day))
     source_view, second_of_day, event_type, session, day = (
-        source_view[order], second_of_day[order], event_type[order], session[order], day[order])
+        source_view[order],
+        second_of_day[order],
+        event_type[order],
+        session[order],
+        day[order],
+    )
     epoch = _epoch_seconds(world.window_start) + day * SECONDS_PER_DAY + second_of_day
-    table = pa.table({
-        "user_id": pa.array(world.user_ids[session_user[session]], pa.int64()),
-        "product_id": pa.array(world.product_ids[view_product[source_view]], pa.int64()),
-        "event_type": pa.array(np.array(EVENT_TYPES)[event_type]),
-        "event_ts": _ts_strings(epoch),
-        "session_id": _prefixed_ids("s", session + 1, 8),
-    })
+    table = pa.table(
+        {
+            "user_id": pa.array(world.user_ids[session_user[session]], pa.int64()),
+            "product_id": pa.array(world.product_ids[view_product[source_view]], pa.int64()),
+            "event_type": pa.array(np.array(EVENT_TYPES)[event_type]),
+            "event_ts": _ts_strings(epoch),
+            "session_id": _prefixed_ids("s", session + 1, 8),
+        }
+    )
     return table, day
 
 
-def click_probability(world: _World, user_index: np.ndarray, target_index: np.ndarray, placement: np.ndarray,
-                      second_of_day: np.ndarray) -> np.ndarray:
+def click_probability(
+    world: _World, user_index: np.ndarray, target_index: np.ndarray, placement: np.ndarray, second_of_day: np.ndarray
+) -> np.ndarray:
     """The true P(click) of impressions: latent category preference, placement and hour of day."""
     effect = np.array([PLACEMENT_EFFECT[p] for p in placement], dtype=float) if len(placement) else np.zeros(0)
-    logit = (CLICK_BASE_LOGIT + CLICK_PREFERENCE_WEIGHT * world.preferences[user_index, target_index]
-             + effect + HOUR_EFFECT[second_of_day // 3600])
+    logit = (
+        CLICK_BASE_LOGIT
+        + CLICK_PREFERENCE_WEIGHT * world.preferences[user_index, target_index]
+        + effect
+        + HOUR_EFFECT[second_of_day // 3600]
+    )
     return 1.0 / (1.0 + np.exp(-logit))
 
 
-def _build_impressions(rng: np.random.Generator, world: _World, campaigns: pa.Table,
-                       impression_rate: float) -> tuple[pa.Table, np.ndarray]:
+def _build_impressions(
+    rng: np.random.Generator, world: _World, campaigns: pa.Table, impression_rate: float
+) -> tuple[pa.Table, np.ndarray]:
     """All clean impressions, sorted by time, with their true click probability in `_p_click`."""
     users = len(world.user_ids)
     per_campaign_day = max(1, round(users * impression_rate))
@@ -315,14 +376,16 @@ def _build_impressions(rng: np.random.Generator, world: _World, campaigns: pa.Ta
     clicked = (rng.random(n) < p_click).astype(np.int64)
     order = np.lexsort((campaign, second_of_day, day))
     epoch = _epoch_seconds(world.window_start) + day[order] * SECONDS_PER_DAY + second_of_day[order]
-    table = pa.table({
-        "user_id": pa.array(world.user_ids[user[order]], pa.int64()),
-        "campaign_id": campaigns["campaign_id"].take(pa.array(campaign[order], pa.int64())),
-        "placement": pa.array(placement[order].astype(str) if n else [], pa.string()),
-        "impression_ts": _ts_strings(epoch),
-        "clicked": pa.array(clicked[order]),
-        "_p_click": pa.array(p_click[order], pa.float64()),
-    })
+    table = pa.table(
+        {
+            "user_id": pa.array(world.user_ids[user[order]], pa.int64()),
+            "campaign_id": campaigns["campaign_id"].take(pa.array(campaign[order], pa.int64())),
+            "placement": pa.array(placement[order].astype(str) if n else [], pa.string()),
+            "impression_ts": _ts_strings(epoch),
+            "clicked": pa.array(clicked[order]),
+            "_p_click": pa.array(p_click[order], pa.float64()),
+        }
+    )
     return table, day[order]
 
 
@@ -332,17 +395,19 @@ def _exports_frame(exports, campaigns: pa.Table, world: _World) -> dict[str, np.
     campaign_ids = campaigns["campaign_id"].to_pylist()
     campaign_pos = {c: i for i, c in enumerate(campaign_ids)}
     user_pos = {int(u): i for i, u in enumerate(world.user_ids)}
-    rows = [(campaign_pos[c], user_pos[int(u)], (date.fromisoformat(str(d)[:10]) - world.window_start).days)
-            for c, u, d in zip(table["campaign_id"].to_pylist(), table["user_id"].to_pylist(),
-                               table["ds"].to_pylist())
-            if c in campaign_pos and u is not None and int(u) in user_pos]
+    rows = [
+        (campaign_pos[c], user_pos[int(u)], (date.fromisoformat(str(d)[:10]) - world.window_start).days)
+        for c, u, d in zip(table["campaign_id"].to_pylist(), table["user_id"].to_pylist(), table["ds"].to_pylist())
+        if c in campaign_pos and u is not None and int(u) in user_pos
+    ]
     rows.sort()
     arr = np.array(rows, dtype=np.int64).reshape(-1, 3)
     return {"campaign": arr[:, 0], "user": arr[:, 1], "export_day": arr[:, 2]}
 
 
-def _planted_campaign_effect(rng: np.random.Generator, world: _World, campaigns: pa.Table, exports,
-                             treatment_effect: float, effect_days: int) -> tuple[pa.Table, np.ndarray, pa.Table, np.ndarray]:
+def _planted_campaign_effect(
+    rng: np.random.Generator, world: _World, campaigns: pa.Table, exports, treatment_effect: float, effect_days: int
+) -> tuple[pa.Table, np.ndarray, pa.Table, np.ndarray]:
     """Send impressions (next day) for every export row and, per exported pair, the planted purchase.
     Returns (impressions, their day index, events, their day index); days outside the window are dropped."""
     frame = _exports_frame(exports, campaigns, world)
@@ -355,14 +420,16 @@ def _planted_campaign_effect(rng: np.random.Generator, world: _World, campaigns:
     target = campaigns["_target_index"].to_numpy()[campaign]
     p_click = click_probability(world, user, target, placement, second)
     clicked = (rng.random(len(user)) < p_click).astype(np.int64)
-    sends = pa.table({
-        "user_id": pa.array(world.user_ids[user], pa.int64()),
-        "campaign_id": campaigns["campaign_id"].take(pa.array(campaign, pa.int64())),
-        "placement": pa.array(placement.astype(str), pa.string()),
-        "impression_ts": _ts_strings(_epoch_seconds(world.window_start) + send_day * SECONDS_PER_DAY + second),
-        "clicked": pa.array(clicked),
-        "_p_click": pa.array(p_click, pa.float64()),
-    })
+    sends = pa.table(
+        {
+            "user_id": pa.array(world.user_ids[user], pa.int64()),
+            "campaign_id": campaigns["campaign_id"].take(pa.array(campaign, pa.int64())),
+            "placement": pa.array(placement.astype(str), pa.string()),
+            "impression_ts": _ts_strings(_epoch_seconds(world.window_start) + send_day * SECONDS_PER_DAY + second),
+            "clicked": pa.array(clicked),
+            "_p_click": pa.array(p_click, pa.float64()),
+        }
+    )
     # the planted purchase: once per exported (campaign, user), counted from the pair's first export
     pair = frame["campaign"] * len(world.user_ids) + frame["user"]
     _, first = np.unique(pair, return_index=True)  # rows are sorted by (campaign, user, day): first export
@@ -377,13 +444,22 @@ def _planted_campaign_effect(rng: np.random.Generator, world: _World, campaigns:
     start = rng.integers(0, SECONDS_PER_DAY - 600, len(p_user))
     sessions = _prefixed_ids("t", np.arange(1, len(p_user) + 1), 8)
     steps = [("view", 0), ("cart", 60), ("purchase", 120)]
-    events = pa.concat_tables([pa.table({
-        "user_id": pa.array(world.user_ids[p_user], pa.int64()),
-        "product_id": pa.array(world.product_ids[product], pa.int64()),
-        "event_type": pa.array([kind] * len(p_user), pa.string()),
-        "event_ts": _ts_strings(_epoch_seconds(world.window_start) + buy_day * SECONDS_PER_DAY + start + offset),
-        "session_id": sessions,
-    }) for kind, offset in steps])
+    events = pa.concat_tables(
+        [
+            pa.table(
+                {
+                    "user_id": pa.array(world.user_ids[p_user], pa.int64()),
+                    "product_id": pa.array(world.product_ids[product], pa.int64()),
+                    "event_type": pa.array([kind] * len(p_user), pa.string()),
+                    "event_ts": _ts_strings(
+                        _epoch_seconds(world.window_start) + buy_day * SECONDS_PER_DAY + start + offset
+                    ),
+                    "session_id": sessions,
+                }
+            )
+            for kind, offset in steps
+        ]
+    )
     event_day = np.tile(buy_day, len(steps))
     order_i, order_e = np.argsort(send_day, kind="stable"), np.argsort(event_day, kind="stable")
     return (sends.take(pa.array(order_i)), send_day[order_i], events.take(pa.array(order_e)), event_day[order_e])
@@ -394,8 +470,9 @@ def _as_strings(table: pa.Table) -> pa.Table:
     return pa.table({name: pc.cast(table[name], pa.string()) for name in table.column_names})
 
 
-def _with_dirt(rng: np.random.Generator, clean: pa.Table, kinds: tuple[str, ...], total: int,
-               make_row_dirty) -> tuple[pa.Table, dict[str, int]]:
+def _with_dirt(
+    rng: np.random.Generator, clean: pa.Table, kinds: tuple[str, ...], total: int, make_row_dirty
+) -> tuple[pa.Table, dict[str, int]]:
     """Add `total` dirty rows, each a copy of a random clean row with one defect (duplicates verbatim,
     placed right after their original, so 'first delivered wins' keeps the clean row)."""
     n_clean = clean.num_rows
@@ -433,7 +510,9 @@ def _dirty_behaviour(id_column: str, ts_column: str, unknown_ref: str, enum_colu
     def make_row_dirty(kind: str, rows: pa.Table, rng: np.random.Generator, serial: np.ndarray) -> pa.Table:
         n = rows.num_rows
         # A fresh id per dirty row: each row breaks exactly one rule, never the key rule.
-        rows = _set(rows, id_column, pc.binary_join_element_wise(rows[id_column], pa.array([f"-x{s}" for s in serial]), ""))
+        rows = _set(
+            rows, id_column, pc.binary_join_element_wise(rows[id_column], pa.array([f"-x{s}" for s in serial]), "")
+        )
         if kind == "null_user_id":
             return _set(rows, "user_id", [None] * n)
         if kind == "malformed_ts":
@@ -445,6 +524,7 @@ def _dirty_behaviour(id_column: str, ts_column: str, unknown_ref: str, enum_colu
         if kind.startswith("invalid_"):
             return _set(rows, enum_column, _choose(rng, invalid_values, n))
         raise ValueError(f"unknown dirt kind {kind!r}")
+
     return make_row_dirty
 
 
@@ -491,10 +571,22 @@ def _write_truth(truth_root: Path, ds: str, truth: pa.Table) -> None:
     path.write_bytes(sink.getvalue().to_pybytes())
 
 
-def generate(raw_root: Path, end_ds: str | date, *, users: int = 5000, items: int = 800, days: int = 30,
-             campaigns: int = 6, dirty_rate: float = 0.02, seed: int = 42,
-             impression_rate: float = DAILY_IMPRESSIONS_PER_USER_PER_CAMPAIGN, truth_root: Path | None = None,
-             exports=None, treatment_effect: float = 0.0, effect_days: int = 7) -> dict:
+def generate(
+    raw_root: Path,
+    end_ds: str | date,
+    *,
+    users: int = 5000,
+    items: int = 800,
+    days: int = 30,
+    campaigns: int = 6,
+    dirty_rate: float = 0.02,
+    seed: int = 42,
+    impression_rate: float = DAILY_IMPRESSIONS_PER_USER_PER_CAMPAIGN,
+    truth_root: Path | None = None,
+    exports=None,
+    treatment_effect: float = 0.0,
+    effect_days: int = 7,
+) -> dict:
     """Write every source for each day of the `days`-day window ending at `end_ds`; return the summary.
 
     impression_rate: impressions per user per active campaign per day. truth_root: where the true click
@@ -509,59 +601,118 @@ def generate(raw_root: Path, end_ds: str | date, *, users: int = 5000, items: in
         end = end_ds if isinstance(end_ds, date) else date.fromisoformat(end_ds)
     except ValueError:
         raise ValueError(f"end_ds must be a date YYYY-MM-DD, got {end_ds!r}") from None
-    for name, value, minimum in (("users", users, 1), ("items", items, 1), ("days", days, 1), ("campaigns", campaigns, 1)):
+    for name, value, minimum in (
+        ("users", users, 1),
+        ("items", items, 1),
+        ("days", days, 1),
+        ("campaigns", campaigns, 1),
+    ):
         if value < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value}")
     if not 0 <= dirty_rate <= 0.5:
         raise ValueError(f"dirty_rate must be between 0 and 0.5, got {dirty_rate}")
     if not 0 <= treatment_effect <= 1 or impression_rate <= 0 or effect_days < 1:
-        raise ValueError("treatment_effect must be within [0, 1], impression_rate > 0 and effect_days >= 1, got "
-                         f"{treatment_effect}, {impression_rate}, {effect_days}")
+        raise ValueError(
+            "treatment_effect must be within [0, 1], impression_rate > 0 and effect_days >= 1, got "
+            f"{treatment_effect}, {impression_rate}, {effect_days}"
+        )
     raw_root = Path(raw_root)
     window_start = end - timedelta(days=days - 1)
-    categories = CATEGORIES[:min(len(CATEGORIES), items)]
+    categories = CATEGORIES[: min(len(CATEGORIES), items)]
 
-    user_table, preferences, activity, signup_seconds = _build_users(_rng(seed, "users"), users, len(categories), window_start)
+    user_table, preferences, activity, signup_seconds = _build_users(
+        _rng(seed, "users"), users, len(categories), window_start
+    )
     product_table, product_ids, popularity_cdf = _build_products(_rng(seed, "products"), items, categories)
-    world = _World(window_start, end, days, user_table["user_id"].to_numpy(), preferences, activity, signup_seconds,
-                   product_ids, popularity_cdf, categories)
+    world = _World(
+        window_start,
+        end,
+        days,
+        user_table["user_id"].to_numpy(),
+        preferences,
+        activity,
+        signup_seconds,
+        product_ids,
+        popularity_cdf,
+        categories,
+    )
     campaign_table = _build_campaigns(_rng(seed, "campaigns"), campaigns, users, world)
     consent_table, consent_seconds = _build_consent(_rng(seed, "consent"), world)
     event_table, event_day = _build_events(_rng(seed, "events"), world)
-    impression_table, impression_day = _build_impressions(_rng(seed, "impressions"), world, campaign_table,
-                                                          impression_rate)
+    impression_table, impression_day = _build_impressions(
+        _rng(seed, "impressions"), world, campaign_table, impression_rate
+    )
     planted = {"events": None, "impressions": None}
     if exports is not None and len(exports):
         sends, send_day, bought, bought_day = _planted_campaign_effect(
-            _rng(seed, "treatment"), world, campaign_table, exports, treatment_effect, effect_days)
+            _rng(seed, "treatment"), world, campaign_table, exports, treatment_effect, effect_days
+        )
         planted = {"events": (bought, bought_day, "t"), "impressions": (sends, send_day, "t")}
 
     dirt_rng = _rng(seed, "dirt")
-    user_table, user_dirt = _with_dirt(dirt_rng, user_table, USER_DIRT,
-                                       _snapshot_dirt_total(dirty_rate, users, USER_DIRT), _dirty_users)
-    product_table, product_dirt = _with_dirt(dirt_rng, product_table, PRODUCT_DIRT,
-                                             _snapshot_dirt_total(dirty_rate, items, PRODUCT_DIRT), _dirty_products)
-    snapshot_payloads = {"users": _csv_bytes(user_table, "users"), "products": _csv_bytes(product_table, "products"),
-                         "campaigns": _csv_bytes(campaign_table, "campaigns")}
-    summary = {"raw_root": str(raw_root), "start_ds": window_start.isoformat(), "end_ds": end.isoformat(),
-               "days": days, "seed": seed, "dirty_rate": dirty_rate,
-               "rows": {name: 0 for name in GENERATED_SOURCES}, "rows_written": {name: 0 for name in GENERATED_SOURCES},
-               "dirty": {"users": user_dirt, "products": product_dirt, "campaigns": {}, "consent": {},
-                         "events": {kind: 0 for kind in EVENT_DIRT},
-                         "impressions": {kind: 0 for kind in IMPRESSION_DIRT}},
-               "dirty_by_ds": {"events": {}, "impressions": {}},
-               "planted": {"treatment_effect": treatment_effect, "effect_days": effect_days,
-                           "send_impressions": 0, "planted_purchases": 0}}
-    snapshot_rows = {"users": user_table.num_rows, "products": product_table.num_rows,
-                     "campaigns": campaign_table.num_rows}
+    user_table, user_dirt = _with_dirt(
+        dirt_rng, user_table, USER_DIRT, _snapshot_dirt_total(dirty_rate, users, USER_DIRT), _dirty_users
+    )
+    product_table, product_dirt = _with_dirt(
+        dirt_rng, product_table, PRODUCT_DIRT, _snapshot_dirt_total(dirty_rate, items, PRODUCT_DIRT), _dirty_products
+    )
+    snapshot_payloads = {
+        "users": _csv_bytes(user_table, "users"),
+        "products": _csv_bytes(product_table, "products"),
+        "campaigns": _csv_bytes(campaign_table, "campaigns"),
+    }
+    summary = {
+        "raw_root": str(raw_root),
+        "start_ds": window_start.isoformat(),
+        "end_ds": end.isoformat(),
+        "days": days,
+        "seed": seed,
+        "dirty_rate": dirty_rate,
+        "rows": {name: 0 for name in GENERATED_SOURCES},
+        "rows_written": {name: 0 for name in GENERATED_SOURCES},
+        "dirty": {
+            "users": user_dirt,
+            "products": product_dirt,
+            "campaigns": {},
+            "consent": {},
+            "events": {kind: 0 for kind in EVENT_DIRT},
+            "impressions": {kind: 0 for kind in IMPRESSION_DIRT},
+        },
+        "dirty_by_ds": {"events": {}, "impressions": {}},
+        "planted": {
+            "treatment_effect": treatment_effect,
+            "effect_days": effect_days,
+            "send_impressions": 0,
+            "planted_purchases": 0,
+        },
+    }
+    snapshot_rows = {
+        "users": user_table.num_rows,
+        "products": product_table.num_rows,
+        "campaigns": campaign_table.num_rows,
+    }
 
     increments = {
-        "events": (event_table, event_day, "event_id", "e", EVENT_DIRT,
-                   _dirty_behaviour("event_id", "event_ts", "product_id", "event_type", INVALID_EVENT_TYPES)),
-        "impressions": (impression_table, impression_day, "impression_id", "i", IMPRESSION_DIRT,
-                        _dirty_behaviour("impression_id", "impression_ts", "campaign_id", "placement", INVALID_PLACEMENTS)),
+        "events": (
+            event_table,
+            event_day,
+            "event_id",
+            "e",
+            EVENT_DIRT,
+            _dirty_behaviour("event_id", "event_ts", "product_id", "event_type", INVALID_EVENT_TYPES),
+        ),
+        "impressions": (
+            impression_table,
+            impression_day,
+            "impression_id",
+            "i",
+            IMPRESSION_DIRT,
+            _dirty_behaviour("impression_id", "impression_ts", "campaign_id", "placement", INVALID_PLACEMENTS),
+        ),
     }
-    event_bounds = {name: np.searchsorted(day_of_row, np.arange(days + 1)) for name, (_, day_of_row, *_) in increments.items()}
+    event_bounds = {
+        name: np.searchsorted(day_of_row, np.arange(days + 1)) for name, (_, day_of_row, *_) in increments.items()
+    }
     for offset in range(days):
         day = window_start + timedelta(days=offset)
         ds = day.isoformat()
@@ -587,8 +738,11 @@ def generate(raw_root: Path, end_ds: str | date, *, users: int = 5000, items: in
                 extra_table, extra_day, extra_prefix = planted[source]
                 lo_x, hi_x = np.searchsorted(extra_day, [offset, offset + 1])
                 extra = extra_table.slice(lo_x, hi_x - lo_x)
-                extra = extra.add_column(0, id_column, _prefixed_ids(f"{prefix}{day:%Y%m%d}-{extra_prefix}",
-                                                                     np.arange(1, extra.num_rows + 1), 7))
+                extra = extra.add_column(
+                    0,
+                    id_column,
+                    _prefixed_ids(f"{prefix}{day:%Y%m%d}-{extra_prefix}", np.arange(1, extra.num_rows + 1), 7),
+                )
                 if truth is not None:
                     truth = pa.concat_tables([truth, extra.select([id_column, "_p_click"])])
                 key = "send_impressions" if source == "impressions" else "planted_purchases"
@@ -618,8 +772,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
     try:
-        summary = generate(args.raw_root, args.ds, users=args.users, items=args.items, days=args.days,
-                           campaigns=args.campaigns, dirty_rate=args.dirty_rate, seed=args.seed)
+        summary = generate(
+            args.raw_root,
+            args.ds,
+            users=args.users,
+            items=args.items,
+            days=args.days,
+            campaigns=args.campaigns,
+            dirty_rate=args.dirty_rate,
+            seed=args.seed,
+        )
     except ValueError as error:
         print(f"datagen: {error}", file=sys.stderr)
         return 2

@@ -10,14 +10,15 @@ the audience sources (impressions, campaigns, consent) train_ctr_and_build_audie
 measure_campaign_lift raise StepSkipped and their tables are neither validated nor published; the notes say why
 in the task logs and the report.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import duckdb
 
@@ -25,8 +26,18 @@ from precision_marketing.config import ConfigError, load_config
 from precision_marketing.storage import LocalStorage, Storage, storage_from_config
 
 # dbt relations exported as Parquet for Spark, scikit-learn and GE: marts.<table> and audit.<table>
-MART_TABLES = ["user_features", "user_category_affinity", "item_features", "interactions",
-               "ctr_train", "ctr_score", "campaigns", "suppressions", "user_keys", "product_keys"]
+MART_TABLES = [
+    "user_features",
+    "user_category_affinity",
+    "item_features",
+    "interactions",
+    "ctr_train",
+    "ctr_score",
+    "campaigns",
+    "suppressions",
+    "user_keys",
+    "product_keys",
+]
 AUDIT_TABLES = ["data_reconciliation"]
 # marts that only mean something when the audience sources were delivered (else empty, not validated)
 AUDIENCE_MARTS = ["ctr_train", "ctr_score", "campaigns"]
@@ -163,19 +174,27 @@ def stage_and_check_raw(ds: str, params: Mapping | None = None) -> dict:
     for note in status["notes"]:
         print(f"note: {note}", flush=True)
     # a compact summary for the task log / XCom; the per-source status stays in <work>/landed/_status/
-    return {"delivered": [s["source"] for s in status["sources"] if s["delivered"]],
-            "rows_per_source": {s["source"]: s["rows"] for s in status["sources"] if s["delivered"]},
-            "ingest_errors": {s["source"]: s["ingest_errors"] for s in status["sources"] if s["ingest_errors"]},
-            "capabilities": status["capabilities"], "notes": status["notes"], "warnings": status["warnings"]}
+    return {
+        "delivered": [s["source"] for s in status["sources"] if s["delivered"]],
+        "rows_per_source": {s["source"]: s["rows"] for s in status["sources"] if s["delivered"]},
+        "ingest_errors": {s["source"]: s["ingest_errors"] for s in status["sources"] if s["ingest_errors"]},
+        "capabilities": status["capabilities"],
+        "notes": status["notes"],
+        "warnings": status["warnings"],
+    }
 
 
 def dbt_vars(config: Mapping, ds: str) -> dict:
     """The dbt vars of a run (orchestration.cosmos_dbt_group passes the same, with ds templated)."""
     from precision_marketing.ingest.mapping import mapping_from_config
 
-    return {"ds": ds, "landed_dir": str(landed_dir(config)), "history_days": config["dbt"]["history_days"],
-            "id_types": mapping_from_config(config).as_dbt_var(),
-            "future_tolerance_hours": config["ingest"]["future_tolerance_hours"]}
+    return {
+        "ds": ds,
+        "landed_dir": str(landed_dir(config)),
+        "history_days": config["dbt"]["history_days"],
+        "id_types": mapping_from_config(config).as_dbt_var(),
+        "future_tolerance_hours": config["ingest"]["future_tolerance_hours"],
+    }
 
 
 def export_features(ds: str, params: Mapping | None = None) -> dict:
@@ -218,27 +237,38 @@ def check_quarantine(ds: str, params: Mapping | None = None) -> dict:
         for source in raw_sources():
             rows = con.execute(
                 f"SELECT reject_reason, count(*) AS n FROM read_parquet('{paths.quarantine(source)}') "
-                "WHERE source_file LIKE ? GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3", [f"%/ds={ds}/%"]).fetchall()
+                "WHERE source_file LIKE ? GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3",
+                [f"%/ds={ds}/%"],
+            ).fetchall()
             reasons[source] = [(reason, n) for reason, n in rows]
     finally:
         con.close()
     storage = storage_from_config(config)
-    limits = {name: source.max_quarantine_share for name, source in mapping.sources.items()
-              if source.max_quarantine_share is not None}
+    limits = {
+        name: source.max_quarantine_share
+        for name, source in mapping.sources.items()
+        if source.max_quarantine_share is not None
+    }
     return check_quarantine_share(
-        reconciliation.to_dict("records"), limits=limits,
+        reconciliation.to_dict("records"),
+        limits=limits,
         default_limit=config["ingest"]["max_quarantine_share"],
-        min_rows=config["ingest"]["quarantine_min_rows"], reasons=reasons, ds=ds,
-        where={s: storage.uri(paths.lake_key(paths.quarantine(s).parent)) for s in raw_sources()})
+        min_rows=config["ingest"]["quarantine_min_rows"],
+        reasons=reasons,
+        ds=ds,
+        where={s: storage.uri(paths.lake_key(paths.quarantine(s).parent)) for s in raw_sources()},
+    )
 
 
 def validation_engine(config: Mapping) -> dict:
     """run_checkpoint's engine settings: large tables on a local Spark inside the task (its staging files are
     local to the task, so not the cluster master), the rest with pandas."""
     validation = config["validation"]
-    return {"spark_min_rows": int(validation["spark_min_rows"]),
-            "spark_config": {"master": "local[*]", "shuffle_partitions": config["spark"]["shuffle_partitions"]},
-            "spark_driver_memory": validation["spark_driver_memory"]}
+    return {
+        "spark_min_rows": int(validation["spark_min_rows"]),
+        "spark_config": {"master": "local[*]", "shuffle_partitions": config["spark"]["shuffle_partitions"]},
+        "spark_driver_memory": validation["spark_driver_memory"],
+    }
 
 
 def validate_marts(ds: str, params: Mapping | None = None) -> dict:
@@ -251,8 +281,9 @@ def validate_marts(ds: str, params: Mapping | None = None) -> dict:
     quarantine = check_quarantine(ds, params)
     audiences = landing_status(config, ds)["capabilities"]["audiences"]
     tables = {t: paths.feature(t) for t in MART_TABLES + AUDIT_TABLES if audiences or t not in AUDIENCE_MARTS}
-    summary = run_checkpoint("marts", tables, docs_dir=paths.report_dir / "data_docs" / "marts", ds=ds,
-                             **validation_engine(config))
+    summary = run_checkpoint(
+        "marts", tables, docs_dir=paths.report_dir / "data_docs" / "marts", ds=ds, **validation_engine(config)
+    )
     return {**summary, "quarantine_share": quarantine}
 
 
@@ -263,8 +294,14 @@ class RecommendationGateError(RuntimeError):
 def last_published_metrics(storage: Storage, model: str, ds: str, target: Path) -> Path | None:
     """The metrics.json of the newest published run of `model` before `ds` (published by `publish`),
     copied to `target`; None on a first run."""
-    earlier = sorted({key.split("/")[2][3:] for key in storage.list_keys(f"models/{model}/")
-                      if key.endswith("/metrics.json") and key.split("/")[2].startswith("ds=")} - {ds})
+    earlier = sorted(
+        {
+            key.split("/")[2][3:]
+            for key in storage.list_keys(f"models/{model}/")
+            if key.endswith("/metrics.json") and key.split("/")[2].startswith("ds=")
+        }
+        - {ds}
+    )
     earlier = [day for day in earlier if day < ds]
     if not earlier:
         return None
@@ -279,12 +316,19 @@ def report_gate(ds: str, gate: Mapping) -> None:
         return
     from precision_marketing.reporting.alerts import notify
 
-    message = (f"recommendations for ds={ds} failed the publish gate ("
-               + {"fallback": "publishing the popularity fallback lists",
-                  "none": "keeping the last published partition"}.get(gate["published"], gate["published"])
-               + "): " + "; ".join(gate["reasons"]))
-    notify("error" if gate["level"] == "fail" else "warning", message,
-           {"event": "recommendation_gate_failed", "ds": ds, "published": gate["published"]})
+    message = (
+        f"recommendations for ds={ds} failed the publish gate ("
+        + {"fallback": "publishing the popularity fallback lists", "none": "keeping the last published partition"}.get(
+            gate["published"], gate["published"]
+        )
+        + "): "
+        + "; ".join(gate["reasons"])
+    )
+    notify(
+        "error" if gate["level"] == "fail" else "warning",
+        message,
+        {"event": "recommendation_gate_failed", "ds": ds, "published": gate["published"]},
+    )
     if gate["level"] == "fail":
         raise RecommendationGateError(message)
 
@@ -299,19 +343,39 @@ def train_als(ds: str, params: Mapping | None = None) -> dict:
     out = paths.model_dir("als")
     previous = last_published_metrics(storage_from_config(config), "als", ds, paths.work / "previous" / "als.json")
     settings = write_job_settings(config, "als_recommendations", paths.job_settings("als_recommendations"))
-    run_spark_job("als_recommendations", [
-        "--features-dir", paths.work / "features", "--ds", ds, "--output-dir", out, "--config", settings,
-        *(["--previous-metrics", previous] if previous is not None else [])], config["spark"])
+    run_spark_job(
+        "als_recommendations",
+        [
+            "--features-dir",
+            paths.work / "features",
+            "--ds",
+            ds,
+            "--output-dir",
+            out,
+            "--config",
+            settings,
+            *(["--previous-metrics", previous] if previous is not None else []),
+        ],
+        config["spark"],
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     gate = metrics["gate"]
     report_gate(ds, gate)
     from precision_marketing.reporting.report import headline_keys
 
     # the headline figures, and the evidence behind them (interval, sample) for the task log
-    evidence = ("baseline", "ndcg_at_k_interval", "n_eval_users", "min_history", "recommendations_by_source",
-                "catalog_coverage")
+    evidence = (
+        "baseline",
+        "ndcg_at_k_interval",
+        "n_eval_users",
+        "min_history",
+        "recommendations_by_source",
+        "catalog_coverage",
+    )
     return {key: metrics.get(key) for key in [*headline_keys("als"), *evidence]} | {
-        "gate": gate["published"], "verdict": gate.get("verdict")}
+        "gate": gate["published"],
+        "verdict": gate.get("verdict"),
+    }
 
 
 def segment_users(ds: str, params: Mapping | None = None) -> dict:
@@ -321,8 +385,12 @@ def segment_users(ds: str, params: Mapping | None = None) -> dict:
     paths = paths_for(config, ds)
     out = paths.model_dir("segments")
     shutil.rmtree(out, ignore_errors=True)
-    return run_segmentation(paths.feature("user_features"), out / "user_segments.parquet",
-                            k=config["segments"]["k"], seed=config["segments"]["seed"])
+    return run_segmentation(
+        paths.feature("user_features"),
+        out / "user_segments.parquet",
+        k=config["segments"]["k"],
+        seed=config["segments"]["seed"],
+    )
 
 
 def _audience_note(config: Mapping, ds: str) -> str | None:
@@ -350,10 +418,22 @@ def train_ctr_and_build_audiences(ds: str, params: Mapping | None = None) -> dic
     _skip_without_audience_sources(config, paths, "ctr")
     out = paths.model_dir("ctr")
     settings = write_job_settings(config, "ctr_audiences", paths.job_settings("ctr_audiences"))
-    run_spark_job("ctr_audiences", [
-        "--features-dir", paths.work / "features", "--ds", ds,
-        "--segments", paths.model_dir("segments") / "user_segments.parquet", "--output-dir", out,
-        "--config", settings], config["spark"])
+    run_spark_job(
+        "ctr_audiences",
+        [
+            "--features-dir",
+            paths.work / "features",
+            "--ds",
+            ds,
+            "--segments",
+            paths.model_dir("segments") / "user_segments.parquet",
+            "--output-dir",
+            out,
+            "--config",
+            settings,
+        ],
+        config["spark"],
+    )
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -366,9 +446,14 @@ def build_audience_exports(ds: str, params: Mapping | None = None) -> dict:
     _skip_without_audience_sources(config, paths, "activation")
     tables = output_tables(paths)
     # without tonight's recommendations (publish gate keep_last) the rows get no products: fallback subjects
-    return build(audiences=tables["audiences"], recommendations=tables.get("recommendations"),
-                 item_features=paths.feature("item_features"), campaigns=paths.feature("campaigns"),
-                 out=tables["audience_exports"], activation=config["activation"])
+    return build(
+        audiences=tables["audiences"],
+        recommendations=tables.get("recommendations"),
+        item_features=paths.feature("item_features"),
+        campaigns=paths.feature("campaigns"),
+        out=tables["audience_exports"],
+        activation=config["activation"],
+    )
 
 
 def measure_campaign_lift(ds: str, params: Mapping | None = None) -> dict:
@@ -379,12 +464,20 @@ def measure_campaign_lift(ds: str, params: Mapping | None = None) -> dict:
     paths = paths_for(config, ds)
     _skip_without_audience_sources(config, paths, "lift")
     lift = config["lift"]
-    return measure(storage_from_config(config), ds=ds, ctr_train=paths.feature("ctr_train"),
-                   interactions=paths.feature("interactions"), item_features=paths.feature("item_features"),
-                   campaigns=paths.feature("campaigns"), user_keys=paths.feature("user_keys"),
-                   out=output_tables(paths)["campaign_lift"],
-                   windows=lift["windows_days"], history_days=config["dbt"]["history_days"],
-                   confidence=float(lift["confidence"]), min_group_size=int(lift["min_group_size"]))
+    return measure(
+        storage_from_config(config),
+        ds=ds,
+        ctr_train=paths.feature("ctr_train"),
+        interactions=paths.feature("interactions"),
+        item_features=paths.feature("item_features"),
+        campaigns=paths.feature("campaigns"),
+        user_keys=paths.feature("user_keys"),
+        out=output_tables(paths)["campaign_lift"],
+        windows=lift["windows_days"],
+        history_days=config["dbt"]["history_days"],
+        confidence=float(lift["confidence"]),
+        min_group_size=int(lift["min_group_size"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -416,8 +509,10 @@ def published_tables(config: Mapping) -> list[str]:
         return list(PUBLISHED_TABLES)
     unknown = [table for table in chosen if table not in OUTPUTS]
     if unknown:
-        raise ConfigError(f"publish.tables: unknown table(s) {', '.join(unknown)} "
-                          f"(the published tables: {', '.join(PUBLISHED_TABLES)}, or 'all')")
+        raise ConfigError(
+            f"publish.tables: unknown table(s) {', '.join(unknown)} "
+            f"(the published tables: {', '.join(PUBLISHED_TABLES)}, or 'all')"
+        )
     return list(chosen)
 
 
@@ -448,17 +543,22 @@ def validate_outputs(ds: str, params: Mapping | None = None) -> dict:
     outputs, _ = built_outputs(config, paths)
     references = ["user_features", "interactions", "suppressions"] + (["campaigns"] if "audiences" in outputs else [])
     tables = {**outputs, **{t: paths.feature(t) for t in references}}
-    return run_checkpoint("outputs", tables, docs_dir=paths.report_dir / "data_docs" / "outputs", ds=ds,
-                          top_k=config["als"]["top_k"],
-                          max_audiences_per_user=config["activation"]["max_audiences_per_user"],
-                          **validation_engine(config))
+    return run_checkpoint(
+        "outputs",
+        tables,
+        docs_dir=paths.report_dir / "data_docs" / "outputs",
+        ds=ds,
+        top_k=config["als"]["top_k"],
+        max_audiences_per_user=config["activation"]["max_audiences_per_user"],
+        **validation_engine(config),
+    )
 
 
 def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
     """Publish the validated outputs (atomic per partition), with the original ids restored
     (precision_marketing/publish/ids.py), and the models' artifacts. A table this run did not build is not touched."""
-    from precision_marketing.publish.ids import restore_original_ids
     from precision_marketing.ingest.mapping import mapping_from_config
+    from precision_marketing.publish.ids import restore_original_ids
     from precision_marketing.publish.partitions import publish_table
 
     config = run_config(params)
@@ -474,8 +574,9 @@ def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
             print(f"publish: {table} not published by this run, the last published partition stays{why}", flush=True)
             manifests[table] = {"row_count": None, "files": 0, "kept_last_published": True}
             continue
-        staged = restore_original_ids(table, outputs[table], keys, id_types,
-                                      paths.work / "publish" / table / f"ds={ds}" / f"{table}.parquet")
+        staged = restore_original_ids(
+            table, outputs[table], keys, id_types, paths.work / "publish" / table / f"ds={ds}" / f"{table}.parquet"
+        )
         manifest = publish_table(storage, table, ds, staged, run_id)
         manifests[table] = {"row_count": manifest["row_count"], "files": len(manifest["files"])}
     for model in MODELS:  # a skipped model has no metrics
@@ -495,8 +596,13 @@ def headline_metrics(ds: str, params: Mapping | None = None) -> dict:
     for model in MODELS:
         path = paths.model_dir(model) / "metrics.json"
         metrics = json.loads(path.read_text()) if path.exists() else {}
-        figures.update({f"{model}_{key}": metrics[key] for key in headline_keys(model)
-                        if metrics.get(key) is not None and not isinstance(metrics[key], dict)})
+        figures.update(
+            {
+                f"{model}_{key}": metrics[key]
+                for key in headline_keys(model)
+                if metrics.get(key) is not None and not isinstance(metrics[key], dict)
+            }
+        )
         gate = metrics.get("gate")
         if isinstance(gate, dict) and "published" in gate:
             figures[f"{model}_published"] = gate["published"]
@@ -505,8 +611,13 @@ def headline_metrics(ds: str, params: Mapping | None = None) -> dict:
 
 def report_history(storage: Storage, ds: str, nights: int) -> list[dict]:
     """report.json of up to `nights` published nights before ds (the trends of the HTML report)."""
-    days = sorted({key.split("/ds=")[1].split("/")[0] for key in storage.list_keys("reports/")
-                   if key.endswith("/report.json") and "/ds=" in key})
+    days = sorted(
+        {
+            key.split("/ds=")[1].split("/")[0]
+            for key in storage.list_keys("reports/")
+            if key.endswith("/report.json") and "/ds=" in key
+        }
+    )
     history = []
     for day in [d for d in days if d < ds][-nights:]:
         try:
@@ -541,10 +652,14 @@ def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = No
     outputs, _ = built_outputs(config, paths)
     status = landing_status(config, ds)
     report = build_report(
-        ds=ds, run_id=run_id,
+        ds=ds,
+        run_id=run_id,
         manifests={t: read_manifest(storage, t, ds) if t in outputs else None for t in tables},
-        metrics={m: json.loads((paths.model_dir(m) / "metrics.json").read_text())
-                 for m in MODELS if (paths.model_dir(m) / "metrics.json").exists()},
+        metrics={
+            m: json.loads((paths.model_dir(m) / "metrics.json").read_text())
+            for m in MODELS
+            if (paths.model_dir(m) / "metrics.json").exists()
+        },
         reconciliation_path=paths.feature("data_reconciliation"),
         out_dir=paths.report_dir,
         notes=status["notes"] + status["warnings"],

@@ -1,13 +1,14 @@
 """One storage interface for the lake, two backends: a local folder (embedded default) and S3 (boto3;
 AWS, MinIO or any S3 API endpoint). Keys are '/'-separated paths relative to the lake root, e.g.
 'marts/recommendations/ds=2026-11-22/_manifest.json' — the same layout on both backends."""
+
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import duckdb
 
@@ -67,7 +68,7 @@ class Storage:
         prefix = prefix.rstrip("/") + "/"
         written = []
         for key in self.list_keys(prefix):
-            target = Path(local_dir) / key[len(prefix):]
+            target = Path(local_dir) / key[len(prefix) :]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(self.get_bytes(key))
             written.append(target)
@@ -143,8 +144,9 @@ class LocalStorage(Storage):
 
 
 class S3Storage(Storage):
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None,
-                 region: str = "us-east-1", client=None):
+    def __init__(
+        self, bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str = "us-east-1", client=None
+    ):
         import boto3
 
         self.bucket = bucket
@@ -172,13 +174,13 @@ class S3Storage(Storage):
         keys = []
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-            keys.extend(obj["Key"][len(self.prefix):] for obj in page.get("Contents", []))
+            keys.extend(obj["Key"][len(self.prefix) :] for obj in page.get("Contents", []))
         return sorted(keys)
 
     def delete_keys(self, keys: Iterable[str]) -> None:
         keys = list(keys)
         for start in range(0, len(keys), 1000):  # the S3 API deletes at most 1000 keys per call
-            batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
+            batch = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
     def uri(self, key: str) -> str:
@@ -208,7 +210,11 @@ def storage_from_config(config: Mapping) -> Storage:
     lake = config["lake"]
     if lake["backend"] == "s3":
         s3 = lake["s3"]
-        return S3Storage(bucket=s3["bucket"], prefix=s3.get("prefix") or "",
-                         endpoint_url=s3.get("endpoint_url"), region=s3.get("region") or "us-east-1")
+        return S3Storage(
+            bucket=s3["bucket"],
+            prefix=s3.get("prefix") or "",
+            endpoint_url=s3.get("endpoint_url"),
+            region=s3.get("region") or "us-east-1",
+        )
     mode = lake.get("file_mode")
     return LocalStorage(lake["local_root"], file_mode=int(str(mode), 8) if mode else None)

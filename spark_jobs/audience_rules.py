@@ -10,6 +10,7 @@
    Stable across nights and reruns (no state, no randomness); any engine with sha256 can recompute it.
 3. add_bid_hints: expected_value = p_click * value_per_click; bid_hint = min(bid_cap, max(bid_floor, expected_value)).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,11 @@ def select_audiences(scored: DataFrame, campaigns: DataFrame, *, max_audiences_p
     candidates = scored.join(F.broadcast(settings), CAMPAIGN_COL, "inner")
     by_p_click = Window.partitionBy(CAMPAIGN_COL).orderBy(F.desc(P_CLICK_COL), F.asc(USER_COL))
     if not max_audiences_per_user or max_audiences_per_user < 1:
-        return (candidates.withColumn("_rank", F.row_number().over(by_p_click))
-                .filter(F.col("_rank") <= F.col("audience_size")).drop("_rank"))
+        return (
+            candidates.withColumn("_rank", F.row_number().over(by_p_click))
+            .filter(F.col("_rank") <= F.col("audience_size"))
+            .drop("_rank")
+        )
 
     levels = sorted(row[0] for row in settings.select("priority").distinct().collect())  # a few values
     chosen: DataFrame | None = None
@@ -61,22 +65,30 @@ def select_audiences(scored: DataFrame, campaigns: DataFrame, *, max_audiences_p
             level_candidates = level_candidates.withColumn("_free", F.lit(max_audiences_per_user))
         else:
             used = chosen.groupBy(USER_COL).agg(F.count(F.lit(1)).alias("_used"))
-            level_candidates = (level_candidates.join(used, USER_COL, "left")
-                                .withColumn("_free", F.lit(max_audiences_per_user) - F.coalesce("_used", F.lit(0)))
-                                .drop("_used").filter(F.col("_free") > 0))
+            level_candidates = (
+                level_candidates.join(used, USER_COL, "left")
+                .withColumn("_free", F.lit(max_audiences_per_user) - F.coalesce("_used", F.lit(0)))
+                .drop("_used")
+                .filter(F.col("_free") > 0)
+            )
         by_user = Window.partitionBy(USER_COL).orderBy(F.desc(P_CLICK_COL), F.asc(CAMPAIGN_COL))
-        picked = (level_candidates.withColumn("_rank", F.row_number().over(by_p_click))
-                  .filter(F.col("_rank") <= F.col("audience_size"))
-                  .withColumn("_slot", F.row_number().over(by_user))
-                  .filter(F.col("_slot") <= F.col("_free"))
-                  .drop("_rank", "_slot", "_free"))
+        picked = (
+            level_candidates.withColumn("_rank", F.row_number().over(by_p_click))
+            .filter(F.col("_rank") <= F.col("audience_size"))
+            .withColumn("_slot", F.row_number().over(by_user))
+            .filter(F.col("_slot") <= F.col("_free"))
+            .drop("_rank", "_slot", "_free")
+        )
         chosen = picked if chosen is None else chosen.unionByName(picked)
         if len(levels) > 1:
             chosen = chosen.localCheckpoint()  # each level reads the previous ones: keep the plan short
     return chosen
 
 
-def add_bid_hints(frame: DataFrame, *, bid_floor: float, bid_cap: float, value_col: str = "value_per_click") -> DataFrame:
+def add_bid_hints(
+    frame: DataFrame, *, bid_floor: float, bid_cap: float, value_col: str = "value_per_click"
+) -> DataFrame:
     expected = F.col(P_CLICK_COL) * F.col(value_col)
-    return (frame.withColumn("expected_value", expected)
-            .withColumn("bid_hint", F.least(F.lit(float(bid_cap)), F.greatest(F.lit(float(bid_floor)), expected))))
+    return frame.withColumn("expected_value", expected).withColumn(
+        "bid_hint", F.least(F.lit(float(bid_cap)), F.greatest(F.lit(float(bid_floor)), expected))
+    )

@@ -12,6 +12,7 @@ Calibrators map a raw score to a probability, fitted on rows the evaluation does
   isotonic  a monotone step function of p (Spark MLlib IsotonicRegression)
 Both are applied with Spark expressions/models only (no Python UDFs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,13 +39,17 @@ def calibration_curve(frame: DataFrame, edges: list[float], *, p_col: str, label
     """Per bin [edge_i, edge_i+1): rows, mean predicted p, observed rate (bins without rows are left out)."""
     bucketizer = Bucketizer(splits=[-math.inf, *edges, math.inf], inputCol=p_col, outputCol="_bin")
     rows = (
-        bucketizer.transform(frame.select(F.col(p_col).cast("double").alias(p_col), F.col(label_col).cast("double").alias(label_col)))
+        bucketizer.transform(
+            frame.select(F.col(p_col).cast("double").alias(p_col), F.col(label_col).cast("double").alias(label_col))
+        )
         .groupBy("_bin")
         .agg(F.count(F.lit(1)).alias("n"), F.avg(p_col).alias("mean_p"), F.avg(label_col).alias("rate"))
         .orderBy("_bin")
         .collect()  # at most len(edges) + 1 rows
     )
-    return [{"bin": int(r["_bin"]), "n": int(r["n"]), "mean_p": float(r["mean_p"]), "rate": float(r["rate"])} for r in rows]
+    return [
+        {"bin": int(r["_bin"]), "n": int(r["n"]), "mean_p": float(r["mean_p"]), "rate": float(r["rate"])} for r in rows
+    ]
 
 
 def expected_calibration_error(curve: list[dict]) -> float | None:
@@ -60,10 +65,14 @@ def brier_score(frame: DataFrame, *, p_col: str, label_col: str) -> float | None
 
 def reliability(frame: DataFrame, *, p_col: str, label_col: str, n_bins: int = 10) -> dict:
     """Brier score, ECE and the curve of one score column."""
-    curve = calibration_curve(frame, quantile_bin_edges(frame, p_col=p_col, n_bins=n_bins), p_col=p_col,
-                              label_col=label_col)
-    return {"brier": brier_score(frame, p_col=p_col, label_col=label_col),
-            "ece": expected_calibration_error(curve), "curve": curve}
+    curve = calibration_curve(
+        frame, quantile_bin_edges(frame, p_col=p_col, n_bins=n_bins), p_col=p_col, label_col=label_col
+    )
+    return {
+        "brier": brier_score(frame, p_col=p_col, label_col=label_col),
+        "ece": expected_calibration_error(curve),
+        "curve": curve,
+    }
 
 
 def _logit(column: Column) -> Column:
@@ -76,7 +85,7 @@ class Calibrator:
     """A fitted calibrator; `apply` replaces the score column by the calibrated probability."""
 
     method: str
-    platt: tuple[float, float] | None = None           # (a, b)
+    platt: tuple[float, float] | None = None  # (a, b)
     isotonic: IsotonicRegressionModel | None = None
 
     def apply(self, frame: DataFrame, *, p_col: str) -> DataFrame:
@@ -106,9 +115,11 @@ def fit_calibrator(frame: DataFrame, method: str, *, p_col: str, label_col: str)
     data = frame.select(F.col(p_col).cast("double").alias(p_col), F.col(label_col).cast("double").alias("_y"))
     if method == "platt":
         assembled = VectorAssembler(inputCols=["_logit"], outputCol="_x").transform(
-            data.withColumn("_logit", _logit(F.col(p_col))))
-        model = LogisticRegression(featuresCol="_x", labelCol="_y", regParam=0.0, standardization=False,
-                                   maxIter=100).fit(assembled)
+            data.withColumn("_logit", _logit(F.col(p_col)))
+        )
+        model = LogisticRegression(
+            featuresCol="_x", labelCol="_y", regParam=0.0, standardization=False, maxIter=100
+        ).fit(assembled)
         return Calibrator("platt", platt=(float(model.coefficients[0]), float(model.intercept)))
     model = IsotonicRegression(featuresCol=p_col, labelCol="_y", isotonic=True).fit(data)
     return Calibrator("isotonic", isotonic=model)

@@ -1,5 +1,6 @@
 """Plumbing shared by the Spark jobs: their settings, the session, shipping this package to the executors,
 reading dbt feature tables with readable errors, and writing metrics.json."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,15 +13,15 @@ import math
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-
 
 PLATFORM_YAML = Path(__file__).resolve().parents[1] / "config" / "platform.yaml"
 
@@ -29,12 +30,22 @@ def add_settings_arguments(parser: argparse.ArgumentParser, sections: Sequence[s
     """--config and --set: a job's settings are sections of the platform configuration, never a list of flags
     kept by hand (config/platform.yaml documents every key, precision_marketing/config/schema.py checks them)."""
     names = ", ".join(sections)
-    parser.add_argument("--config", type=Path, default=PLATFORM_YAML,
-                        help=f"the settings: a JSON holding the sections {names} (what the pipeline step writes from "
-                             f"the checked configuration) or a platform.yaml (default: {PLATFORM_YAML})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="change one setting, the value in YAML, e.g. --set " + sections[0] + ".seed=7 "
-                             "(repeatable; nested keys with dots)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=PLATFORM_YAML,
+        help=f"the settings: a JSON holding the sections {names} (what the pipeline step writes from "
+        f"the checked configuration) or a platform.yaml (default: {PLATFORM_YAML})",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="change one setting, the value in YAML, e.g. --set " + sections[0] + ".seed=7 "
+        "(repeatable; nested keys with dots)",
+    )
 
 
 def job_settings(args: argparse.Namespace, sections: Sequence[str], parser: argparse.ArgumentParser) -> dict:
@@ -93,8 +104,7 @@ def ship_package(spark: SparkSession) -> str:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for source in sorted(package.glob("*.py")):
-            archive.writestr(zipfile.ZipInfo(f"spark_jobs/{source.name}", (2026, 1, 1, 0, 0, 0)),
-                             source.read_bytes())
+            archive.writestr(zipfile.ZipInfo(f"spark_jobs/{source.name}", (2026, 1, 1, 0, 0, 0)), source.read_bytes())
     digest = hashlib.sha256(buffer.getvalue()).hexdigest()[:16]
     target = Path(tempfile.gettempdir()) / f"spark_jobs-{digest}.zip"
     if not target.exists():

@@ -26,6 +26,7 @@ passes the checked configuration as JSON), changed with `--set ctr.KEY=VALUE`. R
       --segments .state/work/models/segments/ds=2026-11-22/user_segments.parquet \
       --output-dir .state/work/models/ctr/ds=2026-11-22
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,8 @@ import dataclasses
 import datetime as dt
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 # spark-submit runs this file as a script (sys.path[0] = spark_jobs/), tests import it as
 # spark_jobs.ctr_audiences: put the repository root on the path so both find spark_jobs.common.
@@ -99,10 +100,30 @@ RAW_NUMERIC_COLS = ("affinity", "recency_days", "frequency", "monetary", "catego
 MODEL_NUMERIC_COLS = ("affinity", "recency_days", "log_frequency", "log_monetary", "log_category_recency")
 # hashed one-hot keys: a per-user bias, a campaign x category bias, and the user's own taste for the category
 HASHED_KEYS = ("user_key", "campaign_category_key", "user_category_key")
-AUDIENCE_COLS = (CAMPAIGN_COL, USER_COL, RANK_COL, P_CLICK_COL, DECILE_COL, SEGMENT_COL, EMAIL_COL, "channel",
-                 GROUP_COL, "expected_value", "bid_hint")
-TRAIN_COLS = (USER_COL, CAMPAIGN_COL, DATE_COL, "placement", "channel", "target_category", *RAW_NUMERIC_COLS,
-              HOUR_COL, CLICK_COL)
+AUDIENCE_COLS = (
+    CAMPAIGN_COL,
+    USER_COL,
+    RANK_COL,
+    P_CLICK_COL,
+    DECILE_COL,
+    SEGMENT_COL,
+    EMAIL_COL,
+    "channel",
+    GROUP_COL,
+    "expected_value",
+    "bid_hint",
+)
+TRAIN_COLS = (
+    USER_COL,
+    CAMPAIGN_COL,
+    DATE_COL,
+    "placement",
+    "channel",
+    "target_category",
+    *RAW_NUMERIC_COLS,
+    HOUR_COL,
+    CLICK_COL,
+)
 SCORE_COLS = (USER_COL, CAMPAIGN_COL, "placement", "channel", "target_category", *RAW_NUMERIC_COLS, EMAIL_COL)
 # per-campaign activation settings: CLI defaults, overridable per campaign_id (--campaign-overrides)
 CAMPAIGN_SETTINGS = {"control_share": float, "value_per_click": float, "priority": int, "send_hour": int}
@@ -122,17 +143,25 @@ class CtrConfig:
     max_iter: int
     hash_features: int
     calibration_days: int  # last days before the holdout: calibrator fit and reg_param choice
-    calibration: str       # auto (lowest holdout Brier score) | none | platt | isotonic
+    calibration: str  # auto (lowest holdout Brier score) | none | platt | isotonic
     seed: int  # LBFGS logistic regression is deterministic; kept for a stable CLI and recorded
 
     @classmethod
-    def from_settings(cls, ctr: Mapping, **changes) -> "CtrConfig":
+    def from_settings(cls, ctr: Mapping, **changes) -> CtrConfig:
         reg = ctr["reg_param"] if isinstance(ctr["reg_param"], (list, tuple)) else [ctr["reg_param"]]
-        config = dataclasses.replace(cls(
-            holdout_days=int(ctr["holdout_days"]), reg_params=tuple(float(r) for r in reg),
-            elastic_net=float(ctr["elastic_net"]), max_iter=int(ctr["max_iter"]),
-            hash_features=int(ctr["hash_features"]), calibration_days=int(ctr["calibration_days"]),
-            calibration=ctr["calibration"], seed=int(ctr["seed"])), **changes)
+        config = dataclasses.replace(
+            cls(
+                holdout_days=int(ctr["holdout_days"]),
+                reg_params=tuple(float(r) for r in reg),
+                elastic_net=float(ctr["elastic_net"]),
+                max_iter=int(ctr["max_iter"]),
+                hash_features=int(ctr["hash_features"]),
+                calibration_days=int(ctr["calibration_days"]),
+                calibration=ctr["calibration"],
+                seed=int(ctr["seed"]),
+            ),
+            **changes,
+        )
         if config.holdout_days < 0 or config.calibration_days < 0 or not 0.0 <= config.elastic_net <= 1.0:
             raise ValueError("ctr.holdout_days and calibration_days must be >= 0 and ctr.elastic_net within [0, 1]")
         if not config.reg_params or any(r < 0 for r in config.reg_params):
@@ -142,7 +171,7 @@ class CtrConfig:
         return config
 
     @classmethod
-    def defaults(cls, **changes) -> "CtrConfig":
+    def defaults(cls, **changes) -> CtrConfig:
         """The settings of config/platform.yaml in this checkout, with `changes` (tests, benchmarks)."""
         return cls.from_settings(yaml.safe_load(PLATFORM_YAML.read_text())["ctr"], **changes)
 
@@ -162,21 +191,31 @@ class ActivationConfig:
     campaign_overrides: dict  # campaign_id -> {setting: value} of CAMPAIGN_SPARK_SETTINGS
 
     @classmethod
-    def from_settings(cls, activation: Mapping, **changes) -> "ActivationConfig":
-        overrides = {campaign: {k: v for k, v in (settings or {}).items() if k in CAMPAIGN_SPARK_SETTINGS and v is not None}
-                     for campaign, settings in (activation.get("campaigns") or {}).items()}
-        config = dataclasses.replace(cls(
-            control_share=float(activation["control_share"]), control_salt=str(activation["control_salt"]),
-            value_per_click=float(activation["value_per_click"]), bid_floor=float(activation["bid_floor"]),
-            bid_cap=float(activation["bid_cap"]), priority=int(activation["priority"]),
-            send_hour=int(activation["send_hour"]), max_audiences_per_user=int(activation["max_audiences_per_user"]),
-            campaign_overrides=overrides), **changes)
+    def from_settings(cls, activation: Mapping, **changes) -> ActivationConfig:
+        overrides = {
+            campaign: {k: v for k, v in (settings or {}).items() if k in CAMPAIGN_SPARK_SETTINGS and v is not None}
+            for campaign, settings in (activation.get("campaigns") or {}).items()
+        }
+        config = dataclasses.replace(
+            cls(
+                control_share=float(activation["control_share"]),
+                control_salt=str(activation["control_salt"]),
+                value_per_click=float(activation["value_per_click"]),
+                bid_floor=float(activation["bid_floor"]),
+                bid_cap=float(activation["bid_cap"]),
+                priority=int(activation["priority"]),
+                send_hour=int(activation["send_hour"]),
+                max_audiences_per_user=int(activation["max_audiences_per_user"]),
+                campaign_overrides=overrides,
+            ),
+            **changes,
+        )
         if not 0 <= config.control_share < 1 or config.bid_floor < 0 or config.bid_cap < config.bid_floor:
             raise ValueError("activation.control_share must be in [0, 1) and 0 <= bid_floor <= bid_cap")
         return config
 
     @classmethod
-    def defaults(cls, **changes) -> "ActivationConfig":
+    def defaults(cls, **changes) -> ActivationConfig:
         return cls.from_settings(yaml.safe_load(PLATFORM_YAML.read_text())["activation"], **changes)
 
 
@@ -184,12 +223,14 @@ class ActivationConfig:
 def add_model_inputs(frame: DataFrame) -> DataFrame:
     """Log-scale the heavy-tailed counts, build the hashed keys; add the double label when clicks are present."""
     user = F.col(USER_COL).cast("string")
-    frame = (frame.withColumn("log_frequency", F.log1p("frequency"))
-             .withColumn("log_monetary", F.log1p("monetary"))
-             .withColumn("log_category_recency", F.log1p("category_recency_days"))
-             .withColumn("user_key", user)
-             .withColumn("campaign_category_key", F.concat_ws("|", CAMPAIGN_COL, "target_category"))
-             .withColumn("user_category_key", F.concat_ws("|", user, "target_category")))
+    frame = (
+        frame.withColumn("log_frequency", F.log1p("frequency"))
+        .withColumn("log_monetary", F.log1p("monetary"))
+        .withColumn("log_category_recency", F.log1p("category_recency_days"))
+        .withColumn("user_key", user)
+        .withColumn("campaign_category_key", F.concat_ws("|", CAMPAIGN_COL, "target_category"))
+        .withColumn("user_category_key", F.concat_ws("|", user, "target_category"))
+    )
     if CLICK_COL in frame.columns:
         frame = frame.withColumn(LABEL_COL, F.col(CLICK_COL).cast("double"))
     return frame
@@ -212,10 +253,21 @@ def build_pipeline(config: CtrConfig, reg_param: float, hashed: bool | None = No
             StandardScaler(inputCol="numeric_raw", outputCol="numeric_scaled", withMean=True, withStd=True),
             Interaction(inputCols=["affinity", "placement_one_hot"], outputCol="affinity_x_placement"),
             Interaction(inputCols=["affinity", "channel_one_hot"], outputCol="affinity_x_channel"),
-            *([FeatureHasher(inputCols=list(HASHED_KEYS), outputCol="hashed", numFeatures=config.hash_features)]
-              if hashed else []),
-            VectorAssembler(inputCols=["numeric_scaled", *one_hot, "affinity_x_placement", "affinity_x_channel",
-                                       *(["hashed"] if hashed else [])], outputCol="features"),
+            *(
+                [FeatureHasher(inputCols=list(HASHED_KEYS), outputCol="hashed", numFeatures=config.hash_features)]
+                if hashed
+                else []
+            ),
+            VectorAssembler(
+                inputCols=[
+                    "numeric_scaled",
+                    *one_hot,
+                    "affinity_x_placement",
+                    "affinity_x_channel",
+                    *(["hashed"] if hashed else []),
+                ],
+                outputCol="features",
+            ),
             LogisticRegression(
                 featuresCol="features",
                 labelCol=LABEL_COL,
@@ -243,9 +295,11 @@ def placement_ctr_baseline(train: DataFrame, test: DataFrame, *, score_col: str 
     """`test` scored with its placement's train CTR (the overall train CTR for placements unseen in train)."""
     overall_ctr = train.agg(F.avg(CLICK_COL)).first()[0]
     placement_ctr = train.groupBy("placement").agg(F.avg(CLICK_COL).alias("_placement_ctr"))
-    return test.join(F.broadcast(placement_ctr), "placement", "left").withColumn(
-        score_col, F.coalesce(F.col("_placement_ctr"), F.lit(overall_ctr)).cast("double")
-    ).drop("_placement_ctr")
+    return (
+        test.join(F.broadcast(placement_ctr), "placement", "left")
+        .withColumn(score_col, F.coalesce(F.col("_placement_ctr"), F.lit(overall_ctr)).cast("double"))
+        .drop("_placement_ctr")
+    )
 
 
 def area_under_roc(scored: DataFrame, *, score_col: str, label_col: str = CLICK_COL) -> float:
@@ -272,25 +326,37 @@ def resolve_campaign_settings(spark: SparkSession, campaigns: DataFrame, activat
             try:
                 settings[name] = kind(value)
             except (TypeError, ValueError):
-                raise SystemExit(f"campaign {row[CAMPAIGN_COL]!r}: setting {name}={value!r} is not a {kind.__name__}")
-        if not 0 <= settings["control_share"] < 1 or settings["value_per_click"] < 0 or not 0 <= settings["send_hour"] <= 23:
-            raise SystemExit(f"campaign {row[CAMPAIGN_COL]!r}: control_share must be in [0, 1), value_per_click >= 0 "
-                             f"and send_hour in 0..23, got {settings}")
+                raise SystemExit(
+                    f"campaign {row[CAMPAIGN_COL]!r}: setting {name}={value!r} is not a {kind.__name__}"
+                ) from None
+        if (
+            not 0 <= settings["control_share"] < 1
+            or settings["value_per_click"] < 0
+            or not 0 <= settings["send_hour"] <= 23
+        ):
+            raise SystemExit(
+                f"campaign {row[CAMPAIGN_COL]!r}: control_share must be in [0, 1), value_per_click >= 0 "
+                f"and send_hour in 0..23, got {settings}"
+            )
         rows.append((row[CAMPAIGN_COL], int(row[AUDIENCE_SIZE_COL]), *settings.values()))
-    schema = (f"{CAMPAIGN_COL} string, {AUDIENCE_SIZE_COL} int, control_share double, value_per_click double, "
-              "priority int, send_hour int")
+    schema = (
+        f"{CAMPAIGN_COL} string, {AUDIENCE_SIZE_COL} int, control_share double, value_per_click double, "
+        "priority int, send_hour int"
+    )
     return spark.createDataFrame(rows, schema)
 
 
-def build_audiences(scored: DataFrame, campaign_settings: DataFrame, segments: DataFrame,
-                    activation: ActivationConfig) -> DataFrame:
+def build_audiences(
+    scored: DataFrame, campaign_settings: DataFrame, segments: DataFrame, activation: ActivationConfig
+) -> DataFrame:
     """Deciles over all the campaign's scored users; the audience (audience_rules.select_audiences: top
     audience_size by p_click under the frequency cap), ranked 1..n by p_click (ties: user_id); the segment
     ('unknown' if the user has none); the treatment/control group and the bid hints."""
     by_p_click = Window.partitionBy(CAMPAIGN_COL).orderBy(F.desc(P_CLICK_COL), F.asc(USER_COL))
     with_deciles = scored.withColumn(DECILE_COL, F.ntile(10).over(by_p_click))
-    selected = select_audiences(with_deciles, campaign_settings,
-                                max_audiences_per_user=activation.max_audiences_per_user)
+    selected = select_audiences(
+        with_deciles, campaign_settings, max_audiences_per_user=activation.max_audiences_per_user
+    )
     settings = campaign_settings.select(CAMPAIGN_COL, "control_share", "value_per_click")
     audiences = (
         selected.withColumn(RANK_COL, F.row_number().over(by_p_click))
@@ -298,8 +364,11 @@ def build_audiences(scored: DataFrame, campaign_settings: DataFrame, segments: D
         .join(segments.select(USER_COL, SEGMENT_COL), USER_COL, "left")
         .withColumn(SEGMENT_COL, F.coalesce(F.col(SEGMENT_COL), F.lit(UNKNOWN_SEGMENT)))
     )
-    audiences = add_bid_hints(assign_groups(audiences, salt=activation.control_salt),
-                              bid_floor=activation.bid_floor, bid_cap=activation.bid_cap)
+    audiences = add_bid_hints(
+        assign_groups(audiences, salt=activation.control_salt),
+        bid_floor=activation.bid_floor,
+        bid_cap=activation.bid_cap,
+    )
     return audiences.select(
         CAMPAIGN_COL,
         USER_COL,
@@ -357,7 +426,9 @@ def fit_with_calibration(ctr_train: DataFrame, config: CtrConfig, *, end: dt.dat
         _, result["reg_param"], scored_cal, result["model"] = best
         for method in methods:
             if method != "none":
-                result["calibrators"][method] = fit_calibrator(scored_cal, method, p_col=P_CLICK_COL, label_col=CLICK_COL)
+                result["calibrators"][method] = fit_calibrator(
+                    scored_cal, method, p_col=P_CLICK_COL, label_col=CLICK_COL
+                )
         result["calibration_from"] = (end - dt.timedelta(days=config.calibration_days - 1)).isoformat()
         scored_cal.unpersist()
     else:
@@ -403,8 +474,9 @@ def evaluate_holdout(ctr_train: DataFrame, config: CtrConfig, *, ds: dt.date) ->
             f"(train {train_clicks}/{n_train}, test {test_clicks}/{n_test})"
         )
     else:
-        fitted = fit_with_calibration(train, config, end=cutoff, reg_params=config.reg_params,
-                                      methods=calibration_methods(config))
+        fitted = fit_with_calibration(
+            train, config, end=cutoff, reg_params=config.reg_params, methods=calibration_methods(config)
+        )
         scored = predict_p_click(fitted["model"], test).cache()
         metrics["auc"] = area_under_roc(scored, score_col=P_CLICK_COL)
         metrics["log_loss"] = log_loss(scored)
@@ -420,11 +492,19 @@ def evaluate_holdout(ctr_train: DataFrame, config: CtrConfig, *, ds: dt.date) ->
                 "auc": area_under_roc(calibrated, score_col=P_CLICK_COL),
                 **calibrator.describe(),
             }
-        chosen = (min(candidates, key=lambda m: candidates[m]["brier"]) if config.calibration == "auto"
-                  else config.calibration if config.calibration in candidates else "none")
-        metrics["calibration"] = {"method": chosen, "fitted_from": fitted.get("calibration_from"),
-                                  "fitted_to": cutoff.isoformat() if "calibration_from" in fitted else None,
-                                  "candidates": candidates}
+        chosen = (
+            min(candidates, key=lambda m: candidates[m]["brier"])
+            if config.calibration == "auto"
+            else config.calibration
+            if config.calibration in candidates
+            else "none"
+        )
+        metrics["calibration"] = {
+            "method": chosen,
+            "fitted_from": fitted.get("calibration_from"),
+            "fitted_to": cutoff.isoformat() if "calibration_from" in fitted else None,
+            "candidates": candidates,
+        }
         metrics["brier"], metrics["ece"] = candidates[chosen]["brier"], candidates[chosen]["ece"]
         metrics["note"] = fitted.get("note")
         scored.unpersist()
@@ -433,8 +513,9 @@ def evaluate_holdout(ctr_train: DataFrame, config: CtrConfig, *, ds: dt.date) ->
     return metrics
 
 
-def fit_nightly_model(ctr_train: DataFrame, config: CtrConfig, *, ds: dt.date, reg_param: float,
-                      calibration: str) -> tuple[PipelineModel, Calibrator, str | None]:
+def fit_nightly_model(
+    ctr_train: DataFrame, config: CtrConfig, *, ds: dt.date, reg_param: float, calibration: str
+) -> tuple[PipelineModel, Calibrator, str | None]:
     """The model that scores tonight, mirroring the evaluation shifted to ds: with a calibration, the model is
     fit on the days up to ds - calibration_days and the calibrator on the last calibration_days; without one,
     on the whole window."""
@@ -468,13 +549,19 @@ def read_inputs(spark: SparkSession, args: argparse.Namespace) -> tuple[DataFram
     if n_train == 0:
         raise SystemExit(f"input table 'ctr_train' at {train_path} has no rows: nothing to train the CTR model on")
     check_columns(
-        ctr_score, table="ctr_score", path=feature_table_path(args.features_dir, "ctr_score", args.ds),
-        not_null=[USER_COL, CAMPAIGN_COL, *feature_rules["not_null"]], non_negative=feature_rules["non_negative"],
+        ctr_score,
+        table="ctr_score",
+        path=feature_table_path(args.features_dir, "ctr_score", args.ds),
+        not_null=[USER_COL, CAMPAIGN_COL, *feature_rules["not_null"]],
+        non_negative=feature_rules["non_negative"],
     )
     campaigns_path = feature_table_path(args.features_dir, "campaigns", args.ds)
     check_columns(
-        campaigns, table="campaigns", path=campaigns_path,
-        not_null=[CAMPAIGN_COL, AUDIENCE_SIZE_COL], non_negative=[AUDIENCE_SIZE_COL],
+        campaigns,
+        table="campaigns",
+        path=campaigns_path,
+        not_null=[CAMPAIGN_COL, AUDIENCE_SIZE_COL],
+        non_negative=[AUDIENCE_SIZE_COL],
     )
     # Campaigns are a small table: an unknown campaign_id in ctr_score would silently vanish in the join.
     unknown = ctr_score.select(CAMPAIGN_COL).distinct().join(campaigns, CAMPAIGN_COL, "left_anti").limit(5).collect()
@@ -503,14 +590,24 @@ def audience_summary(audiences: DataFrame, scored: DataFrame, campaign_settings:
         F.avg(P_CLICK_COL).alias("mean_p_click"),
         F.sum("expected_value").alias("expected_value"),
     )
-    rows = (campaign_settings.join(candidates, CAMPAIGN_COL, "inner").join(per_group, CAMPAIGN_COL, "left")
-            .fillna(0, ["audience", "treatment", "control"]).orderBy(CAMPAIGN_COL).collect())
+    rows = (
+        campaign_settings.join(candidates, CAMPAIGN_COL, "inner")
+        .join(per_group, CAMPAIGN_COL, "left")
+        .fillna(0, ["audience", "treatment", "control"])
+        .orderBy(CAMPAIGN_COL)
+        .collect()
+    )
     return {
         r[CAMPAIGN_COL]: {
-            "candidates": r["candidates"], "audience_size": r[AUDIENCE_SIZE_COL], "audience": r["audience"],
-            "treatment": r["treatment"], "control": r["control"], "priority": r["priority"],
+            "candidates": r["candidates"],
+            "audience_size": r[AUDIENCE_SIZE_COL],
+            "audience": r["audience"],
+            "treatment": r["treatment"],
+            "control": r["control"],
+            "priority": r["priority"],
             "capped_short": max(0, min(r[AUDIENCE_SIZE_COL], r["candidates"]) - r["audience"]),
-            "mean_p_click": finite_or_none(r["mean_p_click"]), "expected_value": finite_or_none(r["expected_value"]),
+            "mean_p_click": finite_or_none(r["mean_p_click"]),
+            "expected_value": finite_or_none(r["expected_value"]),
         }
         for r in rows
     }
@@ -529,13 +626,15 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
             f"has {window_clicks} clicks in {n_window} impressions: the model needs both clicks and non-clicks"
         )
     started = time.perf_counter()
-    model, calibrator, note = fit_nightly_model(ctr_train, config, ds=args.ds, reg_param=metrics["reg_param"],
-                                                calibration=metrics["calibration"]["method"])
+    model, calibrator, note = fit_nightly_model(
+        ctr_train, config, ds=args.ds, reg_param=metrics["reg_param"], calibration=metrics["calibration"]["method"]
+    )
     train_seconds = time.perf_counter() - started
 
     # tomorrow's messages go out at the campaign's send hour
-    to_score = ctr_score.join(F.broadcast(campaign_settings.select(CAMPAIGN_COL, F.col("send_hour").alias(HOUR_COL))),
-                              CAMPAIGN_COL, "inner")
+    to_score = ctr_score.join(
+        F.broadcast(campaign_settings.select(CAMPAIGN_COL, F.col("send_hour").alias(HOUR_COL))), CAMPAIGN_COL, "inner"
+    )
     scored = calibrator.apply(predict_p_click(model, to_score), p_col=P_CLICK_COL).drop(HOUR_COL).cache()
     audiences = build_audiences(scored, campaign_settings, segments, activation)
     output_path = f"{str(args.output_dir).rstrip('/')}/audiences"
@@ -577,7 +676,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.settings = CtrConfig.from_settings(settings["ctr"])
         args.activation = ActivationConfig.from_settings(settings["activation"])
     except (KeyError, TypeError, ValueError) as error:
-        parser.error(f"--config {args.config}: {error!r}" if isinstance(error, KeyError) else f"--config {args.config}: {error}")
+        parser.error(
+            f"--config {args.config}: {error!r}" if isinstance(error, KeyError) else f"--config {args.config}: {error}"
+        )
     return args
 
 

@@ -9,9 +9,10 @@ A user's values are log(1 + weight); users with very long histories contribute t
 strongest items, which bounds the pair count (sum of squared history lengths) on real data with a few
 accounts that buy thousands of items.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -29,8 +30,9 @@ def _partial_cooccurrence(n_items: int, max_user_items: int):
 
     def emit(total) -> pd.DataFrame:
         coo = total.tocoo()
-        return pd.DataFrame({"i": coo.row.astype(np.int32), "j": coo.col.astype(np.int32),
-                             "dot": coo.data.astype(np.float64)})
+        return pd.DataFrame(
+            {"i": coo.row.astype(np.int32), "j": coo.col.astype(np.int32), "dot": coo.data.astype(np.float64)}
+        )
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         total = None
@@ -47,8 +49,11 @@ def _partial_cooccurrence(n_items: int, max_user_items: int):
                 values.append(values_u)
             if not rows:
                 continue
-            matrix = sparse.csr_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
-                                       shape=(len(frame), n_items), dtype=np.float64)
+            matrix = sparse.csr_matrix(
+                (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+                shape=(len(frame), n_items),
+                dtype=np.float64,
+            )
             partial = (matrix.T @ matrix).tocsr()
             total = partial if total is None else total + partial
             if total.nnz > FLUSH_NNZ:
@@ -66,21 +71,28 @@ def item_neighbours(user_rows: DataFrame, n_items: int, *, neighbours: int, max_
     and weights (`history_weights`)."""
     from scipy import sparse
 
-    sums = (user_rows.select(HISTORY, WEIGHTS)
-            .mapInPandas(_partial_cooccurrence(n_items, max_user_items), PAIR_SCHEMA)
-            .groupBy("i", "j").agg(F.sum("dot").alias("dot")))
+    sums = (
+        user_rows.select(HISTORY, WEIGHTS)
+        .mapInPandas(_partial_cooccurrence(n_items, max_user_items), PAIR_SCHEMA)
+        .groupBy("i", "j")
+        .agg(F.sum("dot").alias("dot"))
+    )
     sums = sums.cache()
     norms = sums.filter(F.col("i") == F.col("j")).select(F.col("i").alias("item"), F.sqrt("dot").alias("norm"))
     best = Window.partitionBy("i").orderBy(F.desc("similarity"), F.asc("j"))
-    top = (sums.filter(F.col("i") != F.col("j"))
-           .join(F.broadcast(norms.withColumnRenamed("item", "i").withColumnRenamed("norm", "norm_i")), "i")
-           .join(F.broadcast(norms.withColumnRenamed("item", "j").withColumnRenamed("norm", "norm_j")), "j")
-           .select("i", "j", (F.col("dot") / (F.col("norm_i") * F.col("norm_j"))).alias("similarity"))
-           .withColumn("_rank", F.row_number().over(best))
-           .filter(F.col("_rank") <= neighbours)
-           .select("i", "j", "similarity"))
+    top = (
+        sums.filter(F.col("i") != F.col("j"))
+        .join(F.broadcast(norms.withColumnRenamed("item", "i").withColumnRenamed("norm", "norm_i")), "i")
+        .join(F.broadcast(norms.withColumnRenamed("item", "j").withColumnRenamed("norm", "norm_j")), "j")
+        .select("i", "j", (F.col("dot") / (F.col("norm_i") * F.col("norm_j"))).alias("similarity"))
+        .withColumn("_rank", F.row_number().over(best))
+        .filter(F.col("_rank") <= neighbours)
+        .select("i", "j", "similarity")
+    )
     table = top.toPandas()  # n_items x neighbours rows at most: the model itself, broadcast for scoring
     sums.unpersist()
     return sparse.csr_matrix(
         (table["similarity"].to_numpy(np.float32), (table["i"].to_numpy(), table["j"].to_numpy())),
-        shape=(n_items, n_items), dtype=np.float32)
+        shape=(n_items, n_items),
+        dtype=np.float32,
+    )

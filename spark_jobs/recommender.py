@@ -24,12 +24,13 @@ Protocol (documented in the README, "Recommendations"):
 - **Gate.** The served lists fall back only when their difference to the best non-personalised ranking is
   below zero with confidence (the whole interval below zero).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import time
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -52,14 +53,14 @@ class Log:
     """Interactions at hour grain with users and items as indices. Index spaces are fixed for a job (every
     known user and catalogue item), so splits of one log share them."""
 
-    user: np.ndarray        # (rows,) int32
-    item: np.ndarray        # (rows,) int32
-    hour: np.ndarray        # (rows,) int64 hours since the epoch
-    weight: np.ndarray      # (rows,) float32
-    purchases: np.ndarray   # (rows,) int32
-    user_ids: np.ndarray    # (n_users,) int64
-    item_ids: np.ndarray    # (n_items,) int64
-    category: np.ndarray    # (n_items,) int32, -1 = unknown
+    user: np.ndarray  # (rows,) int32
+    item: np.ndarray  # (rows,) int32
+    hour: np.ndarray  # (rows,) int64 hours since the epoch
+    weight: np.ndarray  # (rows,) float32
+    purchases: np.ndarray  # (rows,) int32
+    user_ids: np.ndarray  # (n_users,) int64
+    item_ids: np.ndarray  # (n_items,) int64
+    category: np.ndarray  # (n_items,) int32, -1 = unknown
     n_categories: int
     served: np.ndarray | None = None  # (n_users,) bool: the users to serve (user_features); None = all
 
@@ -79,32 +80,49 @@ class Log:
         """[first hour, last hour + 1)."""
         return int(self.hour.min()), int(self.hour.max()) + 1
 
-    def select(self, mask: np.ndarray) -> "Log":
-        return dataclasses.replace(self, user=self.user[mask], item=self.item[mask], hour=self.hour[mask],
-                                   weight=self.weight[mask], purchases=self.purchases[mask])
+    def select(self, mask: np.ndarray) -> Log:
+        return dataclasses.replace(
+            self,
+            user=self.user[mask],
+            item=self.item[mask],
+            hour=self.hour[mask],
+            weight=self.weight[mask],
+            purchases=self.purchases[mask],
+        )
 
     @classmethod
-    def from_frames(cls, interactions: pd.DataFrame, users: Iterable[int] = (),
-                    item_categories: pd.DataFrame | None = None) -> "Log":
+    def from_frames(
+        cls, interactions: pd.DataFrame, users: Iterable[int] = (), item_categories: pd.DataFrame | None = None
+    ) -> Log:
         """`interactions`: user_id, product_id, event_hour, weight, n_purchases; `users`: every user to serve;
         `item_categories`: product_id, category (the catalogue)."""
-        catalogue = item_categories if item_categories is not None else pd.DataFrame(
-            {"product_id": np.empty(0, np.int64), "category": pd.Series([], dtype=object)})
+        catalogue = (
+            item_categories
+            if item_categories is not None
+            else pd.DataFrame({"product_id": np.empty(0, np.int64), "category": pd.Series([], dtype=object)})
+        )
         listed = np.asarray(list(users), np.int64)
         user_ids = np.unique(np.concatenate([interactions["user_id"].to_numpy(np.int64), listed]))
-        item_ids = np.unique(np.concatenate([interactions["product_id"].to_numpy(np.int64),
-                                             catalogue["product_id"].to_numpy(np.int64)]))
+        item_ids = np.unique(
+            np.concatenate([interactions["product_id"].to_numpy(np.int64), catalogue["product_id"].to_numpy(np.int64)])
+        )
         categories = catalogue.drop_duplicates("product_id").set_index("product_id")["category"]
         names = sorted(c for c in categories.dropna().unique())
         code = {name: i for i, name in enumerate(names)}
         category = categories.reindex(item_ids).map(lambda c: code.get(c, -1) if isinstance(c, str) else -1)
         hours = pd.to_datetime(interactions["event_hour"]).to_numpy("datetime64[h]").astype(np.int64)
-        return cls(user=np.searchsorted(user_ids, interactions["user_id"].to_numpy(np.int64)).astype(np.int32),
-                   item=np.searchsorted(item_ids, interactions["product_id"].to_numpy(np.int64)).astype(np.int32),
-                   hour=hours, weight=interactions["weight"].to_numpy(np.float32),
-                   purchases=interactions["n_purchases"].to_numpy(np.int32), user_ids=user_ids, item_ids=item_ids,
-                   category=category.to_numpy(np.int32), n_categories=len(names),
-                   served=np.isin(user_ids, listed) if len(listed) else None)
+        return cls(
+            user=np.searchsorted(user_ids, interactions["user_id"].to_numpy(np.int64)).astype(np.int32),
+            item=np.searchsorted(item_ids, interactions["product_id"].to_numpy(np.int64)).astype(np.int32),
+            hour=hours,
+            weight=interactions["weight"].to_numpy(np.float32),
+            purchases=interactions["n_purchases"].to_numpy(np.int32),
+            user_ids=user_ids,
+            item_ids=item_ids,
+            category=category.to_numpy(np.int32),
+            n_categories=len(names),
+            served=np.isin(user_ids, listed) if len(listed) else None,
+        )
 
 
 @dataclasses.dataclass
@@ -112,12 +130,12 @@ class Train:
     """One training period, one entry per (user, item): summed weight, purchased, last hour seen."""
 
     log: Log
-    end: int                  # first hour after the period (recency is measured from here)
+    end: int  # first hour after the period (recency is measured from here)
     pair_user: np.ndarray
     pair_item: np.ndarray
-    pair_weight: np.ndarray   # float32
-    pair_last: np.ndarray     # int64 hour
-    matrix: sparse.csr_matrix     # users x items summed weight
+    pair_weight: np.ndarray  # float32
+    pair_last: np.ndarray  # int64 hour
+    matrix: sparse.csr_matrix  # users x items summed weight
     purchased: sparse.csr_matrix  # users x items, 1 where bought
 
     @property
@@ -133,7 +151,7 @@ class Train:
         return max(1, self.end - int(self.pair_last.min())) if self.n_pairs else 1
 
     @classmethod
-    def build(cls, log: Log, end: int | None = None) -> "Train":
+    def build(cls, log: Log, end: int | None = None) -> Train:
         end = log.bounds()[1] if end is None else end
         n_items = log.n_items
         key = log.user.astype(np.int64) * n_items + log.item
@@ -147,8 +165,9 @@ class Train:
         users, items = (unique // n_items).astype(np.int32), (unique % n_items).astype(np.int32)
         shape = (log.n_users, n_items)
         matrix = sparse.csr_matrix((weight.astype(np.float32), (users, items)), shape=shape)
-        purchased = sparse.csr_matrix((np.ones(int(bought.sum()), np.float32), (users[bought], items[bought])),
-                                      shape=shape)
+        purchased = sparse.csr_matrix(
+            (np.ones(int(bought.sum()), np.float32), (users[bought], items[bought])), shape=shape
+        )
         return cls(log, end, users, items, weight.astype(np.float32), last, matrix, purchased)
 
     # -- non-personalised rankings (one score per item)
@@ -170,10 +189,11 @@ class Train:
     def popularity_variants(self) -> list[dict]:
         """All-time, windows and half-lives (hours) shorter than the training span, no two alike."""
         span = self.span_hours
-        lengths = sorted({round(d * HOURS_PER_DAY) for d in RECENCY_DAYS}
-                         | {max(1, round(f * span)) for f in RECENCY_SPAN_FRACTIONS})
+        lengths = sorted(
+            {round(d * HOURS_PER_DAY) for d in RECENCY_DAYS} | {max(1, round(f * span)) for f in RECENCY_SPAN_FRACTIONS}
+        )
         lengths = [h for h in lengths if 1 <= h < span]
-        return ([{}] + [{"window_hours": h} for h in lengths] + [{"half_life_hours": h} for h in lengths])
+        return [{}] + [{"window_hours": h} for h in lengths] + [{"half_life_hours": h} for h in lengths]
 
 
 def relevant_matrix(train: Train, test: Log) -> sparse.csr_matrix:
@@ -243,12 +263,21 @@ def evidence_cutoff(log: Log, rule: SplitRule) -> tuple[int | None, dict]:
     if hours < requested:
         grown = f", the requested {rule.holdout} cut to {rule.max_share:.0%} of the span"
     elif hours > requested:
-        grown = (f", grown from {rule.holdout} to reach {needed} users" if n_users >= needed
-                 else f", grown to {rule.max_share:.0%} of the span: fewer than {needed} users")
+        grown = (
+            f", grown from {rule.holdout} to reach {needed} users"
+            if n_users >= needed
+            else f", grown to {rule.max_share:.0%} of the span: fewer than {needed} users"
+        )
     else:
         grown = ""
-    record.update(hours=hours, cutoff_hour=cutoff, n_users=n_users, needed_users=needed, n_active_users=n_active,
-                  rule=f"last {_duration(hours)} of {_duration(span)}{grown}")
+    record.update(
+        hours=hours,
+        cutoff_hour=cutoff,
+        n_users=n_users,
+        needed_users=needed,
+        n_active_users=n_active,
+        rule=f"last {_duration(hours)} of {_duration(span)}{grown}",
+    )
     return cutoff, record
 
 
@@ -284,8 +313,8 @@ def _duration(hours: float) -> str:
 class EvalSet:
     """The users of a test period with something to find, sampled to max_users, with their history length."""
 
-    users: np.ndarray              # user indices, sorted
-    relevant: sparse.csr_matrix    # len(users) x items
+    users: np.ndarray  # user indices, sorted
+    relevant: sparse.csr_matrix  # len(users) x items
     n_history: np.ndarray
     n_relevant_users: int
 
@@ -333,10 +362,12 @@ def metrics_per_user(lists: np.ndarray, relevant: sparse.csr_matrix, k: int) -> 
     ideal = np.cumsum(discount)[np.maximum(ideal_n.astype(int) - 1, 0)]
     cumulative = np.cumsum(hits, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {"precision": hits.sum(axis=1) / k,
-                "recall": np.where(n_relevant > 0, hits.sum(axis=1) / n_relevant, 0.0),
-                "ndcg": np.where(ideal_n > 0, (hits * discount).sum(axis=1) / ideal, 0.0),
-                "map": np.where(ideal_n > 0, (hits * cumulative / np.arange(1, k + 1)).sum(axis=1) / ideal_n, 0.0)}
+        return {
+            "precision": hits.sum(axis=1) / k,
+            "recall": np.where(n_relevant > 0, hits.sum(axis=1) / n_relevant, 0.0),
+            "ndcg": np.where(ideal_n > 0, (hits * discount).sum(axis=1) / ideal, 0.0),
+            "map": np.where(ideal_n > 0, (hits * cumulative / np.arange(1, k + 1)).sum(axis=1) / ideal_n, 0.0),
+        }
 
 
 def bootstrap_indices(n: int, n_resamples: int, seed: int) -> Iterable[np.ndarray]:
@@ -349,16 +380,19 @@ def bootstrap_indices(n: int, n_resamples: int, seed: int) -> Iterable[np.ndarra
         done += size
 
 
-def mean_interval(values: np.ndarray, *, confidence: float = 0.95, n_resamples: int = 1000,
-                  seed: int = 0) -> dict:
+def mean_interval(values: np.ndarray, *, confidence: float = 0.95, n_resamples: int = 1000, seed: int = 0) -> dict:
     """Mean with a percentile bootstrap interval (resampling users)."""
     n = len(values)
     if n == 0:
         return {"n_users": 0, "mean": None, "low": None, "high": None}
     means = np.concatenate([values[index].mean(axis=1) for index in bootstrap_indices(n, n_resamples, seed)])
     tail = (1 - confidence) / 2 * 100
-    return {"n_users": n, "mean": float(values.mean()), "low": float(np.percentile(means, tail)),
-            "high": float(np.percentile(means, 100 - tail))}
+    return {
+        "n_users": n,
+        "mean": float(values.mean()),
+        "low": float(np.percentile(means, tail)),
+        "high": float(np.percentile(means, 100 - tail)),
+    }
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, **kwargs) -> dict:
@@ -384,8 +418,9 @@ def popularity_scorer(scores: np.ndarray) -> Scorer:
     return PopularityScorer(scores)
 
 
-def _top_of_one_ranking(vector: np.ndarray, train: "Train", users: np.ndarray, k: int,
-                        floor: float) -> tuple[np.ndarray, np.ndarray]:
+def _top_of_one_ranking(
+    vector: np.ndarray, train: Train, users: np.ndarray, k: int, floor: float
+) -> tuple[np.ndarray, np.ndarray]:
     """top_lists for a ranking shared by all users: the first k + (most purchases of a user) items of the
     ranking, minus each user's purchases, cut to k (same result, ties by lower item index)."""
     bought = train.purchased[users]
@@ -416,7 +451,7 @@ def category_scorer(train: Train, popularity: np.ndarray, top_categories: int = 
         known = log.category[history.col] >= 0
         np.add.at(affinity, (history.row[known], log.category[history.col[known]]), history.data[known])
         if top_categories < n_cat:
-            cut = -np.sort(-affinity[:, :n_cat], axis=1)[:, top_categories - 1: top_categories]
+            cut = -np.sort(-affinity[:, :n_cat], axis=1)[:, top_categories - 1 : top_categories]
             affinity[:, :n_cat][affinity[:, :n_cat] < cut] = 0
         totals = affinity.sum(axis=1, keepdims=True)
         np.divide(affinity, totals, out=affinity, where=totals > 0)
@@ -431,6 +466,7 @@ def factor_scorer(user_factors: np.ndarray, item_factors: np.ndarray) -> Scorer:
 
 def cf_scorer(train: Train, similarity: sparse.csr_matrix) -> Scorer:
     """A user's scores = log(1 + weight) of their history x item-item similarities (topk.TopK.cf_values)."""
+
     def score(users: np.ndarray) -> np.ndarray:
         history = train.matrix[users].astype(np.float32)
         history.data = np.log1p(history.data)
@@ -447,6 +483,7 @@ def scaled(scores: np.ndarray) -> np.ndarray:
 
 def blend_scorer(parts: list[tuple[float, Scorer]]) -> Scorer:
     """w1 * scaled(scorer1) + w2 * scaled(scorer2) + ..."""
+
     def score(users: np.ndarray) -> np.ndarray:
         total = None
         for weight, scorer in parts:
@@ -464,8 +501,9 @@ def with_popularity(scorer: Scorer, popularity: np.ndarray, weight: float) -> Sc
     return lambda users: scorer(users) + np.float32(weight) * row
 
 
-def top_lists(scorer: Scorer, train: Train, users: np.ndarray, k: int, *,
-              floor: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
+def top_lists(
+    scorer: Scorer, train: Train, users: np.ndarray, k: int, *, floor: float = -np.inf
+) -> tuple[np.ndarray, np.ndarray]:
     """(items, scores) len(users) x k, best first (ties: lower item index), purchased items excluded,
     -1 where fewer than k items score above `floor`."""
     if isinstance(scorer, PopularityScorer):
@@ -475,7 +513,7 @@ def top_lists(scorer: Scorer, train: Train, users: np.ndarray, k: int, *,
     items_out = np.full((len(users), k), -1, np.int64)
     scores_out = np.full((len(users), k), -np.inf, np.float32)
     for start in range(0, len(users), block):
-        part = users[start:start + block]
+        part = users[start : start + block]
         scores = np.array(scorer(part), dtype=np.float32, copy=True)
         bought = train.purchased[part].tocoo()
         scores[bought.row, bought.col] = -np.inf
@@ -490,8 +528,8 @@ def top_lists(scorer: Scorer, train: Train, users: np.ndarray, k: int, *,
         values = np.take_along_axis(values, order, axis=1)
         dropped = ~(values > floor)
         candidates[dropped], values[dropped] = -1, -np.inf
-        items_out[start:start + len(part), :k_eff] = candidates
-        scores_out[start:start + len(part), :k_eff] = values
+        items_out[start : start + len(part), :k_eff] = candidates
+        scores_out[start : start + len(part), :k_eff] = values
     return items_out, scores_out
 
 
@@ -506,7 +544,7 @@ def compose(primary: np.ndarray, *fills: np.ndarray) -> np.ndarray:
             seen = set(have)
             have += [i for i in fill[row].tolist() if i >= 0 and i not in seen][: k - len(have)]
             out[row] = -1
-            out[row, :len(have)] = have
+            out[row, : len(have)] = have
     return out
 
 
@@ -527,11 +565,18 @@ def fit_implicit_als(train: Train, params: Mapping, *, iterations: int, seed: in
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, "blas"):  # implicit parallelises over users itself; nested BLAS threads only cost
-        model = AlternatingLeastSquares(factors=int(params["rank"]), regularization=float(params["reg_param"]),
-                                        alpha=1.0, iterations=iterations, random_state=seed,
-                                        use_gpu=implicit.gpu.HAS_CUDA, calculate_training_loss=False)
-        model.fit(confidence_matrix(train, float(params["alpha"]), params.get("weight_transform", "raw")),
-                  show_progress=False)
+        model = AlternatingLeastSquares(
+            factors=int(params["rank"]),
+            regularization=float(params["reg_param"]),
+            alpha=1.0,
+            iterations=iterations,
+            random_state=seed,
+            use_gpu=implicit.gpu.HAS_CUDA,
+            calculate_training_loss=False,
+        )
+        model.fit(
+            confidence_matrix(train, float(params["alpha"]), params.get("weight_transform", "raw")), show_progress=False
+        )
     if implicit.gpu.HAS_CUDA:
         model = model.to_cpu()
     return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
@@ -560,8 +605,9 @@ def fit_item_cf(train: Train, params: Mapping, *, max_user_items: int) -> sparse
     values = cf_values(train, max_user_items).tocsc()
     norms = np.sqrt(np.asarray(values.multiply(values).sum(axis=0)).ravel())
     normalised = (values @ sparse.diags(np.where(norms > 0, 1 / np.where(norms > 0, norms, 1), 0))).tocsr()
-    similarity = all_pairs_knn(normalised.astype(np.float64), neighbours + 1, num_threads=0,
-                               show_progress=False).tocsr()
+    similarity = all_pairs_knn(
+        normalised.astype(np.float64), neighbours + 1, num_threads=0, show_progress=False
+    ).tocsr()
     similarity.setdiag(0)  # an item is not its own neighbour
     similarity.eliminate_zeros()
     return _keep_top_per_row(similarity, neighbours).astype(np.float32)
@@ -598,9 +644,11 @@ class Engine:
 
 
 def implicit_engine(*, iterations: int, seed: int, max_user_items: int) -> Engine:
-    return Engine("implicit",
-                  lambda train, params: fit_implicit_als(train, params, iterations=iterations, seed=seed),
-                  lambda train, params: fit_item_cf(train, params, max_user_items=max_user_items))
+    return Engine(
+        "implicit",
+        lambda train, params: fit_implicit_als(train, params, iterations=iterations, seed=seed),
+        lambda train, params: fit_item_cf(train, params, max_user_items=max_user_items),
+    )
 
 
 def halton(index: int, base: int) -> float:
@@ -621,9 +669,12 @@ def als_params(point: tuple[float, float, float, float], space: SearchSpace) -> 
     low, high = math.log2(space.rank_range[0]), math.log2(space.rank_range[1])
     steps = round(high - low)
     rank = int(2 ** (low + min(steps, math.floor(point[2] * (steps + 1))))) if steps > 0 else space.rank_range[0]
-    return {"alpha": round(_log_scale(point[0], *space.alpha_range), 4),
-            "reg_param": round(_log_scale(point[1], *space.reg_range), 5),
-            "rank": rank, "weight_transform": "log1p" if point[3] >= 0.5 else "raw"}
+    return {
+        "alpha": round(_log_scale(point[0], *space.alpha_range), 4),
+        "reg_param": round(_log_scale(point[1], *space.reg_range), 5),
+        "rank": rank,
+        "weight_transform": "log1p" if point[3] >= 0.5 else "raw",
+    }
 
 
 def model_plan(space: SearchSpace, seed: int) -> Iterable[tuple[str, dict]]:
@@ -644,18 +695,26 @@ def model_plan(space: SearchSpace, seed: int) -> Iterable[tuple[str, dict]]:
 
 def refined_params(best: Mapping, index: int, space: SearchSpace) -> dict:
     """A point near the best ALS: alpha and reg within a factor of ~3, rank one power of two either way."""
+
     def around(value, low, high, u):
         return float(min(high, max(low, value * math.exp((u - 0.5) * 2.2))))
 
-    ranks = [r for r in (best["rank"] // 2, best["rank"], best["rank"] * 2)
-             if space.rank_range[0] <= r <= space.rank_range[1]]
-    return {**best, "alpha": round(around(best["alpha"], *space.alpha_range, halton(index, 2)), 4),
-            "reg_param": round(around(best["reg_param"], *space.reg_range, halton(index, 3)), 5),
-            "rank": ranks[index % len(ranks)]}
+    ranks = [
+        r
+        for r in (best["rank"] // 2, best["rank"], best["rank"] * 2)
+        if space.rank_range[0] <= r <= space.rank_range[1]
+    ]
+    return {
+        **best,
+        "alpha": round(around(best["alpha"], *space.alpha_range, halton(index, 2)), 4),
+        "reg_param": round(around(best["reg_param"], *space.reg_range, halton(index, 3)), 5),
+        "rank": ranks[index % len(ranks)],
+    }
 
 
 def _key(model: str, params: Mapping) -> str:
     import json
+
     return json.dumps({"model": model, "params": params}, sort_keys=True)
 
 
@@ -687,8 +746,12 @@ def scorer_for(choice: Mapping, train: Train, models: Models) -> Scorer | None:
     elif model == "item_cf":
         base = cf_scorer(train, models.get("item_cf", {"neighbours": params["neighbours"]}))
     elif model == "blend":
-        base = blend_scorer([(params["weight"], factor_scorer(*models.get("als", params["als"]))),
-                             (1 - params["weight"], cf_scorer(train, models.get("item_cf", params["item_cf"])))])
+        base = blend_scorer(
+            [
+                (params["weight"], factor_scorer(*models.get("als", params["als"]))),
+                (1 - params["weight"], cf_scorer(train, models.get("item_cf", params["item_cf"]))),
+            ]
+        )
     else:
         raise ValueError(f"unknown model {model!r}")
     if params.get("popularity_weight"):
@@ -700,8 +763,9 @@ def als_only(params: Mapping) -> dict:
     return {key: params[key] for key in ("alpha", "reg_param", "rank", "weight_transform")}
 
 
-def fallback_lists(train: Train, users: np.ndarray, k: int, popularity_params: Mapping,
-                   use_category: bool) -> np.ndarray:
+def fallback_lists(
+    train: Train, users: np.ndarray, k: int, popularity_params: Mapping, use_category: bool
+) -> np.ndarray:
     """The non-personalised list: the user's categories by popularity, then popularity (topk.TopK.served)."""
     popularity = train.popularity(popularity_params)
     plain, _ = top_lists(popularity_scorer(popularity), train, users, k)
@@ -711,8 +775,9 @@ def fallback_lists(train: Train, users: np.ndarray, k: int, popularity_params: M
     return compose(by_category, plain)
 
 
-def served_lists(model_lists: np.ndarray | None, fallback: np.ndarray, n_history: np.ndarray,
-                 min_history: int) -> np.ndarray:
+def served_lists(
+    model_lists: np.ndarray | None, fallback: np.ndarray, n_history: np.ndarray, min_history: int
+) -> np.ndarray:
     """Model items first for users with at least `min_history` history items, the fallback fills the rest."""
     if model_lists is None:
         return fallback
@@ -743,8 +808,8 @@ class Fold:
     train: Train
     evaluation: EvalSet
     models: Models | None = None
-    warm: np.ndarray | None = None       # evaluation users with history
-    baseline: float = 0.0                # the best non-personalised mean on warm users: the unit of this fold
+    warm: np.ndarray | None = None  # evaluation users with history
+    baseline: float = 0.0  # the best non-personalised mean on warm users: the unit of this fold
 
     def __post_init__(self):
         self.warm = self.evaluation.n_history > 0
@@ -752,9 +817,20 @@ class Fold:
         self.warm_relevant = self.evaluation.relevant[np.flatnonzero(self.warm)]
 
 
-def search(folds: list[Fold], engine: Engine, space: SearchSpace, budget: SearchBudget, *,
-           k: int, metric: str, min_history: str | int, min_score: float, seed: int, confidence: float = 0.9,
-           log: Callable[[str], None] = print) -> dict:
+def search(
+    folds: list[Fold],
+    engine: Engine,
+    space: SearchSpace,
+    budget: SearchBudget,
+    *,
+    k: int,
+    metric: str,
+    min_history: str | int,
+    min_score: float,
+    seed: int,
+    confidence: float = 0.9,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Every candidate on every validation fold; a candidate's score is its mean `metric`@k over the fold's
     users with history divided by the fold's best non-personalised ranking, averaged over folds (so each
     protocol counts alike: each user's next items, and the next days). Among candidates not worse than the
@@ -771,14 +847,26 @@ def search(folds: list[Fold], engine: Engine, space: SearchSpace, budget: Search
     def per_user(fold: Fold, scorer: Scorer, users: np.ndarray, relevant) -> np.ndarray:
         return metrics_per_user(top_lists(scorer, fold.train, users, k)[0], relevant, k)[metric]
 
-    def record(model: str, params: Mapping, values: list[np.ndarray], fit_seconds: float = 0.0,
-               all_users: list[np.ndarray] | None = None) -> dict:
+    def record(
+        model: str,
+        params: Mapping,
+        values: list[np.ndarray],
+        fit_seconds: float = 0.0,
+        all_users: list[np.ndarray] | None = None,
+    ) -> dict:
         """values: per fold, per warm user; the score is the mean over folds of mean / fold baseline."""
         ratios = [v.mean() / fold.baseline if fold.baseline > 0 and len(v) else 0.0 for v, fold in zip(values, folds)]
-        entry = {"model": model, "params": dict(params), key_name: float(np.mean(ratios)),
-                 **{f"validation_{metric}_{fold.name}": float(v.mean()) if len(v) else None
-                    for v, fold in zip(values, folds)},
-                 "seconds": round(fit_seconds, 3), "_values": values}
+        entry = {
+            "model": model,
+            "params": dict(params),
+            key_name: float(np.mean(ratios)),
+            **{
+                f"validation_{metric}_{fold.name}": float(v.mean()) if len(v) else None
+                for v, fold in zip(values, folds)
+            },
+            "seconds": round(fit_seconds, 3),
+            "_values": values,
+        }
         if all_users is not None:
             entry["_all_users"] = all_users
         tried.append(entry)
@@ -790,8 +878,9 @@ def search(folds: list[Fold], engine: Engine, space: SearchSpace, budget: Search
     for params in variants:
         warm_values, all_values = [], []
         for fold in folds:
-            values = per_user(fold, popularity_scorer(fold.train.popularity(params)), fold.evaluation.users,
-                              fold.evaluation.relevant)
+            values = per_user(
+                fold, popularity_scorer(fold.train.popularity(params)), fold.evaluation.users, fold.evaluation.relevant
+            )
             all_values.append(values)
             warm_values.append(values[fold.warm])
         popular[_key("popularity", params)] = (params, warm_values, all_values)
@@ -816,10 +905,14 @@ def search(folds: list[Fold], engine: Engine, space: SearchSpace, budget: Search
             warm_values.append(values[fold.warm])
         entry = record("category_popularity", best_pop["params"], warm_values, all_users=all_values)
         use_category = all_users_score(entry) >= all_users_score(best_pop)
-    per_fold = ", ".join(f"{fold.name}: {metric}@{k} {v.mean():.4f}, {fold.evaluation.n_users} users"
-                         for v, fold in zip(best_pop["_all_users"], folds))
-    log(f"best non-personalised ranking on validation: popularity {best_pop['params']} ({per_fold}); "
-        f"category fallback {'on' if use_category else 'off'}")
+    per_fold = ", ".join(
+        f"{fold.name}: {metric}@{k} {v.mean():.4f}, {fold.evaluation.n_users} users"
+        for v, fold in zip(best_pop["_all_users"], folds)
+    )
+    log(
+        f"best non-personalised ranking on validation: popularity {best_pop['params']} ({per_fold}); "
+        f"category fallback {'on' if use_category else 'off'}"
+    )
 
     # 2. collaborative models, each alone and blended with that ranking, fitted once per fold
     best: dict[str, dict] = {}
@@ -838,8 +931,10 @@ def search(folds: list[Fold], engine: Engine, space: SearchSpace, budget: Search
         for share in BLEND_SHARES if typical > 0 else ():
             weight = round(share * typical, 6)
             blended = {**params, "popularity": best_pop["params"], "popularity_weight": weight}
-            values = [per_user(fold, with_popularity(scorer, popularity, weight), fold.warm_users, fold.warm_relevant)
-                      for fold, scorer, popularity in zip(folds, scorers, blend_popularity)]
+            values = [
+                per_user(fold, with_popularity(scorer, popularity, weight), fold.warm_users, fold.warm_relevant)
+                for fold, scorer, popularity in zip(folds, scorers, blend_popularity)
+            ]
             entry = record(model, blended, values)
             entry["_share"] = share
             if entry[key_name] > best[model][key_name]:
@@ -862,15 +957,24 @@ def search(folds: list[Fold], engine: Engine, space: SearchSpace, budget: Search
         fits += 1
         own = len(tried)
         consider(model, params, scorers, time.perf_counter() - fit_started)
-        log(f"fit {fits} {model} {params}: validation {metric}@{k} {tried[own][key_name]:.3f}x the best "
+        log(
+            f"fit {fits} {model} {params}: validation {metric}@{k} {tried[own][key_name]:.3f}x the best "
             f"non-personalised ranking alone, {max(e[key_name] for e in tried[own:]):.3f}x with recent popularity; "
-            f"{time.perf_counter() - fit_started:.2f} s")
+            f"{time.perf_counter() - fit_started:.2f} s"
+        )
     if "als" in best and "item_cf" in best:
         for weight in (0.3, 0.5, 0.7):
-            params = {"weight": weight, "als": als_only(best["als"]["params"]),
-                      "item_cf": {"neighbours": best["item_cf"]["params"]["neighbours"]}}
-            consider("blend", params, [scorer_for({"model": "blend", "params": params}, fold.train, fold.models)
-                                       for fold in folds], 0.0)
+            params = {
+                "weight": weight,
+                "als": als_only(best["als"]["params"]),
+                "item_cf": {"neighbours": best["item_cf"]["params"]["neighbours"]},
+            }
+            consider(
+                "blend",
+                params,
+                [scorer_for({"model": "blend", "params": params}, fold.train, fold.models) for fold in folds],
+                0.0,
+            )
 
     # 3. the choice, and from how much history a user gets it
     personal = [e for e in tried if e["model"] not in ("popularity", "category_popularity")]
@@ -878,40 +982,66 @@ def search(folds: list[Fold], engine: Engine, space: SearchSpace, budget: Search
     chosen = simplest_not_worse(personal, folds, key=key_name, confidence=confidence) if personal else None
     fallback_spec = {"popularity": best_pop["params"], "use_category": bool(use_category)}
     if chosen is None or chosen[key_name] <= baseline_value:
-        chosen = {"model": "category_popularity" if use_category else "popularity", "params": best_pop["params"],
-                  key_name: baseline_value}
+        chosen = {
+            "model": "category_popularity" if use_category else "popularity",
+            "params": best_pop["params"],
+            key_name: baseline_value,
+        }
         threshold, options = 0, []
     elif min_history == "auto":
         totals = np.zeros(len(HISTORY_THRESHOLDS))
         for fold in folds:
             users, relevant = fold.evaluation.users, fold.evaluation.relevant
             fallback = fallback_lists(fold.train, users, k, best_pop["params"], use_category)
-            model_lists = top_lists(scorer_for(chosen, fold.train, fold.models), fold.train, users, k,
-                                    floor=min_score)[0]
+            model_lists = top_lists(scorer_for(chosen, fold.train, fold.models), fold.train, users, k, floor=min_score)[
+                0
+            ]
             model_values = metrics_per_user(compose(model_lists, fallback), relevant, k)[metric]
             fallback_values = metrics_per_user(fallback, relevant, k)[metric]
             scale = max(fold.baseline, 1e-12) * max(len(users), 1)
             for index, candidate in enumerate(HISTORY_THRESHOLDS):
                 below = fold.evaluation.n_history < candidate
                 totals[index] += (fallback_values[below].sum() + model_values[~below].sum()) / scale
-        options = [{"min_history": t, f"mean_{metric}_ratio": round(float(v) / len(folds), 6)}
-                   for t, v in zip(HISTORY_THRESHOLDS, totals)]
+        options = [
+            {"min_history": t, f"mean_{metric}_ratio": round(float(v) / len(folds), 6)}
+            for t, v in zip(HISTORY_THRESHOLDS, totals)
+        ]
         threshold = max(options, key=lambda o: (o[f"mean_{metric}_ratio"], -o["min_history"]))["min_history"]
     else:
         threshold, options = int(min_history), []
     for entry in tried:
         for private in ("_values", "_all_users", "_share"):
             entry.pop(private, None)
-    return {"tuned": True, "engine": engine.name, "selection_metric": metric,
-            "score": f"mean over folds of validation {metric}@{k} / the fold's best non-personalised ranking",
-            "folds": [{"name": fold.name, "n_validation_users": int(fold.evaluation.n_users),
-                       "n_users_with_history": int(fold.warm.sum()), "n_fit_pairs": int(fold.train.n_pairs),
-                       f"best_non_personalised_{metric}": round(fold.baseline, 6)} for fold in folds],
-            "n_fits": fits, "n_candidates": len(tried), "budget_seconds": round(seconds, 1),
-            "candidates": tried, "history_thresholds": options, "fallback": fallback_spec,
-            "chosen": {"model": chosen["model"], "params": chosen["params"], "min_history": threshold,
-                       "fallback": fallback_spec, key_name: chosen[key_name]},
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "tuned": True,
+        "engine": engine.name,
+        "selection_metric": metric,
+        "score": f"mean over folds of validation {metric}@{k} / the fold's best non-personalised ranking",
+        "folds": [
+            {
+                "name": fold.name,
+                "n_validation_users": int(fold.evaluation.n_users),
+                "n_users_with_history": int(fold.warm.sum()),
+                "n_fit_pairs": int(fold.train.n_pairs),
+                f"best_non_personalised_{metric}": round(fold.baseline, 6),
+            }
+            for fold in folds
+        ],
+        "n_fits": fits,
+        "n_candidates": len(tried),
+        "budget_seconds": round(seconds, 1),
+        "candidates": tried,
+        "history_thresholds": options,
+        "fallback": fallback_spec,
+        "chosen": {
+            "model": chosen["model"],
+            "params": chosen["params"],
+            "min_history": threshold,
+            "fallback": fallback_spec,
+            key_name: chosen[key_name],
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def simplest_not_worse(entries: list[dict], folds: list[Fold], *, key: str, confidence: float) -> dict:
@@ -941,23 +1071,42 @@ def simplest_not_worse(entries: list[dict], folds: list[Fold], *, key: str, conf
 NON_PERSONAL = ("popularity", "recent_popularity", "category_popularity")
 
 
-def summarise(values: Mapping[str, np.ndarray], activity: np.ndarray, *, metric: str, confidence: float,
-              seed: int, all_intervals: bool) -> dict:
+def summarise(
+    values: Mapping[str, np.ndarray],
+    activity: np.ndarray,
+    *,
+    metric: str,
+    confidence: float,
+    seed: int,
+    all_intervals: bool,
+) -> dict:
     """{"all" | "cold" | "light" | "heavy": {n_users, metrics..., <metric>_low/_high}} for one list."""
     out = {}
     segments = [("all", np.ones(len(activity), bool))] + [
-        (name, activity == code) for code, name in enumerate(ACTIVITY_NAMES) if (activity == code).any()]
+        (name, activity == code) for code, name in enumerate(ACTIVITY_NAMES) if (activity == code).any()
+    ]
     for name, mask in segments:
         entry = {"n_users": int(mask.sum()), **{m: float(values[m][mask].mean()) for m in METRICS}}
-        for m in (METRICS if all_intervals and name == "all" else (metric,)):
+        for m in METRICS if all_intervals and name == "all" else (metric,):
             interval = mean_interval(values[m][mask], confidence=confidence, seed=seed)
             entry[f"{m}_low"], entry[f"{m}_high"] = interval["low"], interval["high"]
         out[name] = entry
     return out
 
 
-def evaluate_holdout(train: Train, evaluation: EvalSet, choice: Mapping, models: Models | None, *, k: int,
-                     metric: str, min_score: float, heavy_min_items: int, confidence: float, seed: int) -> dict:
+def evaluate_holdout(
+    train: Train,
+    evaluation: EvalSet,
+    choice: Mapping,
+    models: Models | None,
+    *,
+    k: int,
+    metric: str,
+    min_score: float,
+    heavy_min_items: int,
+    confidence: float,
+    seed: int,
+) -> dict:
     """The served lists, the model alone and every non-personalised ranking on the holdout users, with
     intervals, per activity tier, coverage, and the paired difference of served vs the strongest baseline."""
     users, relevant, n_items = evaluation.users, evaluation.relevant, train.log.n_items
@@ -981,32 +1130,58 @@ def evaluate_holdout(train: Train, evaluation: EvalSet, choice: Mapping, models:
         lists["category_popularity"] = fallback_lists(train, users, k, recent[0], True)
     per_user = {name: metrics_per_user(items, relevant, k) for name, items in lists.items()}
     activity = evaluation.activity(heavy_min_items)
-    summary = {name: summarise(values, activity, metric=metric, confidence=confidence, seed=seed,
-                               all_intervals=name == "served") for name, values in per_user.items()}
+    summary = {
+        name: summarise(
+            values, activity, metric=metric, confidence=confidence, seed=seed, all_intervals=name == "served"
+        )
+        for name, values in per_user.items()
+    }
     coverage = {name: round(len(np.unique(items[items >= 0])) / max(n_items, 1), 6) for name, items in lists.items()}
     strongest = max((name for name in NON_PERSONAL if name in per_user), key=lambda n: per_user[n][metric].mean())
-    difference = {"baseline": strongest, "metric": metric,
-                  **paired_difference(per_user["served"][metric], per_user[strongest][metric],
-                                      confidence=confidence, seed=seed)}
+    difference = {
+        "baseline": strongest,
+        "metric": metric,
+        **paired_difference(per_user["served"][metric], per_user[strongest][metric], confidence=confidence, seed=seed),
+    }
     by_tier = {}
     for code, name in enumerate(ACTIVITY_NAMES):
         mask = activity == code
         if mask.any():
-            by_tier[name] = paired_difference(per_user["served"][metric][mask], per_user[strongest][metric][mask],
-                                              confidence=confidence, seed=seed)
+            by_tier[name] = paired_difference(
+                per_user["served"][metric][mask], per_user[strongest][metric][mask], confidence=confidence, seed=seed
+            )
     difference["by_activity"] = by_tier
-    return {"lists": summary, "coverage": coverage, "recent_popularity": recent[0],
-            "served_vs_baseline": difference, "n_eval_users": int(len(users)),
-            "n_users_with_relevant_items": int(evaluation.n_relevant_users)}
+    return {
+        "lists": summary,
+        "coverage": coverage,
+        "recent_popularity": recent[0],
+        "served_vs_baseline": difference,
+        "n_eval_users": int(len(users)),
+        "n_users_with_relevant_items": int(evaluation.n_relevant_users),
+    }
 
 
-def gate(holdout: Mapping, previous: Mapping | None, *, metric: str, max_drop: float, action: str,
-         level: str, confidence: float) -> dict:
+def gate(
+    holdout: Mapping,
+    previous: Mapping | None,
+    *,
+    metric: str,
+    max_drop: float,
+    action: str,
+    level: str,
+    confidence: float,
+) -> dict:
     """Fall back only on evidence: when the served lists are worse than the strongest non-personalised
     ranking with confidence (the paired interval of the difference entirely below 0), or when even the
     interval's top is more than max_drop below the last published run's figure."""
-    result = {"metric": metric, "confidence": confidence, "max_drop": max_drop, "action": action, "level": level,
-              "reasons": []}
+    result = {
+        "metric": metric,
+        "confidence": confidence,
+        "max_drop": max_drop,
+        "action": action,
+        "level": level,
+        "reasons": [],
+    }
     difference = holdout.get("served_vs_baseline") or {}
     served = ((holdout.get("lists") or {}).get("served") or {}).get("all") or {}
     if not difference or difference.get("mean") is None:
@@ -1014,14 +1189,23 @@ def gate(holdout: Mapping, previous: Mapping | None, *, metric: str, max_drop: f
         return result
     baseline = difference["baseline"]
     base_value = holdout["lists"][baseline]["all"][metric]
-    result.update(served=served.get(metric), served_low=served.get(f"{metric}_low"),
-                  served_high=served.get(f"{metric}_high"), baseline=baseline, baseline_value=base_value,
-                  difference=difference["mean"], difference_low=difference["low"],
-                  difference_high=difference["high"], n_users=difference["n_users"])
+    result.update(
+        served=served.get(metric),
+        served_low=served.get(f"{metric}_low"),
+        served_high=served.get(f"{metric}_high"),
+        baseline=baseline,
+        baseline_value=base_value,
+        difference=difference["mean"],
+        difference_low=difference["low"],
+        difference_high=difference["high"],
+        n_users=difference["n_users"],
+    )
     interval = f"{confidence:.0%} interval {difference['low']:+.4f} to {difference['high']:+.4f}, {difference['n_users']} users"
     if difference["high"] < 0:
-        result["reasons"].append(f"served {metric}@K {served.get(metric):.4f} is worse than {baseline} "
-                                 f"{base_value:.4f} by {-difference['mean']:.4f} ({interval})")
+        result["reasons"].append(
+            f"served {metric}@K {served.get(metric):.4f} is worse than {baseline} "
+            f"{base_value:.4f} by {-difference['mean']:.4f} ({interval})"
+        )
         result["verdict"] = f"fallback: worse than {baseline} by {-difference['mean']:.4f} ({interval})"
     elif difference["low"] > 0:
         result["verdict"] = f"model kept: better than {baseline} by {difference['mean']:.4f} ({interval})"
@@ -1035,9 +1219,9 @@ def gate(holdout: Mapping, previous: Mapping | None, *, metric: str, max_drop: f
         if top is not None and top < previous_value * (1 - max_drop):
             result["reasons"].append(
                 f"served {metric}@K {served.get(metric):.4f} (interval top {top:.4f}) is more than {max_drop:.0%} "
-                f"below the last published run ({previous.get('ds')}: {previous_value:.4f})")
+                f"below the last published run ({previous.get('ds')}: {previous_value:.4f})"
+            )
             if difference["high"] >= 0:
                 result["verdict"] = f"fallback: more than {max_drop:.0%} below the last published run"
     result["passed"] = not result["reasons"]
     return result
-

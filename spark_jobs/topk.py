@@ -14,10 +14,11 @@ Each user's list has up to three tiers, labelled in `source`:
 3. `popularity`: the most popular items overall.
 Later tiers only fill what earlier ones left; no item repeats; purchased items never appear.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -35,13 +36,13 @@ class ItemSide:
     """What every task needs about the items, indexed 0..n-1 (index order = popularity order, most popular
     first): broadcast once per job. `factors` may hold only the item block [block_start, block_start + len)."""
 
-    product_ids: np.ndarray            # (n,) int64
-    popularity: np.ndarray             # (n,) float32, share of active users who interacted with the item
-    category: np.ndarray               # (n,) int32, -1 = unknown
+    product_ids: np.ndarray  # (n,) int64
+    popularity: np.ndarray  # (n,) float32, share of active users who interacted with the item
+    category: np.ndarray  # (n,) int32, -1 = unknown
     n_categories: int
     factors: np.ndarray | None = None  # (n_block, rank) float32, ALS
     block_start: int = 0
-    neighbours: object | None = None   # scipy.sparse.csr_matrix (n, n) float32, item-CF similarities
+    neighbours: object | None = None  # scipy.sparse.csr_matrix (n, n) float32, item-CF similarities
 
     @property
     def n_items(self) -> int:
@@ -51,14 +52,14 @@ class ItemSide:
 @dataclasses.dataclass(frozen=True)
 class ServePolicy:
     k: int
-    model: str | None = "als"          # als | item_cf | blend | None (fallback tiers only)
-    min_history: int = 1               # fewer items of history -> no model tier
-    min_score: float = 1e-6            # model scores at or below this are noise, not a recommendation
-    blend_weight: float = 0.5          # blend = w * als + (1 - w) * item_cf, each scaled to its user's best
-    popularity_weight: float = 0.0     # + this x the item's popularity (scaled to a best of 1) on model scores
-    use_category: bool = True          # the category tier fills before popularity
+    model: str | None = "als"  # als | item_cf | blend | None (fallback tiers only)
+    min_history: int = 1  # fewer items of history -> no model tier
+    min_score: float = 1e-6  # model scores at or below this are noise, not a recommendation
+    blend_weight: float = 0.5  # blend = w * als + (1 - w) * item_cf, each scaled to its user's best
+    popularity_weight: float = 0.0  # + this x the item's popularity (scaled to a best of 1) on model scores
+    use_category: bool = True  # the category tier fills before popularity
     top_categories: int = 3
-    block_floats: int = 1 << 24        # score-matrix floats per user block (64 MB)
+    block_floats: int = 1 << 24  # score-matrix floats per user block (64 MB)
 
 
 # ------------------------------------------------------------------------------------------ selection
@@ -73,9 +74,9 @@ def top_k_per_column(scores: np.ndarray, k: int, *, floor: float = -np.inf) -> t
         return np.full((b, k), -1, np.int64), np.full((b, k), -np.inf, np.float32)
     columns = np.arange(b)[:, None]
     if n % CHUNK == 0 and n >= 4 * CHUNK * k_eff:
-        chunk_max = scores.reshape(n // CHUNK, CHUNK, b).max(axis=1).T                    # (b, n_chunks)
-        best_chunks = np.argpartition(chunk_max, -k_eff, axis=1)[:, -k_eff:]                # (b, k)
-        candidates = (best_chunks[:, :, None] * CHUNK + np.arange(CHUNK)).reshape(b, -1)   # (b, k * CHUNK)
+        chunk_max = scores.reshape(n // CHUNK, CHUNK, b).max(axis=1).T  # (b, n_chunks)
+        best_chunks = np.argpartition(chunk_max, -k_eff, axis=1)[:, -k_eff:]  # (b, k)
+        candidates = (best_chunks[:, :, None] * CHUNK + np.arange(CHUNK)).reshape(b, -1)  # (b, k * CHUNK)
         values = scores[candidates, columns]
     else:
         candidates = np.broadcast_to(np.arange(n), (b, n))
@@ -99,8 +100,15 @@ TILE_BYTES = 1 << 22  # an item tile's scores stay in cache while their chunk ma
 RESCORE_USERS = 128
 
 
-def als_top_k(item_factors: np.ndarray, user_factors: np.ndarray, excluded_users: np.ndarray,
-              excluded_items: np.ndarray, k: int, *, floor: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
+def als_top_k(
+    item_factors: np.ndarray,
+    user_factors: np.ndarray,
+    excluded_users: np.ndarray,
+    excluded_items: np.ndarray,
+    k: int,
+    *,
+    floor: float = -np.inf,
+) -> tuple[np.ndarray, np.ndarray]:
     """top_k_per_column(item_factors @ user_factors.T with the excluded (item, user) pairs at -inf) without
     writing the items x users score matrix to memory: the product is taken one cache-sized tile of items at
     a time and only each chunk's maximum is kept; the k best chunks' items are then scored again exactly
@@ -121,10 +129,12 @@ def als_top_k(item_factors: np.ndarray, user_factors: np.ndarray, excluded_users
         stop = min(n, start + tile)
         scores = buffer[: -(-(stop - start) // CHUNK) * CHUNK]
         np.matmul(item_factors[start:stop], user_factors.T, out=scores[: stop - start])
-        scores[stop - start:] = -np.inf
+        scores[stop - start :] = -np.inf
         low, high = np.searchsorted(ex_items, (start, stop))
         scores[ex_items[low:high] - start, ex_users[low:high]] = -np.inf
-        chunk_max[:, start // CHUNK: start // CHUNK + len(scores) // CHUNK] = scores.reshape(-1, CHUNK, b).max(axis=1).T
+        chunk_max[:, start // CHUNK : start // CHUNK + len(scores) // CHUNK] = (
+            scores.reshape(-1, CHUNK, b).max(axis=1).T
+        )
     best_chunks = np.argpartition(chunk_max, -k, axis=1)[:, -k:]
     candidates = (best_chunks[:, :, None] * CHUNK + np.arange(CHUNK)).reshape(b, -1)
     inside = candidates < n
@@ -166,7 +176,7 @@ class TopK:
     def __init__(self, items: ItemSide, policy: ServePolicy):
         if policy.popularity_weight and policy.model == "als" and items.factors is not None:
             # model + w x popularity as one more factor: the tiled ALS scoring stays one matrix product
-            block = self.scaled_popularity(items)[items.block_start: items.block_start + len(items.factors)]
+            block = self.scaled_popularity(items)[items.block_start : items.block_start + len(items.factors)]
             items = dataclasses.replace(items, factors=np.hstack([items.factors, block[:, None]]).astype(np.float32))
         self.items, self.policy = items, policy
         n = items.n_items
@@ -205,7 +215,9 @@ class TopK:
         known = category >= 0
         np.add.at(affinity, (rows[known], category[known]), weights[known])
         if self.policy.top_categories < n_cat:
-            cutoff = -np.sort(-affinity[:, :n_cat], axis=1)[:, self.policy.top_categories - 1: self.policy.top_categories]
+            cutoff = -np.sort(-affinity[:, :n_cat], axis=1)[
+                :, self.policy.top_categories - 1 : self.policy.top_categories
+            ]
             affinity[:, :n_cat][affinity[:, :n_cat] < cutoff] = 0
         totals = affinity.sum(axis=1, keepdims=True)
         np.divide(affinity, totals, out=affinity, where=totals > 0)
@@ -247,7 +259,7 @@ class TopK:
             w = self.policy.blend_weight
             scores = w * _scaled(als) + (1 - w) * _scaled(cf)
         if self.policy.popularity_weight:
-            scores[:self.items.n_items] += self.policy.popularity_weight * self.scaled_popularity(self.items)[:, None]
+            scores[: self.items.n_items] += self.policy.popularity_weight * self.scaled_popularity(self.items)[:, None]
         return scores
 
     @staticmethod
@@ -282,8 +294,9 @@ class TopK:
             factors = self._user_factors(block, model_rows)
             local = items[bought] - self.items.block_start
             inside = (local >= 0) & (local < len(self.items.factors))
-            top_items, top_scores = als_top_k(self.items.factors, factors, remap[rows[bought]][inside],
-                                              local[inside], k, floor=self.policy.min_score)
+            top_items, top_scores = als_top_k(
+                self.items.factors, factors, remap[rows[bought]][inside], local[inside], k, floor=self.policy.min_score
+            )
         else:
             scores = self._model_scores(block, model_rows, history)
             self._mask(scores, remap[rows[bought]], items[bought], self.items.block_start)
@@ -294,7 +307,7 @@ class TopK:
 
     def category_tier(self, history, n_rows, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows, items, weights, purchased = history
-        affinity = self._affinity(rows, items, weights, n_rows)             # users x (C + 1)
+        affinity = self._affinity(rows, items, weights, n_rows)  # users x (C + 1)
         category = np.where(self.items.category >= 0, self.items.category, self.items.n_categories)
         n = self.items.n_items
         scores = np.full((_padded(n), n_rows), -np.inf, np.float32)
@@ -317,10 +330,10 @@ class TopK:
         plain = self.pop_order[:k]
         for row in range(n_rows):
             if not excluded[row]:
-                items_out[row, :len(plain)] = plain
+                items_out[row, : len(plain)] = plain
                 continue
-            picks = [i for i in self.pop_order[:k + len(excluded[row])] if int(i) not in excluded[row]][:k]
-            items_out[row, :len(picks)] = picks
+            picks = [i for i in self.pop_order[: k + len(excluded[row])] if int(i) not in excluded[row]][:k]
+            items_out[row, : len(picks)] = picks
         scores = np.where(items_out >= 0, self.items.popularity[np.maximum(items_out, 0)], -np.inf)
         return items_out, scores.astype(np.float32)
 
@@ -334,7 +347,7 @@ class TopK:
         scores = np.full((len(block), k), -np.inf, np.float32)
         for row, (its, scs) in enumerate(zip(block["model_items"], block["model_scores"])):
             if its is not None and len(its):
-                items[row, :min(len(its), k)], scores[row, :min(len(its), k)] = its[:k], scs[:k]
+                items[row, : min(len(its), k)], scores[row, : min(len(its), k)] = its[:k], scs[:k]
         return items, scores
 
     def tiers(self, block: pd.DataFrame) -> pd.DataFrame:
@@ -355,9 +368,13 @@ class TopK:
         """Model-tier candidates against the current item block (item-blocked scoring): exploded rows."""
         items, scores = self.model_tier(block, self._history(block))
         keep = items >= 0
-        return pd.DataFrame({
-            USER: np.repeat(block[USER].to_numpy(), keep.sum(axis=1)),
-            "item_index": items[keep], "score": scores[keep].astype(np.float64)})
+        return pd.DataFrame(
+            {
+                USER: np.repeat(block[USER].to_numpy(), keep.sum(axis=1)),
+                "item_index": items[keep],
+                "score": scores[keep].astype(np.float64),
+            }
+        )
 
     def served(self, block: pd.DataFrame) -> pd.DataFrame:
         """The final lists as rows (user_id, rank, product_id, score, source)."""
@@ -374,20 +391,22 @@ class TopK:
             fill_items, fill_scores = fill(sub_history, len(short), items[short])
             for local, row in enumerate(short):
                 free = np.flatnonzero(items[row] < 0)
-                got = fill_items[local][fill_items[local] >= 0][:len(free)]
-                slots = free[:len(got)]
+                got = fill_items[local][fill_items[local] >= 0][: len(free)]
+                slots = free[: len(got)]
                 items[row, slots] = got
-                scores[row, slots] = fill_scores[local][fill_items[local] >= 0][:len(got)]
+                scores[row, slots] = fill_scores[local][fill_items[local] >= 0][: len(got)]
                 sources[row, slots] = source
         keep = items >= 0
         ranks = np.cumsum(keep, axis=1)
-        return pd.DataFrame({
-            USER: np.repeat(block[USER].to_numpy(), keep.sum(axis=1)),
-            "rank": ranks[keep].astype(np.int32),
-            "product_id": self.items.product_ids[items[keep]],
-            "score": scores[keep].astype(np.float64),
-            "source": sources[keep].astype(str),
-        })
+        return pd.DataFrame(
+            {
+                USER: np.repeat(block[USER].to_numpy(), keep.sum(axis=1)),
+                "rank": ranks[keep].astype(np.int32),
+                "product_id": self.items.product_ids[items[keep]],
+                "score": scores[keep].astype(np.float64),
+                "source": sources[keep].astype(str),
+            }
+        )
 
     def _ids_lists(self, items: np.ndarray) -> list[list[int]]:
         ids = self.items.product_ids
@@ -397,7 +416,7 @@ class TopK:
         step = getattr(self, mode)
         for frame in frames:
             for start in range(0, len(frame), self.block_users):
-                yield step(frame.iloc[start:start + self.block_users].reset_index(drop=True))
+                yield step(frame.iloc[start : start + self.block_users].reset_index(drop=True))
 
 
 def _scaled(scores: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Alerts reach a webhook (a real HTTP server on 127.0.0.1) and an SMTP server (a minimal real one on
 127.0.0.1), always leave a structured log line, and never raise when a channel is down."""
+
 import json
 import logging
 import socketserver
@@ -72,8 +73,12 @@ def test_webhook_gets_a_slack_compatible_body(webhook):
 
 def test_email_is_sent_through_smtp(smtp_server):
     port, messages = smtp_server
-    environ = {"PM_ALERT_SMTP_HOST": "127.0.0.1", "PM_ALERT_SMTP_PORT": str(port),
-               "PM_ALERT_SMTP_FROM": "airflow@example.com", "PM_ALERT_SMTP_TO": "data@example.com, ops@example.com"}
+    environ = {
+        "PM_ALERT_SMTP_HOST": "127.0.0.1",
+        "PM_ALERT_SMTP_PORT": str(port),
+        "PM_ALERT_SMTP_FROM": "airflow@example.com",
+        "PM_ALERT_SMTP_TO": "data@example.com, ops@example.com",
+    }
     outcome = notify("warning", "ALS did not beat popularity; published the fallback", CONTEXT, environ=environ)
     assert outcome == {"log": "sent", "email": "sent"}
     [mail] = messages
@@ -95,9 +100,17 @@ def test_structured_log_line_always_and_level_threshold(webhook, caplog):
 
 
 def test_a_dead_channel_is_reported_not_raised(caplog):
-    outcome = notify("error", "x", CONTEXT, environ={"PM_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/nothing-listens",
-                                                     "PM_ALERT_SMTP_HOST": "127.0.0.1", "PM_ALERT_SMTP_PORT": "9",
-                                                     "PM_ALERT_SMTP_TO": "a@example.com"})
+    outcome = notify(
+        "error",
+        "x",
+        CONTEXT,
+        environ={
+            "PM_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/nothing-listens",
+            "PM_ALERT_SMTP_HOST": "127.0.0.1",
+            "PM_ALERT_SMTP_PORT": "9",
+            "PM_ALERT_SMTP_TO": "a@example.com",
+        },
+    )
     assert outcome["log"] == "sent"
     assert outcome["webhook"].startswith("error:") and outcome["email"].startswith("error:")
     assert "alert channel webhook failed" in caplog.text

@@ -1,5 +1,6 @@
 """audience_exports: treatment rows only, the user's recommended products inside the campaign's category, and
 subject lines rendered from per-campaign Jinja templates with a fallback when a field is missing."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -17,27 +18,52 @@ ACTIVATION = {
 
 
 def write_inputs(root):
-    audiences = pd.DataFrame({
-        "campaign_id": ["c_books", "c_books", "c_books", "c_toys"], "user_id": [1, 2, 3, 1], "rank": [1, 2, 3, 1],
-        "p_click": [0.3, 0.2, 0.1, 0.4], "decile": [1, 1, 2, 1], "segment": ["champions", "loyal", "loyal", "champions"],
-        "email_sha256": ["a" * 64, "b" * 64, "c" * 64, "a" * 64], "channel": ["email", "email", "email", "push"],
-        "experiment_group": ["treatment", "treatment", "control", "treatment"],
-        "expected_value": [0.3, 0.2, 0.1, 0.8], "bid_hint": [0.3, 0.2, 0.1, 0.8]})
-    recommendations = pd.DataFrame({   # user 1: books 12, 10, 11 (by rank) and toy 20; user 2: toys only
-        "user_id": [1, 1, 1, 1, 2], "rank": [1, 2, 3, 4, 1], "product_id": [20, 12, 10, 11, 21],
-        "score": [0.9, 0.8, 0.7, 0.6, 0.5], "source": ["als"] * 5})
-    items = pd.DataFrame({"product_id": [10, 11, 12, 20, 21], "title": ["Atlas", "Bible", "Cookbook", "Robot", "Kite"],
-                          "category": ["books", "books", "books", "toys", "toys"]})
-    campaigns = pd.DataFrame({"campaign_id": ["c_books", "c_toys"], "name": ["Book week", "Toy days"],
-                              "target_category": ["books", "toys"]})
+    audiences = pd.DataFrame(
+        {
+            "campaign_id": ["c_books", "c_books", "c_books", "c_toys"],
+            "user_id": [1, 2, 3, 1],
+            "rank": [1, 2, 3, 1],
+            "p_click": [0.3, 0.2, 0.1, 0.4],
+            "decile": [1, 1, 2, 1],
+            "segment": ["champions", "loyal", "loyal", "champions"],
+            "email_sha256": ["a" * 64, "b" * 64, "c" * 64, "a" * 64],
+            "channel": ["email", "email", "email", "push"],
+            "experiment_group": ["treatment", "treatment", "control", "treatment"],
+            "expected_value": [0.3, 0.2, 0.1, 0.8],
+            "bid_hint": [0.3, 0.2, 0.1, 0.8],
+        }
+    )
+    recommendations = pd.DataFrame(
+        {  # user 1: books 12, 10, 11 (by rank) and toy 20; user 2: toys only
+            "user_id": [1, 1, 1, 1, 2],
+            "rank": [1, 2, 3, 4, 1],
+            "product_id": [20, 12, 10, 11, 21],
+            "score": [0.9, 0.8, 0.7, 0.6, 0.5],
+            "source": ["als"] * 5,
+        }
+    )
+    items = pd.DataFrame(
+        {
+            "product_id": [10, 11, 12, 20, 21],
+            "title": ["Atlas", "Bible", "Cookbook", "Robot", "Kite"],
+            "category": ["books", "books", "books", "toys", "toys"],
+        }
+    )
+    campaigns = pd.DataFrame(
+        {"campaign_id": ["c_books", "c_toys"], "name": ["Book week", "Toy days"], "target_category": ["books", "toys"]}
+    )
     (root / "audiences").mkdir(parents=True)
     audiences.to_parquet(root / "audiences" / "part-0.parquet", index=False)
     (root / "recommendations").mkdir()
     recommendations.to_parquet(root / "recommendations" / "part-0.parquet", index=False)
     items.to_parquet(root / "item_features.parquet", index=False)
     campaigns.to_parquet(root / "campaigns.parquet", index=False)
-    return dict(audiences=root / "audiences", recommendations=root / "recommendations",
-                item_features=root / "item_features.parquet", campaigns=root / "campaigns.parquet")
+    return dict(
+        audiences=root / "audiences",
+        recommendations=root / "recommendations",
+        item_features=root / "item_features.parquet",
+        campaigns=root / "campaigns.parquet",
+    )
 
 
 def test_exports_hold_treatment_rows_with_products_in_category_and_subjects(tmp_path):

@@ -1,6 +1,7 @@
 """campaign_lift: the two-proportion statistics, and the measurement recovering an effect the generator plants on
 exported users (and finding none when none is planted). Real publish of the audiences history into a local lake,
 DuckDB over marts built from the generated landing files."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -12,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import chi2_contingency
 
-from precision_marketing.datagen import generate
 from precision_marketing.campaigns.lift import measure_campaign_lift, two_proportion_test
+from precision_marketing.datagen import generate
 from precision_marketing.publish.partitions import publish_table
 from precision_marketing.storage import LocalStorage
 from spark_jobs.audience_rules import control_draw_reference
@@ -32,7 +33,10 @@ def test_two_proportion_test_matches_chi_square_and_a_worked_example():
     assert result["abs_lift"] == pytest.approx(0.1)
     assert result["rel_lift"] == pytest.approx(0.5)
     # Wald interval: 0.1 +- 1.959964 * sqrt(0.3*0.7/200 + 0.2*0.8/200)
-    assert (result["ci_low"], result["ci_high"]) == (pytest.approx(0.015699, abs=1e-6), pytest.approx(0.184301, abs=1e-6))
+    assert (result["ci_low"], result["ci_high"]) == (
+        pytest.approx(0.015699, abs=1e-6),
+        pytest.approx(0.184301, abs=1e-6),
+    )
     # the pooled z-test is Pearson's chi-square test without continuity correction
     _, p_value, _, _ = chi2_contingency([[60, 140], [40, 160]], correction=False)
     assert result["p_value"] == pytest.approx(p_value, rel=1e-9)
@@ -92,8 +96,9 @@ def build_marts(raw: Path, out: Path) -> dict[str, Path]:
 def measured_lift(root: Path, treatment_effect: float, confidence: float) -> tuple[pd.DataFrame, dict]:
     history = audiences_history()
     exports = history[history["experiment_group"] == "treatment"]
-    summary = generate(root / "raw", END_DS, exports=exports, treatment_effect=treatment_effect, effect_days=7,
-                       **GENERATOR)
+    summary = generate(
+        root / "raw", END_DS, exports=exports, treatment_effect=treatment_effect, effect_days=7, **GENERATOR
+    )
     lake = LocalStorage(root / "lake")
     for night, audience in history.groupby("ds"):
         part = root / "audiences" / f"ds={night}" / "part-0.parquet"
@@ -102,10 +107,20 @@ def measured_lift(root: Path, treatment_effect: float, confidence: float) -> tup
         publish_table(lake, "audiences", night, part.parent, f"run-{night}")
     marts = build_marts(root / "raw", root / "marts")
     out = root / "campaign_lift.parquet"
-    measure_campaign_lift(lake, ds=END_DS, ctr_train=marts["ctr_train"], interactions=marts["interactions"],
-                          item_features=marts["item_features"], campaigns=marts["campaigns"],
-                          user_keys=marts["user_keys"], out=out,
-                          windows=[7], history_days=DAYS, confidence=confidence, min_group_size=100)
+    measure_campaign_lift(
+        lake,
+        ds=END_DS,
+        ctr_train=marts["ctr_train"],
+        interactions=marts["interactions"],
+        item_features=marts["item_features"],
+        campaigns=marts["campaigns"],
+        user_keys=marts["user_keys"],
+        out=out,
+        windows=[7],
+        history_days=DAYS,
+        confidence=confidence,
+        min_group_size=100,
+    )
     return pq.read_table(out).to_pandas(), summary
 
 
@@ -142,8 +157,13 @@ def test_first_night_has_no_history_and_says_so(tmp_path):
     generate(raw, END_DS, **GENERATOR)
     marts = build_marts(raw, tmp_path / "marts")
     out = tmp_path / "lift.parquet"
-    result = measure_campaign_lift(LocalStorage(tmp_path / "empty_lake"), ds=END_DS, out=out, windows=[3, 7],
-                                   **{k: marts[k] for k in ("ctr_train", "interactions", "item_features", "campaigns", "user_keys")})
+    result = measure_campaign_lift(
+        LocalStorage(tmp_path / "empty_lake"),
+        ds=END_DS,
+        out=out,
+        windows=[3, 7],
+        **{k: marts[k] for k in ("ctr_train", "interactions", "item_features", "campaigns", "user_keys")},
+    )
     lift = pq.read_table(out).to_pandas()
     assert result["published_audience_history"] is False and result["measured"] == 0
     assert len(lift) > 0 and set(lift["window_days"]) == {3, 7}

@@ -1,5 +1,6 @@
 """Configuration in one place: file, environment overrides, per-run params; and the compose stack only sets
 settings the platform actually has."""
+
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,14 @@ from precision_marketing.pipeline import run_config
 
 
 def test_environment_overrides_the_file_and_parses_scalars():
-    config = load_config(environ={"PM__SPARK__MASTER": "spark://h:7077", "PM__ALS__TOP_K": "25",
-                                  "PM__LAKE__S3__ENDPOINT_URL": "http://minio:9000", "OTHER": "x"})
+    config = load_config(
+        environ={
+            "PM__SPARK__MASTER": "spark://h:7077",
+            "PM__ALS__TOP_K": "25",
+            "PM__LAKE__S3__ENDPOINT_URL": "http://minio:9000",
+            "OTHER": "x",
+        }
+    )
     assert config["spark"]["master"] == "spark://h:7077"
     assert config["als"]["top_k"] == 25
     assert config["lake"]["s3"]["endpoint_url"] == "http://minio:9000"
@@ -25,8 +32,11 @@ def test_relative_paths_resolve_against_the_repo():
 
 
 def test_invalid_backend_and_missing_file_are_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"lake.backend = 'ftp' \(from environment variable PM__LAKE__BACKEND\): "
-                                          r"Input should be 'local' or 's3'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"lake.backend = 'ftp' \(from environment variable PM__LAKE__BACKEND\): "
+        r"Input should be 'local' or 's3'",
+    ):
         load_config(environ={"PM__LAKE__BACKEND": "ftp"})
     with pytest.raises(ConfigError, match="configuration file not found: .*nope.yaml"):
         load_config(environ={"PM_CONFIG": str(tmp_path / "nope.yaml")})
@@ -44,7 +54,8 @@ def test_airflow_params_override_per_run():
 def test_compose_stack_sets_only_existing_settings():
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     assert {"postgres", "minio", "airflow-scheduler", "airflow-api-server", "spark-master", "spark-worker"} <= set(
-        compose["services"])
+        compose["services"]
+    )
     file_config = yaml.safe_load((REPO_ROOT / "config" / "platform.yaml").read_text())
     env = compose["x-platform-env"]
     overrides = [k for k in env if k.startswith("PM__")]
@@ -62,13 +73,18 @@ def test_compose_stack_sets_only_existing_settings():
 def test_misspelled_key_fails_with_a_suggestion():
     with pytest.raises(ConfigError) as raised:
         load_config(environ={"PM__LAKE__BACKNED": "s3"})
-    assert str(raised.value) == ("invalid configuration:\n  - unknown key 'lake.backned' (from environment variable "
-                                 "PM__LAKE__BACKNED); did you mean 'lake.backend'?")
+    assert str(raised.value) == (
+        "invalid configuration:\n  - unknown key 'lake.backned' (from environment variable "
+        "PM__LAKE__BACKNED); did you mean 'lake.backend'?"
+    )
 
 
 def test_wrong_type_and_out_of_range_values_name_key_value_and_origin(tmp_path):
-    with pytest.raises(ConfigError, match=r"als.top_k = 'abc' \(from environment variable PM__ALS__TOP_K\): "
-                                          r"Input should be a valid integer"):
+    with pytest.raises(
+        ConfigError,
+        match=r"als.top_k = 'abc' \(from environment variable PM__ALS__TOP_K\): "
+        r"Input should be a valid integer",
+    ):
         load_config(environ={"PM__ALS__TOP_K": "abc"})
     with pytest.raises(ConfigError, match=r"als.top_k = 0 \(from run parameters\): .*greater than or equal to 1"):
         load_config(overrides={"als": {"top_k": 0}}, environ={})
@@ -80,8 +96,9 @@ def test_wrong_type_and_out_of_range_values_name_key_value_and_origin(tmp_path):
 
 def test_every_problem_is_listed_at_once():
     with pytest.raises(ConfigError) as raised:
-        load_config(environ={"PM__SPARK__SHUFFLE_PARTITIONS": "-1", "PM__ALS__GATE__LEVEL": "loud",
-                             "PM__SEGMENTS__KAY": "3"})
+        load_config(
+            environ={"PM__SPARK__SHUFFLE_PARTITIONS": "-1", "PM__ALS__GATE__LEVEL": "loud", "PM__SEGMENTS__KAY": "3"}
+        )
     lines = str(raised.value).splitlines()[1:]
     assert len(lines) == 3
     assert any(line.startswith("  - spark.shuffle_partitions = -1 ") for line in lines)
@@ -96,7 +113,11 @@ def test_schema_and_file_have_the_same_keys():
     def keys(model, prefix=""):
         out = set()
         for name, field in model.model_fields.items():
-            nested = field.annotation if isinstance(field.annotation, type) and hasattr(field.annotation, "model_fields") else None
+            nested = (
+                field.annotation
+                if isinstance(field.annotation, type) and hasattr(field.annotation, "model_fields")
+                else None
+            )
             out |= keys(nested, f"{prefix}{name}.") if nested else {prefix + name}
         return out
 

@@ -1,5 +1,6 @@
 """DAG integrity: the DAG file imports through a real DagBag, has the expected tasks and wiring,
 and does no database or connection look-ups at parse time."""
+
 import os
 import subprocess
 import sys
@@ -8,9 +9,20 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECTED_STEPS = ["wait_for_landing_files", "check_raw", "export_features", "validate_marts", "train_als", "segment_users",
-                  "train_ctr_and_build_audiences", "build_audience_exports", "measure_campaign_lift",
-                  "validate_outputs", "publish", "refresh_catalog_and_report"]
+EXPECTED_STEPS = [
+    "wait_for_landing_files",
+    "check_raw",
+    "export_features",
+    "validate_marts",
+    "train_als",
+    "segment_users",
+    "train_ctr_and_build_audiences",
+    "build_audience_exports",
+    "measure_campaign_lift",
+    "validate_outputs",
+    "publish",
+    "refresh_catalog_and_report",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +66,11 @@ def test_dag_wiring(dagbag):
     def downstream(task_id):
         return set(dag.get_task(task_id).downstream_task_ids)
 
-    dbt_roots = [t.task_id for t in dag.tasks if t.task_id.startswith("dbt.") and not
-                 any(u.startswith("dbt.") for u in t.upstream_task_ids)]
+    dbt_roots = [
+        t.task_id
+        for t in dag.tasks
+        if t.task_id.startswith("dbt.") and not any(u.startswith("dbt.") for u in t.upstream_task_ids)
+    ]
     assert dbt_roots and all(dag.get_task(t).upstream_task_ids == {"check_raw"} for t in dbt_roots)
     assert dag.get_task("check_raw").upstream_task_ids == {"wait_for_landing_files"}
     assert not dag.get_task("wait_for_landing_files").upstream_task_ids
@@ -83,7 +98,8 @@ def test_scheduled_run_processes_the_day_that_ended(dagbag):
     restriction = TimeRestriction(earliest=pendulum.datetime(2026, 1, 1), latest=None, catchup=True)
     after_22nd = timetable.next_dagrun_info(
         last_automated_data_interval=DataInterval(pendulum.datetime(2026, 11, 21), pendulum.datetime(2026, 11, 22)),
-        restriction=restriction)
+        restriction=restriction,
+    )
     assert after_22nd.run_after == pendulum.datetime(2026, 11, 23)  # starts when the 22nd has ended
     assert after_22nd.data_interval.start == pendulum.datetime(2026, 11, 22)  # = logical date = ds
     # a manual trigger keeps its logical date; its data interval is the day before it
@@ -107,7 +123,9 @@ def test_every_task_alerts_on_failure_and_the_report_task_links_the_report(dagba
 
     dag = dagbag.dags["nightly_marketing"]
     for task in dag.tasks:
-        callbacks = task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]
+        callbacks = (
+            task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]
+        )
         assert on_task_failure in callbacks, task.task_id
     report = dag.get_task("refresh_catalog_and_report")
     [link] = report.operator_extra_links
@@ -125,8 +143,13 @@ def test_spark_jobs_have_a_working_help():
     from precision_marketing.training.spark_submit import spark_env
 
     for job in ("als_recommendations", "ctr_audiences"):
-        out = subprocess.run([str(Path(sys.executable).with_name("spark-submit")), str(REPO / "spark_jobs" / f"{job}.py"),
-                              "--help"], capture_output=True, text=True, timeout=120, env=spark_env())
+        out = subprocess.run(
+            [str(Path(sys.executable).with_name("spark-submit")), str(REPO / "spark_jobs" / f"{job}.py"), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=spark_env(),
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         assert "--features-dir" in out.stdout
 
@@ -141,8 +164,9 @@ def test_dbt_runs_one_build_that_every_model_task_reports_on(dagbag, monkeypatch
     dag = DagBag(dag_folder=str(REPO / "dags")).dags["nightly_marketing"]
     producer = dag.get_task("dbt.dbt_producer_watcher")
     assert producer.upstream_task_ids == {"check_raw"}
-    model_tasks = [t for t in dag.tasks if t.task_id.startswith("dbt.") and t is not producer
-                   and not t.task_id.endswith("_done")]
+    model_tasks = [
+        t for t in dag.tasks if t.task_id.startswith("dbt.") and t is not producer and not t.task_id.endswith("_done")
+    ]
     assert {"dbt.stg_events.run", "dbt.stg_events.test", "dbt.interactions.run"} <= {t.task_id for t in model_tasks}
     upstream = {t.task_id: set(dag.get_task(t.task_id).get_flat_relative_ids(upstream=True)) for t in model_tasks}
     assert all(producer.task_id in ids for ids in upstream.values())
@@ -155,8 +179,10 @@ def test_only_the_published_tables_are_assets(dagbag):
     dbt_tasks = [t for t in dag.tasks if t.task_id.startswith("dbt.")]
     assert dbt_tasks and all(getattr(t, "emit_datasets", False) is False and not t.outlets for t in dbt_tasks)
     outlets = {a.uri for t in dag.tasks for a in t.outlets}
-    assert outlets == {f"lake://marts/{t}" for t in ("recommendations", "audiences", "user_segments",
-                                                      "audience_exports", "campaign_lift")}
+    assert outlets == {
+        f"lake://marts/{t}"
+        for t in ("recommendations", "audiences", "user_segments", "audience_exports", "campaign_lift")
+    }
 
 
 def test_manual_runs_process_the_last_complete_day_unless_a_day_is_given(dagbag):

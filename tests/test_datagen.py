@@ -1,4 +1,5 @@
 """The synthetic generator: reproducible, planted structure visible in the files, planted dirt counted exactly."""
+
 import json
 from datetime import date, timedelta
 from pathlib import Path
@@ -8,10 +9,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from expectations.raw_contract import check_raw
-
 from precision_marketing.contract import EVENT_TYPES, PLACEMENTS, SOURCES
-from precision_marketing.datagen import GENERATED_SOURCES
-from precision_marketing.datagen import generate, main
+from precision_marketing.datagen import GENERATED_SOURCES, generate, main
 
 END_DS = "2026-11-23"
 SMALL = dict(users=300, items=120, days=14, campaigns=6, seed=7)
@@ -22,8 +21,10 @@ def read_source(root: Path, source: str, ds: str | None = None) -> pd.DataFrame:
     """All files of a source (or one day) as text, in file then row order, NULL as NaN."""
     pattern = f"ds={ds}/{source}.csv" if ds else f"ds=*/{source}.csv"
     files = sorted((root / source).glob(pattern))
-    return pd.concat([pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""]).assign(_file=f.parent.name)
-                      for f in files], ignore_index=True)
+    return pd.concat(
+        [pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""]).assign(_file=f.parent.name) for f in files],
+        ignore_index=True,
+    )
 
 
 def file_bytes(root: Path) -> dict[str, bytes]:
@@ -60,8 +61,9 @@ def test_every_day_has_snapshots_and_increments_holding_only_that_day(dirty_lake
     for source in GENERATED_SOURCES:
         for day in days:
             assert (root / source / f"ds={day}" / f"{source}.csv").stat().st_size > 0
-    assert (root / "users" / f"ds={days[0]}" / "users.csv").read_bytes() == \
-        (root / "users" / f"ds={days[-1]}" / "users.csv").read_bytes()
+    assert (root / "users" / f"ds={days[0]}" / "users.csv").read_bytes() == (
+        root / "users" / f"ds={days[-1]}" / "users.csv"
+    ).read_bytes()
 
     for source, ts_column in (("events", "event_ts"), ("impressions", "impression_ts")):
         rows = read_source(root, source)
@@ -91,7 +93,9 @@ def planted_defects(root: Path, source: str) -> pd.DataFrame:
         defects["malformed_ts"] = pd.to_datetime(data["impression_ts"], format=TIMESTAMP, errors="coerce").isna()
         defects["invalid_placement"] = ~data["placement"].isin(PLACEMENTS)
     elif source == "users":
-        defects["malformed_signup_date"] = pd.to_datetime(data["signup_date"], format="%Y-%m-%d", errors="coerce").isna()
+        defects["malformed_signup_date"] = pd.to_datetime(
+            data["signup_date"], format="%Y-%m-%d", errors="coerce"
+        ).isna()
     elif source == "products":
         defects["non_positive_price"] = pd.to_numeric(data["price"]) <= 0
     return defects
@@ -154,12 +158,17 @@ def test_users_concentrate_on_few_categories_and_popularity_is_skewed(clean_lake
 def test_clicks_follow_behaviour_derived_category_affinity(clean_lake):
     root, _ = clean_lake
     events = read_source(root, "events").merge(read_source(root, "products", END_DS)[["product_id", "category"]])
-    affinity = (events.groupby(["user_id", "category"]).size()
-                / events.groupby("user_id").size()).rename("affinity").reset_index()
+    affinity = (
+        (events.groupby(["user_id", "category"]).size() / events.groupby("user_id").size())
+        .rename("affinity")
+        .reset_index()
+    )
     campaigns = read_source(root, "campaigns", END_DS)[["campaign_id", "target_category"]]
-    impressions = (read_source(root, "impressions").merge(campaigns)
-                   .merge(affinity, how="left", left_on=["user_id", "target_category"],
-                          right_on=["user_id", "category"]))
+    impressions = (
+        read_source(root, "impressions")
+        .merge(campaigns)
+        .merge(affinity, how="left", left_on=["user_id", "target_category"], right_on=["user_id", "category"])
+    )
     impressions["affinity"] = impressions["affinity"].fillna(0.0)
     clicked = impressions["clicked"].astype(int)
     assert 0.01 < clicked.mean() < 0.10, "base CTR is a few percent"
@@ -183,8 +192,9 @@ def test_campaigns_and_consent_have_the_planted_shape(clean_lake):
     opted_out = consent.loc[consent["status"] == "opt_out", "user_id"].nunique() / len(users)
     assert 0.05 < opted_out < 0.15
     history = consent.sort_values("updated_ts").groupby(["user_id", "channel"])["status"].agg(list)
-    assert (history.map(lambda statuses: statuses[-1] == "opt_in" and "opt_out" in statuses)).sum() > 0, \
+    assert (history.map(lambda statuses: statuses[-1] == "opt_in" and "opt_out" in statuses)).sum() > 0, (
         "some users opted out and back in: the latest row must win"
+    )
     assert (history.map(lambda statuses: statuses[-1]) == "opt_out").sum() > 0
     assert (pd.to_datetime(consent["updated_ts"], format=TIMESTAMP) < ds + pd.Timedelta(days=1)).all()
 
@@ -201,8 +211,25 @@ def test_generated_data_passes_the_raw_contract(dirty_lake):
 
 
 def test_cli_prints_the_summary_and_rejects_bad_arguments(tmp_path, capsys):
-    assert main(["--raw-root", str(tmp_path), "--ds", END_DS, "--users", "40", "--items", "20",
-                 "--days", "2", "--seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "--raw-root",
+                str(tmp_path),
+                "--ds",
+                END_DS,
+                "--users",
+                "40",
+                "--items",
+                "20",
+                "--days",
+                "2",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["rows"]["users"] == len(read_source(tmp_path, "users", END_DS))
     assert summary["rows"]["events"] == len(read_source(tmp_path, "events"))
@@ -220,11 +247,16 @@ def test_true_click_probabilities_explain_the_clicks(tmp_path):
     clean = impressions.merge(truth, on="impression_id", how="inner")
     # one truth row per clean impression; dirty rows (fresh ids with -x) have none
     assert len(truth) == truth["impression_id"].nunique() == len(clean)
-    assert not impressions.loc[~impressions["impression_id"].isin(truth["impression_id"]), "impression_id"].str.contains(
-        r"^i\d{8}-\d{7}$").any()
+    assert (
+        not impressions.loc[~impressions["impression_id"].isin(truth["impression_id"]), "impression_id"]
+        .str.contains(r"^i\d{8}-\d{7}$")
+        .any()
+    )
     clicked = clean["clicked"].astype(int)
     assert clean["p_click"].between(0, 1).all()
-    assert clicked.mean() == pytest.approx(clean["p_click"].mean(), abs=3 * (clean["p_click"].mean() / len(clean)) ** 0.5)
+    assert clicked.mean() == pytest.approx(
+        clean["p_click"].mean(), abs=3 * (clean["p_click"].mean() / len(clean)) ** 0.5
+    )
     assert roc_auc_score(clicked, clean["p_click"]) > 0.65
     hour = pd.to_datetime(clean["impression_ts"], format=TIMESTAMP).dt.hour
     assert clean.loc[hour.between(18, 22), "p_click"].mean() > clean.loc[hour < 6, "p_click"].mean()
@@ -232,11 +264,17 @@ def test_true_click_probabilities_explain_the_clicks(tmp_path):
 
 
 def test_planted_effect_reaches_exported_users_only_after_their_first_export(tmp_path):
-    exports = pd.DataFrame({"campaign_id": ["cmp_002"] * 100 + ["cmp_002"] * 100, "user_id": list(range(1, 101)) * 2,
-                            "ds": ["2026-11-15"] * 100 + ["2026-11-16"] * 100})
-    base = generate(tmp_path / "base", END_DS, dirty_rate=0.0, **SMALL)
-    planted = generate(tmp_path / "planted", END_DS, dirty_rate=0.0, exports=exports, treatment_effect=0.5,
-                       effect_days=3, **SMALL)
+    exports = pd.DataFrame(
+        {
+            "campaign_id": ["cmp_002"] * 100 + ["cmp_002"] * 100,
+            "user_id": list(range(1, 101)) * 2,
+            "ds": ["2026-11-15"] * 100 + ["2026-11-16"] * 100,
+        }
+    )
+    generate(tmp_path / "base", END_DS, dirty_rate=0.0, **SMALL)
+    planted = generate(
+        tmp_path / "planted", END_DS, dirty_rate=0.0, exports=exports, treatment_effect=0.5, effect_days=3, **SMALL
+    )
     assert planted["planted"]["send_impressions"] == 200  # one per export row, the next day
     assert 30 < planted["planted"]["planted_purchases"] < 70  # once per exported pair, p = 0.5
     events = read_source(tmp_path / "planted", "events")

@@ -1,5 +1,6 @@
 """End to end: synthetic raw data -> one real `airflow dags test` run of the nightly DAG (dbt, GE, Spark,
 scikit-learn, publish) on small data -> assertions on the published tables, read back through the SQL catalog."""
+
 import datetime as dt
 import json
 import os
@@ -10,8 +11,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from precision_marketing.publish.catalog import open_catalog
 from precision_marketing.pipeline import PUBLISHED_TABLES
+from precision_marketing.publish.catalog import open_catalog
 from precision_marketing.publish.partitions import published_partitions, read_manifest
 from precision_marketing.storage import LocalStorage
 
@@ -31,15 +32,37 @@ def pm(args, env, log: Path):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     state = tmp_path_factory.mktemp("e2e")
-    env = {**os.environ,
-           "PM__WORK_DIR": str(state / "work"), "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
-           "PM__SPARK__MASTER": "local[2]", "PM__SPARK__DRIVER_MEMORY": "2g", "PM__SPARK__SHUFFLE_PARTITIONS": "4",
-           "PM__ALS__TUNING__MAX_FITS": "3"}  # a small tuning budget keeps the test short
+    env = {
+        **os.environ,
+        "PM__WORK_DIR": str(state / "work"),
+        "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
+        "PM__SPARK__MASTER": "local[2]",
+        "PM__SPARK__DRIVER_MEMORY": "2g",
+        "PM__SPARK__SHUFFLE_PARTITIONS": "4",
+        "PM__ALS__TUNING__MAX_FITS": "3",
+    }  # a small tuning budget keeps the test short
     # 5x the default impression rate: enough impressions (~13k) for the CTR evaluation to mean something
-    generated = pm(["generate", "--ds", DS, "--users", "800", "--items", "200", "--days", "21", "--seed", "7",
-                    "--impression-rate", "0.2"], env, state / "generate.log")
+    generated = pm(
+        [
+            "generate",
+            "--ds",
+            DS,
+            "--users",
+            "800",
+            "--items",
+            "200",
+            "--days",
+            "21",
+            "--seed",
+            "7",
+            "--impression-rate",
+            "0.2",
+        ],
+        env,
+        state / "generate.log",
+    )
     assert generated.returncode == 0, generated.stdout[-3000:]
-    summary = json.loads(generated.stdout[generated.stdout.index("{"):])
+    summary = json.loads(generated.stdout[generated.stdout.index("{") :])
     result = pm(["run", "--ds", DS], env, state / "run.log")
     assert result.returncode == 0, f"nightly run failed; log: {state / 'run.log'}\n" + result.stdout[-6000:]
     lake = LocalStorage(state / "lake")
@@ -58,10 +81,17 @@ def scalar(run, sql):
 def test_every_user_gets_k_distinct_recommendations(run):
     n_users = scalar(run, "select count(*) from f_user_features")
     assert n_users > 700
-    bad = run["con"].execute("""
+    bad = (
+        run["con"]
+        .execute(
+            """
         select u.user_id, count(r.product_id) n, count(distinct r.product_id) nd
         from f_user_features u left join recommendations r using (user_id)
-        group by u.user_id having n <> ? or nd <> ?""", [TOP_K, TOP_K]).fetchall()
+        group by u.user_id having n <> ? or nd <> ?""",
+            [TOP_K, TOP_K],
+        )
+        .fetchall()
+    )
     assert bad == []
     assert scalar(run, "select count(*) from recommendations") == n_users * TOP_K
     sources = {row[0] for row in run["con"].execute("select distinct source from recommendations").fetchall()}
@@ -72,8 +102,14 @@ def test_every_user_gets_k_distinct_recommendations(run):
 
 def test_no_already_bought_items_are_recommended(run):
     assert scalar(run, "select count(*) from f_interactions where n_purchases > 0") > 0
-    assert scalar(run, """select count(*) from recommendations r join f_interactions i
-                          on i.user_id = r.user_id and i.product_id = r.product_id and i.n_purchases > 0""") == 0
+    assert (
+        scalar(
+            run,
+            """select count(*) from recommendations r join f_interactions i
+                          on i.user_id = r.user_id and i.product_id = r.product_id and i.n_purchases > 0""",
+        )
+        == 0
+    )
 
 
 def test_models_beat_trivial_baselines(run):
@@ -91,8 +127,14 @@ def test_models_beat_trivial_baselines(run):
 def test_audiences_never_include_suppressed_users(run):
     assert scalar(run, "select count(*) from f_suppressions") > 0
     assert scalar(run, "select count(*) from audiences") > 0
-    assert scalar(run, """select count(*) from audiences a join f_suppressions s
-                          on s.user_id = a.user_id and s.channel in (a.channel, 'all')""") == 0
+    assert (
+        scalar(
+            run,
+            """select count(*) from audiences a join f_suppressions s
+                          on s.user_id = a.user_id and s.channel in (a.channel, 'all')""",
+        )
+        == 0
+    )
     oversized = run["con"].execute("""select a.campaign_id from audiences a join f_campaigns c using (campaign_id)
                                       group by a.campaign_id, c.audience_size having count(*) > c.audience_size""")
     assert oversized.fetchall() == []
@@ -105,27 +147,41 @@ def test_audiences_hold_out_a_control_group_that_is_never_exported(run):
     share = groups["control"] / sum(groups.values())
     assert 0.05 < share < 0.15, groups  # the configured 10 %
     assert scalar(run, "select count(*) from audience_exports") == groups["treatment"]
-    assert scalar(run, """select count(*) from audience_exports e left join audiences a
+    assert (
+        scalar(
+            run,
+            """select count(*) from audience_exports e left join audiences a
                           on a.campaign_id = e.campaign_id and a.user_id = e.user_id
-                          where a.experiment_group is distinct from 'treatment'""") == 0
+                          where a.experiment_group is distinct from 'treatment'""",
+        )
+        == 0
+    )
     # frequency cap (2 per night) and the bid formula with the default value 1.0, floor 0, cap 5
     assert scalar(run, "select max(n) from (select count(*) n from audiences group by user_id)") <= 2
     assert scalar(run, "select max(abs(expected_value - p_click)) from audiences") < 1e-12
-    assert scalar(run, "select count(*) from audiences where bid_hint <> least(5.0, greatest(0.0, expected_value))") == 0
+    assert (
+        scalar(run, "select count(*) from audiences where bid_hint <> least(5.0, greatest(0.0, expected_value))") == 0
+    )
 
 
 def test_exports_carry_products_of_the_campaign_category_and_a_subject(run):
     features = run["state"] / "lake" / "features"
     assert scalar(run, "select count(*) from audience_exports where subject_line is null or subject_line = ''") == 0
     assert scalar(run, "select count(*) from audience_exports where len(top_product_ids) > 0") > 0
-    off_category = scalar(run, f"""
+    off_category = scalar(
+        run,
+        f"""
         select count(*) from (select e.campaign_id, unnest(e.top_product_ids) as product_id from audience_exports e) x
         join f_campaigns c using (campaign_id)
         join read_parquet('{features}/item_features/ds={DS}/*.parquet') i using (product_id)
-        where i.category <> c.target_category""")
+        where i.category <> c.target_category""",
+    )
     assert off_category == 0
-    fallback = run["con"].execute("select bool_and(len(top_product_ids) = 0) from audience_exports "
-                                  "where subject_is_fallback").fetchone()[0]
+    fallback = (
+        run["con"]
+        .execute("select bool_and(len(top_product_ids) = 0) from audience_exports where subject_is_fallback")
+        .fetchone()[0]
+    )
     assert fallback in (True, None)  # the fallback is used only when the row has no product
 
 
@@ -157,16 +213,20 @@ def test_manifest_row_counts_match_the_files(run):
 
 
 def test_raw_rows_reconcile_and_dirty_rows_are_quarantined_with_a_reason(run):
-    rows = run["con"].execute("select source, raw_rows, clean_rows, quarantined_rows, duplicate_rows "
-                              "from f_data_reconciliation").fetchall()
+    rows = (
+        run["con"]
+        .execute("select source, raw_rows, clean_rows, quarantined_rows, duplicate_rows from f_data_reconciliation")
+        .fetchall()
+    )
     assert {r[0] for r in rows} == {"users", "products", "events", "orders", "impressions", "campaigns", "consent"}
     for source, raw, clean, quarantined, duplicates in rows:
         assert raw == clean + quarantined + duplicates, source
     events = {r[0]: r for r in rows}["events"]
     assert events[3] > 0 and events[4] > 0
     quarantine = run["state"] / "lake" / "quarantine" / "events" / f"ds={DS}"
-    reasons = duckdb.sql(f"select reject_reason, count(*) from read_parquet('{quarantine}/*.parquet') "
-                         "group by all").fetchall()
+    reasons = duckdb.sql(
+        f"select reject_reason, count(*) from read_parquet('{quarantine}/*.parquet') group by all"
+    ).fetchall()
     assert sum(n for _, n in reasons) == events[3]
     assert all(reason for reason, _ in reasons)
 
@@ -185,10 +245,13 @@ def test_run_report_and_data_docs_are_published(run):
 
 
 def test_query_command_over_the_published_tables(run):
-    env = {**os.environ, "PM__WORK_DIR": str(run["state"] / "work"),
-           "PM__LAKE__LOCAL_ROOT": str(run["state"] / "lake")}
-    out = subprocess.run([PM, "query", "select user_id, count(*) n from recommendations group by 1 order by 1 limit 3"],
-                         env=env, capture_output=True, text=True)
+    env = {**os.environ, "PM__WORK_DIR": str(run["state"] / "work"), "PM__LAKE__LOCAL_ROOT": str(run["state"] / "lake")}
+    out = subprocess.run(
+        [PM, "query", "select user_id, count(*) n from recommendations group by 1 order by 1 limit 3"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert f"| {TOP_K}" in out.stdout and "(3 rows)" in out.stdout
     bad = subprocess.run([PM, "query", "select * from no_such_table"], env=env, capture_output=True, text=True)
@@ -206,9 +269,15 @@ def rerun(run):
         landing = state / "lake" / "raw" / source / f"ds={DS}" / f"{source}.csv"
         header = landing.read_text().splitlines()[0]
         landing.write_text(header + "\n")  # nothing happened on ds: a header-only file is a valid empty day
-    env = {**os.environ, "PM__WORK_DIR": str(state / "work"), "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
-           "PM__SPARK__MASTER": "local[2]", "PM__SPARK__DRIVER_MEMORY": "2g", "PM__SPARK__SHUFFLE_PARTITIONS": "4",
-           "PM__ALS__TUNING__MAX_FITS": "3"}  # a small tuning budget keeps the test short
+    env = {
+        **os.environ,
+        "PM__WORK_DIR": str(state / "work"),
+        "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
+        "PM__SPARK__MASTER": "local[2]",
+        "PM__SPARK__DRIVER_MEMORY": "2g",
+        "PM__SPARK__SHUFFLE_PARTITIONS": "4",
+        "PM__ALS__TUNING__MAX_FITS": "3",
+    }  # a small tuning budget keeps the test short
     result = pm(["run", "--ds", DS, "--conf", '{"top_k": 5}'], env, state / "rerun.log")
     assert result.returncode == 0, f"rerun failed; log: {state / 'rerun.log'}\n" + result.stdout[-6000:]
     con = open_catalog(run["lake"], ["recommendations", "audiences", "user_segments"])
@@ -221,9 +290,12 @@ def test_rerun_of_the_same_ds_replaces_the_partitions_whole(rerun):
     manifest = read_manifest(lake, "recommendations", DS)
     assert manifest["run_id"] != rerun["first_run_id"]
     files = lake.list_keys(f"marts/recommendations/ds={DS}/")
-    assert all(f.rsplit("/", 1)[1] in {"_SUCCESS", "_manifest.json"} | {e["file"] for e in manifest["files"]}
-               for f in files)
-    n_users = scalar(rerun, f"select count(*) from read_parquet('{rerun['state']}/lake/features/user_features/ds={DS}/*.parquet')")
+    assert all(
+        f.rsplit("/", 1)[1] in {"_SUCCESS", "_manifest.json"} | {e["file"] for e in manifest["files"]} for f in files
+    )
+    n_users = scalar(
+        rerun, f"select count(*) from read_parquet('{rerun['state']}/lake/features/user_features/ds={DS}/*.parquet')"
+    )
     assert scalar(rerun, "select count(*) from recommendations_history") == n_users * 5 == manifest["row_count"]
     assert scalar(rerun, "select max(rank) from recommendations") == 5
 
@@ -233,8 +305,10 @@ def test_airflow_keeps_every_run_with_true_durations(rerun):
     import sqlite3
 
     db = sqlite3.connect(rerun["state"] / "airflow" / "airflow.db")
-    runs = db.execute("select run_id, conf, logical_date, start_date, end_date from dag_run "
-                      "where dag_id = 'nightly_marketing' order by start_date").fetchall()
+    runs = db.execute(
+        "select run_id, conf, logical_date, start_date, end_date from dag_run "
+        "where dag_id = 'nightly_marketing' order by start_date"
+    ).fetchall()
     published_by = {read_manifest(rerun["lake"], "recommendations", DS)["run_id"], rerun["first_run_id"]}
     assert published_by <= {r[0] for r in runs} and len(runs) >= 2  # the first run's record is still there
     for run_id, conf, logical_date, start, end in runs:
@@ -255,12 +329,18 @@ def test_no_warning_noise_about_dbt_assets(run):
 
 
 def test_empty_day_is_processed_and_reconciled(rerun):
-    recon = dict(rerun["con"].execute(
-        f"select source, raw_rows from read_parquet('{rerun['state']}/lake/features/data_reconciliation/ds={DS}/*.parquet')"
-    ).fetchall())
+    recon = dict(
+        rerun["con"]
+        .execute(
+            f"select source, raw_rows from read_parquet('{rerun['state']}/lake/features/data_reconciliation/ds={DS}/*.parquet')"
+        )
+        .fetchall()
+    )
     # every landing row of the window (ds is now header-only) is accounted for
-    raw_events = sum(len(p.read_text().splitlines()) - 1
-                     for p in (rerun["state"] / "lake" / "raw" / "events").glob("ds=*/events.csv"))
+    raw_events = sum(
+        len(p.read_text().splitlines()) - 1
+        for p in (rerun["state"] / "lake" / "raw" / "events").glob("ds=*/events.csv")
+    )
     assert recon["events"] == raw_events
     assert scalar(rerun, "select count(*) from audiences") > 0
 

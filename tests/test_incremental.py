@@ -8,6 +8,7 @@ partitions that were new or changed, that raw = clean + quarantined + duplicates
 window, and that every staging, quarantine, mart and audit relation equals what `--full-refresh` builds from the
 same state (a copy of the warehouse, so the append-only key tables are the same).
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,11 +19,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from test_dbt_project import query, run_dbt
 
 from precision_marketing.datagen import generate
 from precision_marketing.ingest.land import land_window
 from precision_marketing.ingest.mapping import Mapping
-from test_dbt_project import query, run_dbt
 
 HISTORY_DAYS = 5
 NIGHT1, NIGHT2 = "2026-03-09", "2026-03-10"
@@ -58,8 +59,9 @@ class Shop:
         """Land the window of ds and run every dbt model on it; returns the work dir it ran in."""
         land_window(self.raw, self.landed, ds, HISTORY_DAYS, Mapping())
         work = work or self.work
-        run_dbt("run", work, "--vars", f"{{ds: '{ds}', landed_dir: '{self.landed}', history_days: {HISTORY_DAYS}}}",
-                *args)
+        run_dbt(
+            "run", work, "--vars", f"{{ds: '{ds}', landed_dir: '{self.landed}', history_days: {HISTORY_DAYS}}}", *args
+        )
         return work
 
     def full_refresh(self, ds: str) -> Path:
@@ -73,14 +75,21 @@ class Shop:
 
 def typed_partitions(work: Path, source: str) -> list[str]:
     """The landing partitions the last run of typed_<source> read (its compiled SQL)."""
-    compiled = work / "target" / "compiled" / "precision_marketing" / "models" / "staging" / "typed" / f"typed_{source}.sql"
+    compiled = (
+        work / "target" / "compiled" / "precision_marketing" / "models" / "staging" / "typed" / f"typed_{source}.sql"
+    )
     return sorted(set(re.findall(rf"/{source}/ds=(\d{{4}}-\d\d-\d\d)/\*\.parquet", compiled.read_text())))
 
 
 def relations(con) -> list[str]:
-    return [f"{schema}.{name}" for schema, name in con.execute(
-        "select table_schema, table_name from information_schema.tables where table_schema in ? "
-        "and table_name not like 'typed_%' order by 1, 2", [list(SCHEMAS)]).fetchall()]
+    return [
+        f"{schema}.{name}"
+        for schema, name in con.execute(
+            "select table_schema, table_name from information_schema.tables where table_schema in ? "
+            "and table_name not like 'typed_%' order by 1, 2",
+            [list(SCHEMAS)],
+        ).fetchall()
+    ]
 
 
 def contents(work: Path) -> dict[str, list[tuple]]:
@@ -91,11 +100,16 @@ def contents(work: Path) -> dict[str, list[tuple]]:
         out = {}
         for relation in relations(con):
             schema, name = relation.split(".")
-            columns = [f"round({c}, 9 - cast(ceil(log10(abs({c}) + 1)) as integer))" if kind in ("DOUBLE", "FLOAT")
-                       else f'"{c}"' for c, kind in con.execute(
-                           "select column_name, data_type from information_schema.columns where table_schema = ? "
-                           "and table_name = ? and column_name <> 'landed_row_id' order by ordinal_position",
-                           [schema, name]).fetchall()]
+            columns = [
+                f"round({c}, 9 - cast(ceil(log10(abs({c}) + 1)) as integer))"
+                if kind in ("DOUBLE", "FLOAT")
+                else f'"{c}"'
+                for c, kind in con.execute(
+                    "select column_name, data_type from information_schema.columns where table_schema = ? "
+                    "and table_name = ? and column_name <> 'landed_row_id' order by ordinal_position",
+                    [schema, name],
+                ).fetchall()
+            ]
             out[relation] = sorted(con.execute(f"select {', '.join(columns)} from {relation}").fetchall(), key=repr)
         return out
     finally:
@@ -116,8 +130,9 @@ def assert_reconciles(work: Path) -> None:
     con = duckdb.connect(str(work / "warehouse.duckdb"), read_only=True)
     try:
         for table in ("audit.data_reconciliation", "audit.data_reconciliation_partitions"):
-            broken = con.execute(f"select * from {table} "
-                                 "where raw_rows <> clean_rows + quarantined_rows + duplicate_rows").fetchall()
+            broken = con.execute(
+                f"select * from {table} where raw_rows <> clean_rows + quarantined_rows + duplicate_rows"
+            ).fetchall()
             assert broken == [], table
         sums = con.execute("""select r.source, r.raw_rows, sum(p.raw_rows), r.duplicate_rows, sum(p.duplicate_rows)
                               from audit.data_reconciliation r join audit.data_reconciliation_partitions p using (source)
@@ -150,8 +165,14 @@ def shop(tmp_path_factory):
     assert typed_partitions(shop.work, "events") == ["2026-03-05", "2026-03-06", "2026-03-08", "2026-03-09"]
     assert_reconciles(shop.work)
     # two clean events of REPLAYED_DAY: one NIGHT2's delivery repeats, one the replay will break
-    clean_rows = [row for (row,) in query(shop.work, "select source_row from staging.stg_events "
-                                                     "where partition_date = ? order by source_row", [REPLAYED_DAY])]
+    clean_rows = [
+        row
+        for (row,) in query(
+            shop.work,
+            "select source_row from staging.stg_events where partition_date = ? order by source_row",
+            [REPLAYED_DAY],
+        )
+    ]
     rows = read_csv(landing_file(shop.raw, "events", REPLAYED_DAY))
     shop.repeated, shop.broken_row = rows[clean_rows[0] - 1], clean_rows[1]
     night2 = shop.later["events"] / "events.csv"
@@ -183,8 +204,12 @@ def test_a_duplicate_across_days_is_still_caught(normal_night):
     event_id = shop.repeated["event_id"]
     kept = query(shop.work, "select partition_date::varchar from staging.stg_events where event_key = ?", [event_id])
     assert kept == [(REPLAYED_DAY,)]  # the earlier delivery wins; tonight's copy is a duplicate
-    duplicates = query(shop.work, "select duplicate_rows from audit.data_reconciliation_partitions "
-                                  "where source = 'events' and partition_date = ?", [NIGHT2])
+    duplicates = query(
+        shop.work,
+        "select duplicate_rows from audit.data_reconciliation_partitions "
+        "where source = 'events' and partition_date = ?",
+        [NIGHT2],
+    )
     assert duplicates[0][0] >= 1
 
 
@@ -193,8 +218,11 @@ def test_a_replayed_day_is_typed_again_and_equals_a_full_refresh(normal_night):
     path = landing_file(shop.raw, "events", REPLAYED_DAY)
     rows = read_csv(path)
     broken = rows[shop.broken_row - 1]["event_id"]
-    replayed = [row if row["event_id"] != broken else {**row, "event_type": "teleport"}  # a row now breaks a rule
-                for row in rows if row["event_id"] != shop.repeated["event_id"]]  # and the repeated one is withdrawn
+    replayed = [
+        row if row["event_id"] != broken else {**row, "event_type": "teleport"}  # a row now breaks a rule
+        for row in rows
+        if row["event_id"] != shop.repeated["event_id"]
+    ]  # and the repeated one is withdrawn
     write_csv(path, replayed)
     shop.night(NIGHT2)
     assert typed_partitions(shop.work, "events") == [REPLAYED_DAY]
@@ -202,8 +230,11 @@ def test_a_replayed_day_is_typed_again_and_equals_a_full_refresh(normal_night):
     assert_reconciles(shop.work)
     assert_same_as_full_refresh(shop, NIGHT2)
     # tonight's copy of the withdrawn event is now the first delivered one
-    kept = query(shop.work, "select partition_date::varchar from staging.stg_events where event_key = ?",
-                 [shop.repeated["event_id"]])
+    kept = query(
+        shop.work,
+        "select partition_date::varchar from staging.stg_events where event_key = ?",
+        [shop.repeated["event_id"]],
+    )
     assert kept == [(NIGHT2,)]
     reasons = query(shop.work, "select reject_reason from quarantine.quarantine_events where event_id = ?", [broken])
     assert reasons == [("invalid event_type",)]
@@ -237,6 +268,9 @@ def test_a_changed_snapshot_rechecks_the_whole_window_and_equals_a_full_refresh(
     assert_reconciles(shop.work)
     assert_same_as_full_refresh(shop, NIGHT2)
     assert query(shop.work, "select count(*) from staging.stg_events where user_id = ?", [dropped]) == [(0,)]
-    unknown = query(shop.work, "select count(*) from quarantine.quarantine_events where user_id = ? "
-                               "and reject_reason = 'unknown user_id'", [dropped])
+    unknown = query(
+        shop.work,
+        "select count(*) from quarantine.quarantine_events where user_id = ? and reject_reason = 'unknown user_id'",
+        [dropped],
+    )
     assert unknown[0][0] > 0

@@ -1,4 +1,5 @@
 """Storage backends, atomic publish and the SQL catalog, against a local folder and a real S3 API (moto server)."""
+
 import json
 import os
 
@@ -7,8 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from precision_marketing.publish.catalog import run_query, view_statements
-from precision_marketing.publish.partitions import (PublishError, partition_prefix, publish_table, published_partitions,
-                                         read_manifest)
+from precision_marketing.publish.partitions import (
+    PublishError,
+    partition_prefix,
+    publish_table,
+    published_partitions,
+    read_manifest,
+)
 from precision_marketing.storage import LocalStorage, S3Storage
 
 
@@ -25,9 +31,13 @@ def write_recs(folder, user_ids, product_offset=0, files=2):
     folder.mkdir(parents=True, exist_ok=True)
     chunks = [user_ids[i::files] for i in range(files)]
     for index, chunk in enumerate(chunks):
-        table = pa.table({"user_id": pa.array(chunk, pa.int64()),
-                          "rank": pa.array([1] * len(chunk), pa.int32()),
-                          "product_id": pa.array([u + product_offset for u in chunk], pa.int64())})
+        table = pa.table(
+            {
+                "user_id": pa.array(chunk, pa.int64()),
+                "rank": pa.array([1] * len(chunk), pa.int32()),
+                "product_id": pa.array([u + product_offset for u in chunk], pa.int64()),
+            }
+        )
         pq.write_table(table, folder / f"part-{index:05d}-abc.snappy.parquet")
         (folder / f".part-{index:05d}-abc.snappy.parquet.crc").write_bytes(b"crc")
     (folder / "_SUCCESS").write_bytes(b"")
@@ -42,20 +52,27 @@ def test_publish_then_query(storage, tmp_path):
     keys = storage.list_keys(prefix)
     parts = [k for k in keys if k.endswith(".parquet")]
     assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted(
-        ["_SUCCESS", "_manifest.json", "part-manual__1-00000.parquet", "part-manual__1-00001.parquet"])
+        ["_SUCCESS", "_manifest.json", "part-manual__1-00000.parquet", "part-manual__1-00001.parquet"]
+    )
     assert manifest["row_count"] == 10 == sum(f["rows"] for f in manifest["files"])
     assert [c["name"] for c in manifest["schema"]] == ["user_id", "rank", "product_id"]
     assert len(parts) == 2
 
-    columns, rows, _ = run_query(storage, ["recommendations"],
-                                 "select count(*), sum(product_id), min(ds)::varchar from recommendations")
+    columns, rows, _ = run_query(
+        storage, ["recommendations"], "select count(*), sum(product_id), min(ds)::varchar from recommendations"
+    )
     assert rows == [(10, sum(range(1, 11)), "2026-11-22")]
 
 
 def test_rerun_same_ds_replaces_the_partition_whole(storage, tmp_path):
     publish_table(storage, "recommendations", "2026-11-22", write_recs(tmp_path / "a", list(range(1, 11))), "run_a")
-    publish_table(storage, "recommendations", "2026-11-22",
-                  write_recs(tmp_path / "b", list(range(1, 6)), product_offset=100, files=1), "run_b")
+    publish_table(
+        storage,
+        "recommendations",
+        "2026-11-22",
+        write_recs(tmp_path / "b", list(range(1, 6)), product_offset=100, files=1),
+        "run_b",
+    )
 
     keys = storage.list_keys(partition_prefix("recommendations", "2026-11-22"))
     assert not any("run_a" in k for k in keys), keys
@@ -83,16 +100,26 @@ def test_killed_mid_publish_keeps_last_good_partition_and_rerun_cleans_up(storag
     publish_table(storage, "recommendations", "2026-11-22", write_recs(tmp_path / "a", list(range(1, 11))), "run_a")
 
     with pytest.raises(ConnectionError):
-        publish_table(FailingAt(storage, "_manifest.json"), "recommendations", "2026-11-22",
-                      write_recs(tmp_path / "b", list(range(1, 4)), product_offset=100), "run_b")
+        publish_table(
+            FailingAt(storage, "_manifest.json"),
+            "recommendations",
+            "2026-11-22",
+            write_recs(tmp_path / "b", list(range(1, 4)), product_offset=100),
+            "run_b",
+        )
 
     # the new parts were uploaded, but readers still see exactly the old partition
     assert any("run_b" in k for k in storage.list_keys(partition_prefix("recommendations", "2026-11-22")))
     _, rows, _ = run_query(storage, ["recommendations"], "select count(*), max(product_id) from recommendations")
     assert rows == [(10, 10)]
 
-    publish_table(storage, "recommendations", "2026-11-22",
-                  write_recs(tmp_path / "c", list(range(1, 4)), product_offset=200), "run_c")
+    publish_table(
+        storage,
+        "recommendations",
+        "2026-11-22",
+        write_recs(tmp_path / "c", list(range(1, 4)), product_offset=200),
+        "run_c",
+    )
     keys = storage.list_keys(partition_prefix("recommendations", "2026-11-22"))
     assert not any(("run_a" in k or "run_b" in k) for k in keys), keys
     _, rows, _ = run_query(storage, ["recommendations"], "select count(*), min(product_id) from recommendations")
@@ -101,8 +128,9 @@ def test_killed_mid_publish_keeps_last_good_partition_and_rerun_cleans_up(storag
 
 def test_first_publish_killed_before_commit_is_invisible(storage, tmp_path):
     with pytest.raises(ConnectionError):
-        publish_table(FailingAt(storage, "_SUCCESS"), "audiences", "2026-11-22",
-                      write_recs(tmp_path / "a", [1, 2, 3]), "run_a")
+        publish_table(
+            FailingAt(storage, "_SUCCESS"), "audiences", "2026-11-22", write_recs(tmp_path / "a", [1, 2, 3]), "run_a"
+        )
     assert published_partitions(storage, "audiences") == []
     assert read_manifest(storage, "audiences", "2026-11-22") is None
     assert view_statements(storage, ["audiences"]) == []
@@ -111,8 +139,11 @@ def test_first_publish_killed_before_commit_is_invisible(storage, tmp_path):
 def test_history_view_has_every_committed_ds_and_latest_view_the_newest(storage, tmp_path):
     publish_table(storage, "recommendations", "2026-11-21", write_recs(tmp_path / "a", [1, 2]), "r1")
     publish_table(storage, "recommendations", "2026-11-22", write_recs(tmp_path / "b", [1, 2, 3]), "r2")
-    _, rows, _ = run_query(storage, ["recommendations"],
-                           "select ds::varchar, count(*) from recommendations_history group by ds order by ds")
+    _, rows, _ = run_query(
+        storage,
+        ["recommendations"],
+        "select ds::varchar, count(*) from recommendations_history group by ds order by ds",
+    )
     assert rows == [("2026-11-21", 2), ("2026-11-22", 3)]
     _, rows, _ = run_query(storage, ["recommendations"], "select distinct ds::varchar from recommendations")
     assert rows == [("2026-11-22",)]
@@ -173,12 +204,16 @@ def test_lake_files_follow_the_umask_or_the_configured_mode(tmp_path):
         lake = LocalStorage(tmp_path / "lake")
         lake.put_bytes("reports/ds=2026-11-22/report.json", b"{}")
         manifest = publish_table(lake, "recommendations", "2026-11-22", source, "run1")
-        for key in ["reports/ds=2026-11-22/report.json", "marts/recommendations/ds=2026-11-22/_manifest.json",
-                    "marts/recommendations/ds=2026-11-22/_SUCCESS",
-                    f"marts/recommendations/ds=2026-11-22/{manifest['files'][0]['file']}"]:
+        for key in [
+            "reports/ds=2026-11-22/report.json",
+            "marts/recommendations/ds=2026-11-22/_manifest.json",
+            "marts/recommendations/ds=2026-11-22/_SUCCESS",
+            f"marts/recommendations/ds=2026-11-22/{manifest['files'][0]['file']}",
+        ]:
             assert stat.S_IMODE(lake.path(key).stat().st_mode) == 0o644, key
-        configured = storage_from_config(load_config(environ={"PM__LAKE__LOCAL_ROOT": str(tmp_path / "lake2"),
-                                                              "PM__LAKE__FILE_MODE": "0640"}))
+        configured = storage_from_config(
+            load_config(environ={"PM__LAKE__LOCAL_ROOT": str(tmp_path / "lake2"), "PM__LAKE__FILE_MODE": "0640"})
+        )
         configured.put_bytes("catalog/views.sql", b"select 1")
         assert stat.S_IMODE(configured.path("catalog/views.sql").stat().st_mode) == 0o640
     finally:

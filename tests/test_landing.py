@@ -1,5 +1,6 @@
 """The landing-file sensor: what it waits for (files or _READY markers) on a local folder and on a real S3
 API, and the message it fails with when the wait times out."""
+
 import os
 
 import boto3
@@ -25,8 +26,10 @@ def missing(lake, ds=DS, markers=()):
 
 def test_first_night_waits_for_any_behaviour_source(tmp_path):
     lake = LocalStorage(tmp_path)
-    assert missing(lake) == [f"a behaviour source: raw/events/ds={DS}/ (a file matching *.csv or *.csv.gz) or "
-                             f"raw/orders/ds={DS}/ (a file matching *.csv or *.csv.gz)"]
+    assert missing(lake) == [
+        f"a behaviour source: raw/events/ds={DS}/ (a file matching *.csv or *.csv.gz) or "
+        f"raw/orders/ds={DS}/ (a file matching *.csv or *.csv.gz)"
+    ]
     land(lake, "orders")
     assert missing(lake) == []  # an order log alone is enough; nothing else was ever delivered
     with pytest.raises(ValueError, match=r"unknown source\(s\) \['clicks'\]"):
@@ -41,11 +44,13 @@ def test_sources_delivered_in_the_window_are_expected_again(tmp_path):
     for source in SOURCES:
         land(lake, source)
     assert missing(lake) == []
-    assert missing(lake, "2026-11-23") == [f"raw/{s}/ds=2026-11-23/ (a file matching *.csv or *.csv.gz)"
-                                           for s in SOURCES]
+    assert missing(lake, "2026-11-23") == [
+        f"raw/{s}/ds=2026-11-23/ (a file matching *.csv or *.csv.gz)" for s in SOURCES
+    ]
     assert missing(lake, "2027-01-30") == [  # the window (30 days) holds no delivery: a first night again
         "a behaviour source: raw/events/ds=2027-01-30/ (a file matching *.csv or *.csv.gz) or "
-        "raw/orders/ds=2027-01-30/ (a file matching *.csv or *.csv.gz)"]
+        "raw/orders/ds=2027-01-30/ (a file matching *.csv or *.csv.gz)"
+    ]
     # events arrive in several files: only its _READY marker says the day is complete
     assert missing(lake, markers=["events"]) == [f"raw/events/ds={DS}/_READY"]
     land(lake, "events", "_READY")
@@ -53,8 +58,12 @@ def test_sources_delivered_in_the_window_are_expected_again(tmp_path):
 
 
 def test_missing_landing_on_s3(s3_endpoint, s3_bucket):
-    lake = S3Storage(s3_bucket, prefix="lake", endpoint_url=s3_endpoint,
-                     client=boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1"))
+    lake = S3Storage(
+        s3_bucket,
+        prefix="lake",
+        endpoint_url=s3_endpoint,
+        client=boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1"),
+    )
     for source in SOURCES:
         land(lake, source, ds=YESTERDAY)
     for source in SOURCES[:-1]:

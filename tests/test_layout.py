@@ -1,6 +1,7 @@
 """The package's plan holds: imports run only downward through the stages (precision_marketing/__init__.py
 draws it) and no module imports itself back through others. Reads the source (function-level imports
 included), imports nothing."""
+
 from __future__ import annotations
 
 import ast
@@ -13,13 +14,20 @@ PACKAGES = ("precision_marketing", "expectations", "spark_jobs", "dags")
 
 # Higher imports lower, never the reverse. Units on one level may import each other as long as no circle forms.
 LEVELS = {
-    "dags": 5, "precision_marketing.cli": 5,
+    "dags": 5,
+    "precision_marketing.cli": 5,
     "precision_marketing.orchestration": 4,
     "precision_marketing.pipeline": 3,
-    "precision_marketing.ingest": 2, "expectations": 2, "precision_marketing.training": 2,
-    "precision_marketing.campaigns": 2, "precision_marketing.publish": 2, "precision_marketing.reporting": 2,
+    "precision_marketing.ingest": 2,
+    "expectations": 2,
+    "precision_marketing.training": 2,
+    "precision_marketing.campaigns": 2,
+    "precision_marketing.publish": 2,
+    "precision_marketing.reporting": 2,
     "precision_marketing.datagen": 2,
-    "precision_marketing.contract": 1, "precision_marketing.storage": 1, "precision_marketing.config": 1,
+    "precision_marketing.contract": 1,
+    "precision_marketing.storage": 1,
+    "precision_marketing.config": 1,
     "spark_jobs": 0,
 }
 
@@ -115,15 +123,24 @@ def test_no_import_circle_between_stages():
 
 
 def test_imports_only_run_downward():
-    upward = [f"{source} -> {target}" for source, targets in import_graph().items() for target in targets
-              if LEVELS[unit(target)] > LEVELS[unit(source)]]
+    upward = [
+        f"{source} -> {target}"
+        for source, targets in import_graph().items()
+        for target in targets
+        if LEVELS[unit(target)] > LEVELS[unit(source)]
+    ]
     assert upward == []
 
 
 def test_spark_jobs_ship_alone():
     """spark-submit sends spark_jobs/ to the executors; it must not need this package or expectations/."""
-    outside = [f"{source} -> {target}" for source, targets in import_graph().items() if source.startswith("spark_jobs")
-               for target in targets if not target.startswith("spark_jobs")]
+    outside = [
+        f"{source} -> {target}"
+        for source, targets in import_graph().items()
+        if source.startswith("spark_jobs")
+        for target in targets
+        if not target.startswith("spark_jobs")
+    ]
     assert outside == []
 
 
@@ -131,7 +148,9 @@ def test_the_checker_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize("sub_package", sorted(p.parent.name for p in (ROOT / "precision_marketing").glob("*/__init__.py")))
+@pytest.mark.parametrize(
+    "sub_package", sorted(p.parent.name for p in (ROOT / "precision_marketing").glob("*/__init__.py"))
+)
 def test_each_stage_says_what_it_is(sub_package):
     doc = ast.get_docstring(ast.parse((ROOT / "precision_marketing" / sub_package / "__init__.py").read_text()))
     assert doc and len(doc) > 80, f"precision_marketing/{sub_package}/__init__.py needs its one-paragraph docstring"
@@ -145,8 +164,11 @@ def test_every_published_table_has_its_suite_and_its_documented_schema():
     from precision_marketing.config import load_config
     from precision_marketing.pipeline import OUTPUTS, PUBLISHED_TABLES, published_tables
 
-    documented = {line[4:].split(" ")[0] for line in (ROOT / "docs" / "tables.md").read_text().splitlines()
-                  if line.startswith("### ")}
+    documented = {
+        line[4:].split(" ")[0]
+        for line in (ROOT / "docs" / "tables.md").read_text().splitlines()
+        if line.startswith("### ")
+    }
     assert set(OUTPUTS) <= set(LAYERS["outputs"]), "every published table needs an outputs suite"
     assert set(OUTPUTS) <= documented, "every published table needs its schema in docs/tables.md"
     assert published_tables(load_config()) == list(PUBLISHED_TABLES)
@@ -169,5 +191,6 @@ def test_the_spark_jobs_settings_are_the_configuration_sections():
     nested = {f"{group}_{key}" for group in ("tuning", "gate") for key in config["als"][group]}
     search = {"alpha_range", "reg_range", "rank_range", "neighbours_choices"}
     tuned = {name.replace("tuning_", "tune_") for name in nested}
-    assert flat == (set(config["als"]) - {"search", "tuning", "gate"}) | search | tuned, \
+    assert flat == (set(config["als"]) - {"search", "tuning", "gate"}) | search | tuned, (
         "RecConfig and the als section of config/platform.yaml name the same settings"
+    )

@@ -1,5 +1,6 @@
 """The raw-zone file check: every problem named with its file and column, raised once; optional sources;
 the mapping's renames, patterns and delimiter; and the doc agrees with the code."""
+
 import re
 import shutil
 import subprocess
@@ -10,7 +11,6 @@ import pandas as pd
 import pytest
 
 from expectations.raw_contract import check_raw
-
 from precision_marketing.contract import INCREMENT, SNAPSHOT, SOURCES, RawContractError
 from precision_marketing.datagen import generate
 from precision_marketing.ingest.mapping import load_mapping
@@ -39,11 +39,14 @@ def rewrite_header(path: Path, transform) -> None:
 
 
 def test_missing_required_column_names_the_file_and_the_column(raw):
-    rewrite_header(raw / f"events/ds={EARLIER}/events.csv",
-                   lambda names: ["kind" if n == "event_type" else n for n in names])
+    rewrite_header(
+        raw / f"events/ds={EARLIER}/events.csv", lambda names: ["kind" if n == "event_type" else n for n in names]
+    )
     message = contract_failure(raw)
-    assert (f"events/ds={EARLIER}/events.csv: missing required column 'event_type' (source 'events' requires: "
-            "user_id, product_id, event_type, event_ts)") in message
+    assert (
+        f"events/ds={EARLIER}/events.csv: missing required column 'event_type' (source 'events' requires: "
+        "user_id, product_id, event_type, event_ts)"
+    ) in message
 
 
 def test_all_problems_are_reported_in_one_error(raw):
@@ -62,14 +65,18 @@ def test_all_problems_are_reported_in_one_error(raw):
 @pytest.mark.parametrize("source", ["users", "consent", "events"])
 def test_missing_ds_partition_is_an_error(raw, source):
     shutil.rmtree(raw / source / f"ds={DS}")
-    assert f"{source}/ds={DS}/: missing partition (source '{source}' was delivered in the window" in contract_failure(raw)
+    assert f"{source}/ds={DS}/: missing partition (source '{source}' was delivered in the window" in contract_failure(
+        raw
+    )
 
 
 def test_missing_earlier_increment_day_is_only_a_warning(raw):
     shutil.rmtree(raw / f"events/ds={EARLIER}")
     report = check_raw(raw, DS, HISTORY)
-    assert report["warnings"] == [f"events/ds={EARLIER}/: missing partition (day {EARLIER} of the "
-                                  f"{HISTORY}-day window of source 'events' is skipped)"]
+    assert report["warnings"] == [
+        f"events/ds={EARLIER}/: missing partition (day {EARLIER} of the "
+        f"{HISTORY}-day window of source 'events' is skipped)"
+    ]
     # A window reaching before the first delivered day warns for each absent day, it does not fail.
     assert len(check_raw(raw, DS, HISTORY + 2)["warnings"]) == 1 + 2 * 2
 
@@ -111,8 +118,13 @@ def test_bad_arguments_raise_a_clear_value_error(raw, tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "expectations.raw_contract", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "expectations.raw_contract", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_exits_1_with_a_readable_message_and_0_with_a_report(raw):
@@ -132,7 +144,7 @@ def documented_contract() -> dict[str, dict]:
     lines = (REPO / "docs" / "data_contract.md").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| source | kind | column |"))
     documented, current = {}, None
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
@@ -160,8 +172,10 @@ def test_only_a_behaviour_source_is_required(raw):
     report = check_raw(raw, DS, HISTORY)
     assert report["delivered"] == ["events"]
     assert report["capabilities"] == {"recommendations": True, "segments": True, "audiences": False}
-    assert report["notes"][0] == ("audiences skipped: source(s) impressions, campaigns, consent not delivered in the "
-                                  "window (CTR model and audiences need impressions, campaigns, consent)")
+    assert report["notes"][0] == (
+        "audiences skipped: source(s) impressions, campaigns, consent not delivered in the "
+        "window (CTR model and audiences need impressions, campaigns, consent)"
+    )
     assert "users not delivered: derived from the behaviour sources (events)" in report["notes"]
 
     shutil.rmtree(raw / "events")
@@ -184,8 +198,10 @@ def test_mapping_renames_patterns_and_delimiter(raw, tmp_path):
         events.unlink()
         frame.to_csv(events.with_name("export_part1.txt"), sep=";", index=False)
     mapping_file = tmp_path / "mapping.yaml"
-    mapping_file.write_text("sources:\n  events:\n    files: ['export_*.txt', '*.csv']\n    delimiter: ';'\n"
-                            "    columns: {event_type: kind, user_id: visitorid}\n")
+    mapping_file.write_text(
+        "sources:\n  events:\n    files: ['export_*.txt', '*.csv']\n    delimiter: ';'\n"
+        "    columns: {event_type: kind, user_id: visitorid}\n"
+    )
     report = check_raw(raw, DS, HISTORY, load_mapping(mapping_file))
     assert f"events/ds={DS}/export_part1.txt" in [f["path"] for f in report["files"]]
 
@@ -210,14 +226,19 @@ def test_no_file_matching_the_pattern_is_named(raw, tmp_path):
     mapping_file = tmp_path / "mapping.yaml"
     mapping_file.write_text("sources:\n  users:\n    files: 'customers_*.csv'\n")
     assert f"users/ds={DS}/: no landing file matching customers_*.csv" in contract_failure_with(
-        raw, load_mapping(mapping_file))
+        raw, load_mapping(mapping_file)
+    )
 
 
 def test_every_built_in_synonym_is_documented():
     from precision_marketing.contract import SYNONYMS
 
     doc = (REPO / "docs" / "data_contract.md").read_text()
-    section = doc[doc.index("built-in synonyms"):doc.index("- **Timestamps**")]
-    missing = [f"{column}: {value}" for column, synonyms in SYNONYMS.items() for value in synonyms
-               if f"`{value}`" not in section]
+    section = doc[doc.index("built-in synonyms") : doc.index("- **Timestamps**")]
+    missing = [
+        f"{column}: {value}"
+        for column, synonyms in SYNONYMS.items()
+        for value in synonyms
+        if f"`{value}`" not in section
+    ]
     assert missing == []

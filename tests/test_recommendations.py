@@ -3,6 +3,7 @@ RankingEvaluator, item-CF in Spark against a dense cosine and the in-process one
 tiny planted data (shared `spark` fixture): the in-process engine, tuning, evaluation with intervals,
 fallbacks, the publish gate's branches, the MLlib engine (parity), item-blocked scoring, a 3-hour data set.
 The decisions themselves are tested without Spark in test_recommender.py."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -27,8 +28,9 @@ GROUP_A_ITEMS, GROUP_B_ITEMS, UNSEEN_ITEMS = range(101, 113), range(201, 213), (
 def write_feature(features_dir: Path, table: str, frame: pd.DataFrame) -> Path:
     partition = features_dir / table / f"ds={DS.isoformat()}"
     partition.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(partition / f"{table}.parquet", index=False, coerce_timestamps="us",
-                     allow_truncated_timestamps=True)
+    frame.to_parquet(
+        partition / f"{table}.parquet", index=False, coerce_timestamps="us", allow_truncated_timestamps=True
+    )
     return partition
 
 
@@ -41,16 +43,28 @@ def test_numpy_metrics_match_sparks_ranking_evaluator(spark):
     n_users, n_items = 25, 30
     lists = np.full((n_users, 8), -1, np.int64)
     lists[:20] = [rng.choice(n_items, size=8, replace=False) for _ in range(20)]  # users 20..24: no list
-    relevant = [sorted(int(i) for i in rng.choice(n_items, size=rng.integers(1, 9), replace=False))
-                for _ in range(n_users)]
-    matrix = sparse.csr_matrix((np.ones(sum(map(len, relevant))), (np.repeat(np.arange(n_users), list(map(len, relevant))),
-                                                                 np.concatenate(relevant))), shape=(n_users, n_items))
-    frame = spark.createDataFrame([([float(i) for i in row if i >= 0], [float(i) for i in rel])
-                                   for row, rel in zip(lists, relevant)], "prediction array<double>, label array<double>")
+    relevant = [
+        sorted(int(i) for i in rng.choice(n_items, size=rng.integers(1, 9), replace=False)) for _ in range(n_users)
+    ]
+    matrix = sparse.csr_matrix(
+        (
+            np.ones(sum(map(len, relevant))),
+            (np.repeat(np.arange(n_users), list(map(len, relevant))), np.concatenate(relevant)),
+        ),
+        shape=(n_users, n_items),
+    )
+    frame = spark.createDataFrame(
+        [([float(i) for i in row if i >= 0], [float(i) for i in rel]) for row, rel in zip(lists, relevant)],
+        "prediction array<double>, label array<double>",
+    )
     for k in (3, 8):
         per_user = rec.metrics_per_user(lists, matrix, k)
-        for metric, spark_name in (("precision", "precisionAtK"), ("recall", "recallAtK"), ("ndcg", "ndcgAtK"),
-                                   ("map", "meanAveragePrecisionAtK")):
+        for metric, spark_name in (
+            ("precision", "precisionAtK"),
+            ("recall", "recallAtK"),
+            ("ndcg", "ndcgAtK"),
+            ("map", "meanAveragePrecisionAtK"),
+        ):
             evaluator = RankingEvaluator(metricName=spark_name, k=k)
             assert per_user[metric].mean() == pytest.approx(evaluator.evaluate(frame), abs=1e-12), (k, metric)
 
@@ -61,8 +75,8 @@ def test_top_k_per_column_matches_a_full_sort(n_items):
     rng = np.random.default_rng(n_items)
     scores = rng.standard_normal((n_items, 37)).astype(np.float32)
     scores[rng.random(scores.shape) < 0.3] = -np.inf
-    scores[:, 0] = -np.inf           # a user with nothing allowed
-    scores[:n_items - 2, 1] = -np.inf  # a user with fewer than k allowed
+    scores[:, 0] = -np.inf  # a user with nothing allowed
+    scores[: n_items - 2, 1] = -np.inf  # a user with fewer than k allowed
     padded = np.full((-(-n_items // CHUNK) * CHUNK, 37), -np.inf, np.float32)
     padded[:n_items] = scores
     items, values = top_k_per_column(padded, 5)
@@ -70,7 +84,7 @@ def test_top_k_per_column_matches_a_full_sort(n_items):
         finite = [(-scores[i, user], i) for i in range(n_items) if np.isfinite(scores[i, user])]
         expected = [i for _, i in sorted(finite)[:5]]
         assert list(items[user][items[user] >= 0]) == expected
-        assert list(values[user][:len(expected)]) == [scores[i, user] for i in expected]
+        assert list(values[user][: len(expected)]) == [scores[i, user] for i in expected]
 
 
 @pytest.mark.parametrize("n_items", [300, 1000, 1003])
@@ -95,10 +109,13 @@ def test_tiled_als_top_k_equals_scoring_the_whole_matrix(n_items, monkeypatch):
 
 def engine(model: str | None, **policy) -> TopK:
     """6 items in popularity order; categories: items 0, 2, 4 in category 0, items 1, 3 in 1, item 5 unknown."""
-    items = ItemSide(product_ids=np.array([10, 11, 12, 13, 14, 15]),
-                     popularity=np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4], np.float32),
-                     category=np.array([0, 1, 0, 1, 0, -1], np.int32), n_categories=2,
-                     factors=np.array([[0, 0], [0, 0], [0, 0], [1, 0], [0, 1], [0.5, 0.5]], np.float32))
+    items = ItemSide(
+        product_ids=np.array([10, 11, 12, 13, 14, 15]),
+        popularity=np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4], np.float32),
+        category=np.array([0, 1, 0, 1, 0, -1], np.int32),
+        n_categories=2,
+        factors=np.array([[0, 0], [0, 0], [0, 0], [1, 0], [0, 1], [0.5, 0.5]], np.float32),
+    )
     return TopK(items, ServePolicy(k=4, model=model, **policy))
 
 
@@ -107,22 +124,28 @@ def users_frame(rows) -> pd.DataFrame:
 
 
 def test_served_lists_fill_model_then_category_then_popularity():
-    frame = users_frame([
-        # likes item 13 (factor 0): model tier 13, 15; bought 13 -> excluded; category of history: 1
-        (1, 2, [3, 1], [5.0, 1.0], [True, False], [1.0, 0.0]),
-        # cold: no history, no factors -> popularity only
-        (2, 0, [], [], [], None),
-        # one history item, but min_history=2 -> no model tier; history in category 0, bought item 0
-        (3, 1, [0], [3.0], [True], [0.0, 1.0]),
-        # scores all at or below min_score -> fallback
-        (4, 2, [4, 2], [1.0, 1.0], [False, False], [1e-9, 0.0]),
-    ])
+    frame = users_frame(
+        [
+            # likes item 13 (factor 0): model tier 13, 15; bought 13 -> excluded; category of history: 1
+            (1, 2, [3, 1], [5.0, 1.0], [True, False], [1.0, 0.0]),
+            # cold: no history, no factors -> popularity only
+            (2, 0, [], [], [], None),
+            # one history item, but min_history=2 -> no model tier; history in category 0, bought item 0
+            (3, 1, [0], [3.0], [True], [0.0, 1.0]),
+            # scores all at or below min_score -> fallback
+            (4, 2, [4, 2], [1.0, 1.0], [False, False], [1e-9, 0.0]),
+        ]
+    )
     rows = engine("als", min_history=2).served(frame)
     lists = {u: list(zip(g["product_id"], g["source"])) for u, g in rows.groupby("user_id")}
     assert lists[1] == [(15, "als"), (11, "category_popularity"), (10, "popularity"), (12, "popularity")]
     assert lists[2] == [(10, "popularity"), (11, "popularity"), (12, "popularity"), (13, "popularity")]
-    assert lists[3] == [(12, "category_popularity"), (14, "category_popularity"), (11, "popularity"),
-                        (13, "popularity")]
+    assert lists[3] == [
+        (12, "category_popularity"),
+        (14, "category_popularity"),
+        (11, "popularity"),
+        (13, "popularity"),
+    ]
     assert [s for _, s in lists[4]] == ["category_popularity"] * 3 + ["popularity"]
     assert all(list(g["rank"]) == [1, 2, 3, 4] for _, g in rows.groupby("user_id"))
 
@@ -131,15 +154,31 @@ def test_item_blocks_give_the_same_model_tier_as_one_broadcast():
     rng = np.random.default_rng(3)
     n_items, rank = 700, 8
     factors = rng.standard_normal((n_items, rank)).astype(np.float32)
-    full = ItemSide(product_ids=np.arange(1000, 1000 + n_items), popularity=np.linspace(1, 0.1, n_items, dtype=np.float32),
-                    category=np.zeros(n_items, np.int32), n_categories=1, factors=factors)
-    frame = users_frame([(u, 3, list(rng.choice(n_items, 3, replace=False)), [1.0] * 3, [True, False, True],
-                          list(rng.standard_normal(rank))) for u in range(25)])
+    full = ItemSide(
+        product_ids=np.arange(1000, 1000 + n_items),
+        popularity=np.linspace(1, 0.1, n_items, dtype=np.float32),
+        category=np.zeros(n_items, np.int32),
+        n_categories=1,
+        factors=factors,
+    )
+    frame = users_frame(
+        [
+            (
+                u,
+                3,
+                list(rng.choice(n_items, 3, replace=False)),
+                [1.0] * 3,
+                [True, False, True],
+                list(rng.standard_normal(rank)),
+            )
+            for u in range(25)
+        ]
+    )
     policy = ServePolicy(k=5, model="als", min_score=-np.inf)
     whole = TopK(full, policy).model_tier(frame, TopK(full, policy)._history(frame))
     parts = []
     for start in range(0, n_items, 300):
-        block = ItemSide(full.product_ids, full.popularity, full.category, 1, factors[start:start + 300], start)
+        block = ItemSide(full.product_ids, full.popularity, full.category, 1, factors[start : start + 300], start)
         parts.append(TopK(block, policy).candidates(frame))
     merged = pd.concat(parts).sort_values(["user_id", "score"], ascending=[True, False]).groupby("user_id").head(5)
     for user, group in merged.groupby("user_id"):
@@ -153,8 +192,10 @@ def test_item_neighbours_match_a_dense_cosine(spark):
     rng = np.random.default_rng(5)
     n_users, n_items = 40, 12
     dense = (rng.random((n_users, n_items)) < 0.3) * rng.integers(1, 6, (n_users, n_items))
-    rows = [(u, [int(i) for i in np.flatnonzero(dense[u])], [float(w) for w in dense[u][dense[u] > 0]])
-            for u in range(n_users)]
+    rows = [
+        (u, [int(i) for i in np.flatnonzero(dense[u])], [float(w) for w in dense[u][dense[u] > 0]])
+        for u in range(n_users)
+    ]
     frame = spark.createDataFrame(rows, "user_id long, history array<int>, history_weights array<float>")
     similarity = item_neighbours(frame, n_items, neighbours=3).toarray()
     values = np.log1p(dense)
@@ -180,8 +221,12 @@ def test_in_process_item_cf_equals_sparks(spark):
     train = rec.Train.build(rec.Log.from_frames(frame))
     in_process = rec.fit_item_cf(train, {"neighbours": 4}, max_user_items=5).toarray()
     user_rows = spark.createDataFrame(
-        [(int(u), [int(i) for i in train.matrix[u].indices], [float(w) for w in train.matrix[u].data])
-         for u in range(train.log.n_users)], "user_id long, history array<int>, history_weights array<float>")
+        [
+            (int(u), [int(i) for i in train.matrix[u].indices], [float(w) for w in train.matrix[u].data])
+            for u in range(train.log.n_users)
+        ],
+        "user_id long, history array<int>, history_weights array<float>",
+    )
     in_spark = item_neighbours(user_rows, train.log.n_items, neighbours=4, max_user_items=5).toarray()
     np.testing.assert_allclose(in_process, in_spark, rtol=1e-4, atol=1e-6)
     assert (np.count_nonzero(in_process, axis=1) == 4).all() and not np.diag(in_process).any()
@@ -200,32 +245,53 @@ def planted_interactions(hours: int | None = None) -> pd.DataFrame:
         for user in users:
             shuffled = rng.sample(list(items), len(items))
             for position, item in enumerate(shuffled[:8]):
-                ago = (rng.randint(1, hours - 1) if hours else rng.randint(8 * 24, 20 * 24))
-                rows.append((user, item, end - dt.timedelta(hours=ago), 6.0 if position == 0 else 1.0, int(position == 0)))
+                ago = rng.randint(1, hours - 1) if hours else rng.randint(8 * 24, 20 * 24)
+                rows.append(
+                    (user, item, end - dt.timedelta(hours=ago), 6.0 if position == 0 else 1.0, int(position == 0))
+                )
             for item in shuffled[8:12]:
                 ago = 0 if hours else rng.randint(0, 5 * 24)
                 rows.append((user, item, end - dt.timedelta(hours=ago), 1.0, 0))
     frame = pd.DataFrame(rows, columns=["user_id", "product_id", "event_hour", "weight", "n_purchases"])
     frame["event_date"] = frame["event_hour"].dt.date
     frame = frame.groupby(["user_id", "product_id", "event_date", "event_hour"], as_index=False).agg(
-        weight=("weight", "sum"), n_purchases=("n_purchases", "sum"))
+        weight=("weight", "sum"), n_purchases=("n_purchases", "sum")
+    )
     return frame.astype({"n_purchases": "int32", "event_hour": "datetime64[us]"})
 
 
 def write_features(features_dir: Path, interactions: pd.DataFrame) -> Path:
     write_feature(features_dir, "interactions", interactions)
-    write_feature(features_dir, "user_features",
-                  pd.DataFrame({"user_id": [*GROUP_A_USERS, *GROUP_B_USERS, *COLD_USERS]}))
+    write_feature(
+        features_dir, "user_features", pd.DataFrame({"user_id": [*GROUP_A_USERS, *GROUP_B_USERS, *COLD_USERS]})
+    )
     items = [*GROUP_A_ITEMS, *GROUP_B_ITEMS, *UNSEEN_ITEMS]
-    write_feature(features_dir, "item_features",
-                  pd.DataFrame({"product_id": items, "category": ["odd" if i % 2 else "even" for i in items]}))
+    write_feature(
+        features_dir,
+        "item_features",
+        pd.DataFrame({"product_id": items, "category": ["odd" if i % 2 else "even" for i in items]}),
+    )
     return features_dir
 
 
 def job_args(features_dir: Path, output_dir: Path, *extra: str) -> list[str]:
-    return ["--features-dir", str(features_dir), "--ds", DS.isoformat(), "--output-dir", str(output_dir),
-            "--top-k", str(TOP_K), "--set", "als.max_iter=5", "--set", "als.search.rank=[8, 16]",
-            "--set", "als.tuning.max_fits=4", *extra]
+    return [
+        "--features-dir",
+        str(features_dir),
+        "--ds",
+        DS.isoformat(),
+        "--output-dir",
+        str(output_dir),
+        "--top-k",
+        str(TOP_K),
+        "--set",
+        "als.max_iter=5",
+        "--set",
+        "als.search.rank=[8, 16]",
+        "--set",
+        "als.tuning.max_fits=4",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -268,15 +334,18 @@ def test_tuning_records_candidates_scores_and_the_choice(tuned_run):
     assert all(c["validation_ndcg"] is not None for c in tuning["candidates"])
     assert tuning["chosen"]["model"] == metrics["model"] in ("als", "item_cf", "blend")
     assert tuning["chosen"]["min_history"] in rec.HISTORY_THRESHOLDS
-    assert "user_latest: each user's latest 20%" in tuning["validation_rule"] and "time: last" in tuning["validation_rule"]
+    assert (
+        "user_latest: each user's latest 20%" in tuning["validation_rule"] and "time: last" in tuning["validation_rule"]
+    )
     assert all(fold["n_fit_pairs"] < metrics["holdout"]["n_train_pairs"] for fold in tuning["folds"])
 
 
 def test_every_user_gets_k_distinct_products_and_cold_users_the_fallback(tuned_run):
     metrics, recs, _ = tuned_run
     assert set(recs["user_id"]) == {*GROUP_A_USERS, *GROUP_B_USERS, *COLD_USERS}
-    per_user = recs.groupby("user_id").agg(n=("product_id", "size"), distinct=("product_id", "nunique"),
-                                           ranks=("rank", sorted))
+    per_user = recs.groupby("user_id").agg(
+        n=("product_id", "size"), distinct=("product_id", "nunique"), ranks=("rank", sorted)
+    )
     assert (per_user["n"] == TOP_K).all() and (per_user["distinct"] == TOP_K).all()
     assert all(ranks == list(range(1, TOP_K + 1)) for ranks in per_user["ranks"])
     cold = recs[recs["user_id"].isin(COLD_USERS)]
@@ -300,15 +369,27 @@ def test_gate_failure_publishes_the_fallback_or_keeps_the_last_partition(spark, 
     previous = json.loads((tuned_run[2] / "metrics.json").read_text())  # reused choice: no tuning in these runs
     previous["holdout"]["lists"]["served"]["all"]["ndcg"] = 10.0  # a last run no model could come near
     (tmp_path / "previous.json").write_text(json.dumps(previous))
-    fallback = job.main(job_args(features, tmp_path / "fallback", "--previous-metrics", str(tmp_path / "previous.json")))
+    fallback = job.main(
+        job_args(features, tmp_path / "fallback", "--previous-metrics", str(tmp_path / "previous.json"))
+    )
     assert fallback["tuning"]["reused_from"] == DS.isoformat() and "candidates" not in fallback["tuning"]
     assert not fallback["gate"]["passed"] and fallback["gate"]["published"] == "fallback"
     assert "below the last published run" in fallback["gate"]["reasons"][0] and fallback["model"] == "fallback"
     recs = spark.read.parquet(str(tmp_path / "fallback" / "recommendations")).toPandas()
     assert set(recs["source"]) <= {"category_popularity", "popularity"} and len(recs) == 63 * TOP_K
 
-    kept = job.main(job_args(features, tmp_path / "kept", "--previous-metrics", str(tmp_path / "previous.json"),
-                             "--set", "als.gate.action=keep_last", "--set", "als.gate.level=fail"))
+    kept = job.main(
+        job_args(
+            features,
+            tmp_path / "kept",
+            "--previous-metrics",
+            str(tmp_path / "previous.json"),
+            "--set",
+            "als.gate.action=keep_last",
+            "--set",
+            "als.gate.level=fail",
+        )
+    )
     assert kept["gate"]["published"] == "none" and kept["gate"]["level"] == "fail"
     assert not (tmp_path / "kept" / "recommendations").exists() and kept["recommendations_path"] is None
 
@@ -317,8 +398,18 @@ def test_the_mllib_engine_agrees_with_the_in_process_one(spark, features, tuned_
     """Same data, same protocol, each engine tuning its own ALS: holdout NDCG within 0.1 of each other (the
     planted groups are easy: both find them), lists served by the Spark top-K path, checkpoints removed."""
     in_process = tuned_run[0]
-    mllib = job.main(job_args(features, tmp_path / "out", "--engine", "mllib", "--set", "als.tuning.max_fits=2",
-                              "--set", "als.search.item_cf_neighbours=[20]"))
+    mllib = job.main(
+        job_args(
+            features,
+            tmp_path / "out",
+            "--engine",
+            "mllib",
+            "--set",
+            "als.tuning.max_fits=2",
+            "--set",
+            "als.search.item_cf_neighbours=[20]",
+        )
+    )
     assert mllib["engine"] == "mllib" and mllib["tuning"]["engine"] == "mllib"
     served = mllib["holdout"]["lists"]["served"]["all"]["ndcg"]
     assert abs(served - in_process["holdout"]["lists"]["served"]["all"]["ndcg"]) < 0.1
@@ -332,7 +423,9 @@ def test_the_mllib_engine_agrees_with_the_in_process_one(spark, features, tuned_
 
 def test_a_three_hour_data_set_is_evaluated(spark, tmp_path):
     features = write_features(tmp_path / "features", planted_interactions(hours=3))
-    metrics = job.main(job_args(features, tmp_path / "out", "--set", "als.split=time", "--set", "als.tuning.max_fits=1"))
+    metrics = job.main(
+        job_args(features, tmp_path / "out", "--set", "als.split=time", "--set", "als.tuning.max_fits=1")
+    )
     assert metrics["holdout"]["rule"] == "last 1 h of 3 h, the requested 7d cut to 50% of the span"
     assert metrics["n_eval_users"] == 60 and metrics["ndcg_at_k"] is not None
 
@@ -341,18 +434,31 @@ def test_item_blocked_scoring_serves_the_same_lists(spark, features, tmp_path):
     interactions = spark.read.parquet(str(features / "interactions"))
     items = spark.read.parquet(str(features / "item_features"))
     users = spark.read.parquet(str(features / "user_features"))
-    choice = {"model": "als", "params": {"alpha": 5.0, "reg_param": 0.05, "rank": 4, "weight_transform": "raw",
-                                         "popularity": {}, "popularity_weight": 0.1},
-              "min_history": 1, "fallback": {"popularity": {}, "use_category": True}}
+    choice = {
+        "model": "als",
+        "params": {
+            "alpha": 5.0,
+            "reg_param": 0.05,
+            "rank": 4,
+            "weight_transform": "raw",
+            "popularity": {},
+            "popularity_weight": 0.1,
+        },
+        "min_history": 1,
+        "fallback": {"popularity": {}, "use_category": True},
+    }
     config = job.RecConfig.defaults(top_k=TOP_K, max_iter=5, broadcast_max_mb=0.0001)  # 5 items per block
     spark.sparkContext.setCheckpointDir(str(tmp_path / "checkpoints"))
     blocked = job.serve_mllib(spark, interactions, users, items, choice, config).toPandas()
-    whole = job.serve_mllib(spark, interactions, users, items, choice,
-                            dataclasses_replace(config, broadcast_max_mb=256)).toPandas()
+    whole = job.serve_mllib(
+        spark, interactions, users, items, choice, dataclasses_replace(config, broadcast_max_mb=256)
+    ).toPandas()
     assert len(job._item_blocks(26, 4, config)) > 3
     key = ["user_id", "rank"]
-    pd.testing.assert_frame_equal(blocked.sort_values(key).reset_index(drop=True)[["user_id", "rank", "product_id"]],
-                                  whole.sort_values(key).reset_index(drop=True)[["user_id", "rank", "product_id"]])
+    pd.testing.assert_frame_equal(
+        blocked.sort_values(key).reset_index(drop=True)[["user_id", "rank", "product_id"]],
+        whole.sort_values(key).reset_index(drop=True)[["user_id", "rank", "product_id"]],
+    )
     assert len(whole) == 63 * TOP_K
 
 
@@ -365,7 +471,8 @@ def dataclasses_replace(config, **changes):
 def test_no_interactions_and_missing_inputs_fail_clearly(spark, tmp_path):
     features_dir = tmp_path / "features"
     empty = spark.createDataFrame(
-        [], "user_id bigint, product_id bigint, event_date date, event_hour timestamp, weight double, n_purchases int")
+        [], "user_id bigint, product_id bigint, event_date date, event_hour timestamp, weight double, n_purchases int"
+    )
     empty.write.parquet(str(features_dir / "interactions" / f"ds={DS}"))
     write_feature(features_dir, "user_features", pd.DataFrame({"user_id": [1, 2]}))
     write_feature(features_dir, "item_features", pd.DataFrame({"product_id": [7], "category": ["x"]}))
@@ -379,10 +486,14 @@ def test_no_interactions_and_missing_inputs_fail_clearly(spark, tmp_path):
 
 def test_bad_arguments_are_one_clear_line(capsys, tmp_path):
     with pytest.raises(SystemExit) as exited:
-        job.parse_args(["--features-dir", "f", "--ds", DS.isoformat(), "--output-dir", "o", "--set", "als.holdout=soon"])
+        job.parse_args(
+            ["--features-dir", "f", "--ds", DS.isoformat(), "--output-dir", "o", "--set", "als.holdout=soon"]
+        )
     assert exited.value.code == 2 and "holdout must look like '7d', '36h' or '20%'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        job.parse_args(["--features-dir", "f", "--ds", DS.isoformat(), "--output-dir", "o", "--set", "als.tuning.max_fit=4"])
+        job.parse_args(
+            ["--features-dir", "f", "--ds", DS.isoformat(), "--output-dir", "o", "--set", "als.tuning.max_fit=4"]
+        )
     assert "unknown setting als.tuning.max_fit (known here: max_fits," in capsys.readouterr().err
     settings = tmp_path / "als.json"
     settings.write_text(json.dumps({"ctr": {}}))
@@ -399,8 +510,9 @@ def test_the_job_reads_the_settings_the_step_writes(tmp_path):
 
     config = load_config({"als": {"tuning": {"max_fits": 7}, "gate": {"level": "fail"}, "min_history": 3}})
     path = write_job_settings(config, "als_recommendations", tmp_path / "als.json")
-    args = job.parse_args(["--features-dir", "f", "--ds", DS.isoformat(), "--output-dir", "o", "--config", str(path),
-                           "--top-k", "4"])
+    args = job.parse_args(
+        ["--features-dir", "f", "--ds", DS.isoformat(), "--output-dir", "o", "--config", str(path), "--top-k", "4"]
+    )
     assert args.settings == job.RecConfig.defaults(tune_max_fits=7, gate_level="fail", min_history=3, top_k=4)
     assert job.RecConfig.defaults() == job.RecConfig.from_settings(load_config()["als"])
 
@@ -413,8 +525,12 @@ def test_a_failed_gate_alerts_and_with_level_fail_fails_the_task(webhook, monkey
     monkeypatch.setenv("PM_ALERT_WEBHOOK_URL", url)
     report_gate(DS.isoformat(), {"passed": True, "published": "model", "level": "fail", "reasons": []})
     assert received == []
-    failed = {"passed": False, "published": "fallback", "level": "warn",
-              "reasons": ["served ndcg@K 0.0100 is worse than recent_popularity 0.0200 by 0.0100"]}
+    failed = {
+        "passed": False,
+        "published": "fallback",
+        "level": "warn",
+        "reasons": ["served ndcg@K 0.0100 is worse than recent_popularity 0.0200 by 0.0100"],
+    }
     report_gate(DS.isoformat(), failed)  # warn: the run goes on
     [warning] = received
     assert warning["body"]["level"] == "warning"

@@ -2,6 +2,7 @@
 textbook reference, intervals, the evidence-sized splits, recent popularity, the search's coverage of its
 space, the gate's verdicts, and the in-process serving path against the evaluation path (what is evaluated is
 what is published)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,15 +26,16 @@ def ranking_reference(recs: dict[int, list[int]], relevant: dict[int, set[int]],
         totals["recall"] += sum(hits) / len(items)
         ideal = sum(1 / np.log2(i + 2) for i in range(min(k, len(items))))
         totals["ndcg"] += sum(h / np.log2(i + 2) for i, h in enumerate(hits)) / ideal
-        totals["map"] += sum(sum(hits[:i + 1]) / (i + 1) for i, h in enumerate(hits) if h) / min(k, len(items))
+        totals["map"] += sum(sum(hits[: i + 1]) / (i + 1) for i, h in enumerate(hits) if h) / min(k, len(items))
     return {metric: value / len(relevant) for metric, value in totals.items()}
 
 
 def random_lists(seed: int = 7, n_users: int = 25, n_items: int = 30):
     rng = np.random.default_rng(seed)
     recs = {u: [int(i) for i in rng.choice(n_items, size=8, replace=False)] for u in range(20)}
-    relevant = {u: {int(i) for i in rng.choice(n_items, size=rng.integers(1, 9), replace=False)}
-                for u in range(n_users)}  # users 20..24 have relevant items and no recommendations
+    relevant = {
+        u: {int(i) for i in rng.choice(n_items, size=rng.integers(1, 9), replace=False)} for u in range(n_users)
+    }  # users 20..24 have relevant items and no recommendations
     lists = np.full((n_users, 8), -1, np.int64)
     for u, items in recs.items():
         lists[u] = items
@@ -70,15 +72,25 @@ def make_log(rows: list[tuple[int, int, int, float, int]], categories: dict[int,
     """rows: (user_id, product_id, hour offset, weight, purchases)."""
     frame = pd.DataFrame(rows, columns=["user_id", "product_id", "hour", "weight", "n_purchases"])
     frame["event_hour"] = pd.to_datetime((HOUR0 + frame["hour"]) * 3600, unit="s")
-    catalogue = pd.DataFrame({"product_id": list((categories or {}).keys()),
-                              "category": list((categories or {}).values())})
+    catalogue = pd.DataFrame(
+        {"product_id": list((categories or {}).keys()), "category": list((categories or {}).values())}
+    )
     return rec.Log.from_frames(frame, users=frame["user_id"].unique(), item_categories=catalogue)
 
 
 def test_train_aggregates_pairs_and_popularity_follows_recency():
     # item 1: three users long ago; item 2: two users in the last day; user 10 bought item 1
-    log = make_log([(10, 1, 0, 1.0, 1), (10, 1, 5, 2.0, 0), (11, 1, 1, 1.0, 0), (12, 1, 2, 1.0, 0),
-                    (13, 2, 499, 1.0, 0), (14, 2, 498, 1.0, 0), (14, 3, 100, 1.0, 0)])
+    log = make_log(
+        [
+            (10, 1, 0, 1.0, 1),
+            (10, 1, 5, 2.0, 0),
+            (11, 1, 1, 1.0, 0),
+            (12, 1, 2, 1.0, 0),
+            (13, 2, 499, 1.0, 0),
+            (14, 2, 498, 1.0, 0),
+            (14, 3, 100, 1.0, 0),
+        ]
+    )
     train = rec.Train.build(log)
     assert train.n_pairs == 6 and train.end == HOUR0 + 500
     assert train.matrix[0, 0] == 3.0 and train.purchased[0, 0] == 1 and train.purchased.nnz == 1
@@ -93,9 +105,11 @@ def test_train_aggregates_pairs_and_popularity_follows_recency():
 
 
 def test_latest_per_user_holds_out_each_users_latest_hours():
-    log = make_log([(1, p, h, 1.0, 0) for p, h in enumerate(range(0, 100, 10))]   # 10 hours
-                   + [(2, 1, 3, 1.0, 0), (2, 2, 3, 1.0, 0)]                        # one hour: kept whole
-                   + [(3, 1, 50, 1.0, 0), (3, 2, 60, 1.0, 0), (3, 3, 60, 1.0, 0)])  # two hours
+    log = make_log(
+        [(1, p, h, 1.0, 0) for p, h in enumerate(range(0, 100, 10))]  # 10 hours
+        + [(2, 1, 3, 1.0, 0), (2, 2, 3, 1.0, 0)]  # one hour: kept whole
+        + [(3, 1, 50, 1.0, 0), (3, 2, 60, 1.0, 0), (3, 3, 60, 1.0, 0)]
+    )  # two hours
     held = rec.latest_per_user(log, 0.2)
     by_user = pd.DataFrame({"user": log.user_ids[log.user], "hour": log.hour - HOUR0, "held": held})
     assert sorted(by_user.query("user == 1 and held")["hour"]) == [80, 90]
@@ -140,8 +154,10 @@ def planted(n_per_group: int = 60, seed: int = 3) -> rec.Log:
     in the last days; group A is larger, so popularity favours its items."""
     rng = np.random.default_rng(seed)
     rows = []
-    for group, (users, items) in enumerate(((range(0, 2 * n_per_group), range(100, 112)),
-                                            (range(1000, 1000 + n_per_group), range(200, 212)))):
+    for users, items in (
+        (range(0, 2 * n_per_group), range(100, 112)),
+        (range(1000, 1000 + n_per_group), range(200, 212)),
+    ):
         for user in users:
             chosen = rng.permutation(list(items))
             for position, item in enumerate(chosen[:8]):
@@ -154,20 +170,33 @@ def planted(n_per_group: int = 60, seed: int = 3) -> rec.Log:
 def test_the_search_finds_the_taste_groups_and_records_every_candidate():
     log = planted()
     folds = []
-    for name, held in (("user_latest", rec.latest_per_user(log, 0.3)),
-                       ("time", log.hour >= rec.evidence_cutoff(log, rec.SplitRule("3d", min_eval_users=50))[0])):
+    for name, held in (
+        ("user_latest", rec.latest_per_user(log, 0.3)),
+        ("time", log.hour >= rec.evidence_cutoff(log, rec.SplitRule("3d", min_eval_users=50))[0]),
+    ):
         train = rec.Train.build(log.select(~held))
         folds.append(rec.Fold(name, train, rec.eval_set(train, log.select(held), max_users=10_000, seed=0)))
     engine = rec.implicit_engine(iterations=10, seed=0, max_user_items=100)
-    record = rec.search(folds, engine, rec.SearchSpace(rank_range=(4, 16)),
-                        rec.SearchBudget(max_fits=6, min_seconds=60), k=3, metric="ndcg", min_history="auto",
-                        min_score=1e-6, seed=0, log=lambda _: None)
+    record = rec.search(
+        folds,
+        engine,
+        rec.SearchSpace(rank_range=(4, 16)),
+        rec.SearchBudget(max_fits=6, min_seconds=60),
+        k=3,
+        metric="ndcg",
+        min_history="auto",
+        min_score=1e-6,
+        seed=0,
+        log=lambda _: None,
+    )
     assert record["n_fits"] == 6 and record["n_candidates"] >= 30  # fits, their blends, the popularity rankings
     assert [f["name"] for f in record["folds"]] == ["user_latest", "time"]
     models = {c["model"] for c in record["candidates"]}
     assert {"popularity", "category_popularity", "als", "item_cf", "blend"} <= models
-    assert all(c["validation_ndcg_user_latest"] is not None and c["validation_ndcg_time"] is not None
-               and c["seconds"] >= 0 for c in record["candidates"])
+    assert all(
+        c["validation_ndcg_user_latest"] is not None and c["validation_ndcg_time"] is not None and c["seconds"] >= 0
+        for c in record["candidates"]
+    )
     chosen = record["chosen"]
     assert chosen["model"] in ("als", "item_cf", "blend") and chosen["min_history"] in rec.HISTORY_THRESHOLDS
     # scores are in units of each fold's best non-personalised ranking: the taste groups double it
@@ -178,11 +207,16 @@ def test_the_search_finds_the_taste_groups_and_records_every_candidate():
 
 # ------------------------------------------------------------------------------------------------ gate
 def holdout_record(served: np.ndarray, baseline: np.ndarray) -> dict:
-    lists = {"served": {"all": {"ndcg": served.mean(), "ndcg_low": None, "ndcg_high": served.mean()}},
-             "recent_popularity": {"all": {"ndcg": baseline.mean()}}}
+    lists = {
+        "served": {"all": {"ndcg": served.mean(), "ndcg_low": None, "ndcg_high": served.mean()}},
+        "recent_popularity": {"all": {"ndcg": baseline.mean()}},
+    }
     difference = rec.paired_difference(served, baseline, seed=0)
-    return {"split": "user_latest", "lists": lists,
-            "served_vs_baseline": {"baseline": "recent_popularity", **difference}}
+    return {
+        "split": "user_latest",
+        "lists": lists,
+        "served_vs_baseline": {"baseline": "recent_popularity", **difference},
+    }
 
 
 def test_the_gate_falls_back_only_on_evidence():
@@ -206,8 +240,11 @@ def test_the_gate_falls_back_only_on_evidence():
 
 def test_a_tuned_choice_is_reused_within_the_cadence():
     chosen = {"model": "als", "fallback": {"popularity": {}, "use_category": False}}
-    previous = {"k": 3, "ds": "2026-11-20", "tuning": {"tuned_on": "2026-11-18", "engine": "implicit",
-                                                       "chosen": chosen}}
+    previous = {
+        "k": 3,
+        "ds": "2026-11-20",
+        "tuning": {"tuned_on": "2026-11-18", "engine": "implicit", "chosen": chosen},
+    }
     ds = pd.Timestamp("2026-11-22").date()
     config = job.RecConfig.defaults(top_k=3, tune_every_days=7, engine="implicit")
     assert job.reusable_choice(previous, ds, config) == chosen
@@ -227,11 +264,18 @@ def test_in_process_serving_publishes_exactly_the_evaluated_lists(model):
     full = rec.Train.build(log)
     engine = rec.implicit_engine(iterations=5, seed=0, max_user_items=100)
     als = {"alpha": 5.0, "reg_param": 0.1, "rank": 8, "weight_transform": "raw"}
-    params = {"als": als, "item_cf": {"neighbours": 5}, "blend": {"weight": 0.4, "als": als,
-                                                                  "item_cf": {"neighbours": 5}}}[model]
+    params = {
+        "als": als,
+        "item_cf": {"neighbours": 5},
+        "blend": {"weight": 0.4, "als": als, "item_cf": {"neighbours": 5}},
+    }[model]
     fallback = {"popularity": {"half_life_hours": 24}, "use_category": True}
-    choice = {"model": model, "params": {**params, "popularity": fallback["popularity"], "popularity_weight": 0.3},
-              "min_history": 9, "fallback": fallback}
+    choice = {
+        "model": model,
+        "params": {**params, "popularity": fallback["popularity"], "popularity_weight": 0.3},
+        "min_history": 9,
+        "fallback": fallback,
+    }
     config = job.RecConfig.defaults(top_k=4, min_score=1e-6)
     served = job.serve_inprocess(full, choice, engine, config, block_users=17)
 
@@ -250,10 +294,23 @@ def test_the_popularity_blend_is_one_more_als_factor():
     rng = np.random.default_rng(2)
     factors, users = rng.standard_normal((300, 6), dtype=np.float32), rng.standard_normal((5, 6), dtype=np.float32)
     popularity = np.sort(rng.random(300).astype(np.float32))[::-1]
-    items = ItemSide(product_ids=np.arange(300), popularity=popularity, category=np.zeros(300, np.int32),
-                     n_categories=1, factors=factors)
-    frame = pd.DataFrame({"user_id": range(5), "n_history": 1, "history": [[0]] * 5, "history_weights": [[1.0]] * 5,
-                          "purchased": [[True]] * 5, "factors": list(users)})
+    items = ItemSide(
+        product_ids=np.arange(300),
+        popularity=popularity,
+        category=np.zeros(300, np.int32),
+        n_categories=1,
+        factors=factors,
+    )
+    frame = pd.DataFrame(
+        {
+            "user_id": range(5),
+            "n_history": 1,
+            "history": [[0]] * 5,
+            "history_weights": [[1.0]] * 5,
+            "purchased": [[True]] * 5,
+            "factors": list(users),
+        }
+    )
     engine = TopK(items, ServePolicy(k=5, model="als", min_score=-np.inf, popularity_weight=0.7))
     top, _ = engine.model_tier(frame, engine._history(frame))
     scores = users @ factors.T + 0.7 * popularity / popularity.max()
@@ -262,13 +319,25 @@ def test_the_popularity_blend_is_one_more_als_factor():
 
 
 def test_only_the_users_of_user_features_are_served():
-    frame = pd.DataFrame({"user_id": [1, 1, 2, 3], "product_id": [10, 11, 10, 12], "weight": 1.0,
-                          "n_purchases": 0, "event_hour": pd.Timestamp("2026-11-01")})
-    log = rec.Log.from_frames(frame, users=[1, 2, 4], item_categories=pd.DataFrame({"product_id": [10, 11, 12, 13],
-                                                                                   "category": None}))
+    frame = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2, 3],
+            "product_id": [10, 11, 10, 12],
+            "weight": 1.0,
+            "n_purchases": 0,
+            "event_hour": pd.Timestamp("2026-11-01"),
+        }
+    )
+    log = rec.Log.from_frames(
+        frame, users=[1, 2, 4], item_categories=pd.DataFrame({"product_id": [10, 11, 12, 13], "category": None})
+    )
     assert list(log.user_ids) == [1, 2, 3, 4] and list(log.served) == [True, True, False, True]
-    served = job.serve_inprocess(rec.Train.build(log), job.popularity_choice(), rec.implicit_engine(
-        iterations=1, seed=0, max_user_items=10), job.RecConfig.defaults(top_k=2))
+    served = job.serve_inprocess(
+        rec.Train.build(log),
+        job.popularity_choice(),
+        rec.implicit_engine(iterations=1, seed=0, max_user_items=10),
+        job.RecConfig.defaults(top_k=2),
+    )
     assert sorted(served["user_id"].unique()) == [1, 2, 4]  # user 3 interacted but is not a user to serve
     assert (served.groupby("user_id").size() == 2).all()
 

@@ -1,5 +1,6 @@
 """The HTML run report: built from metrics, reconciliation, audiences and task timings (with history of
 earlier nights), self-contained, and rendered by a real headless Chromium with its plots."""
+
 import json
 
 import pyarrow as pa
@@ -16,11 +17,25 @@ RECONCILIATION = [
 
 
 def night(ds, precision, auc, quarantined):
-    return {"ds": ds, "run_id": f"scheduled__{ds}",
-            "metrics": {"als": {"k": 10, "precision_at_k": precision, "baseline_precision_at_k": 0.07},
-                        "ctr": {"auc": auc, "baseline_auc": 0.58}},
-            "data_quality": {"reconciliation": [{"source": "events", "raw_rows": 1000, "clean_rows": 1000 - quarantined,
-                                                 "quarantined_rows": quarantined, "duplicate_rows": 0}]}}
+    return {
+        "ds": ds,
+        "run_id": f"scheduled__{ds}",
+        "metrics": {
+            "als": {"k": 10, "precision_at_k": precision, "baseline_precision_at_k": 0.07},
+            "ctr": {"auc": auc, "baseline_auc": 0.58},
+        },
+        "data_quality": {
+            "reconciliation": [
+                {
+                    "source": "events",
+                    "raw_rows": 1000,
+                    "clean_rows": 1000 - quarantined,
+                    "quarantined_rows": quarantined,
+                    "duplicate_rows": 0,
+                }
+            ]
+        },
+    }
 
 
 @pytest.fixture
@@ -29,24 +44,55 @@ def built(tmp_path):
     pq.write_table(pa.Table.from_pylist(RECONCILIATION), recon)
     times = tmp_path / "tasks"
     times.mkdir()
-    for task, seconds, run in (("check_raw", 2.5, "manual__1"), ("train_als", 40.0, "manual__1"),
-                               ("train_ctr_and_build_audiences", 30.0, "older_run")):
-        (times / f"{task}.json").write_text(json.dumps({"task_id": task, "run_id": run, "state": "success",
-                                                        "start": f"2026-11-23T00:00:0{len(task) % 10}", "seconds": seconds}))
-    metrics = {"als": {"k": 10, "precision_at_k": 0.154, "baseline_precision_at_k": 0.07, "recall_at_k": 0.25,
-                       "baseline_recall_at_k": 0.115, "n_eval_users": 12330, "model": "als",
-                       "gate": {"passed": False, "published": "fallback", "level": "warn",
-                                "reasons": ["ndcg@10 0.01 does not beat popularity 0.02 by 5 %"]},
-                       "tuning": {"candidates": [{"rank": 32}, {"rank": 64}]}},  # a nested key: listed, not plotted
-               "ctr": {"auc": 0.672},  # baseline_auc missing: n/a, no crash
-               "segments": {"k": 5, "silhouette": 0.5}}
+    for task, seconds, run in (
+        ("check_raw", 2.5, "manual__1"),
+        ("train_als", 40.0, "manual__1"),
+        ("train_ctr_and_build_audiences", 30.0, "older_run"),
+    ):
+        (times / f"{task}.json").write_text(
+            json.dumps(
+                {
+                    "task_id": task,
+                    "run_id": run,
+                    "state": "success",
+                    "start": f"2026-11-23T00:00:0{len(task) % 10}",
+                    "seconds": seconds,
+                }
+            )
+        )
+    metrics = {
+        "als": {
+            "k": 10,
+            "precision_at_k": 0.154,
+            "baseline_precision_at_k": 0.07,
+            "recall_at_k": 0.25,
+            "baseline_recall_at_k": 0.115,
+            "n_eval_users": 12330,
+            "model": "als",
+            "gate": {
+                "passed": False,
+                "published": "fallback",
+                "level": "warn",
+                "reasons": ["ndcg@10 0.01 does not beat popularity 0.02 by 5 %"],
+            },
+            "tuning": {"candidates": [{"rank": 32}, {"rank": 64}]},
+        },  # a nested key: listed, not plotted
+        "ctr": {"auc": 0.672},  # baseline_auc missing: n/a, no crash
+        "segments": {"k": 5, "silhouette": 0.5},
+    }
     history = [night("2026-11-20", 0.14, 0.66, 10), night("2026-11-21", 0.15, 0.67, 25)]
     out = tmp_path / "report"
-    report = build_report(ds=DS, run_id="manual__1", manifests={"recommendations": {"row_count": 200_000},
-                                                                 "audiences": None},
-                          metrics=metrics, reconciliation_path=recon, out_dir=out, history=history,
-                          audience_sizes={"C001": 500, "C002": 1200},
-                          task_seconds=timing_records(times, "manual__1"))
+    report = build_report(
+        ds=DS,
+        run_id="manual__1",
+        manifests={"recommendations": {"row_count": 200_000}, "audiences": None},
+        metrics=metrics,
+        reconciliation_path=recon,
+        out_dir=out,
+        history=history,
+        audience_sizes={"C001": 500, "C002": 1200},
+        task_seconds=timing_records(times, "manual__1"),
+    )
     return out, report
 
 
@@ -100,32 +146,69 @@ def test_recommendation_section_shows_engine_intervals_verdict_and_candidates():
     from precision_marketing.reporting.report import recommendation_sections
 
     chosen = {"model": "item_cf", "params": {"neighbours": 50}}
-    als = {"k": 10, "model": "item_cf", "params": {"neighbours": 50}, "min_history": 3, "engine": "implicit",
-           "engine_reason": "120,000 interaction rows fit the driver",
-           "holdout": {"rule": "each user's latest 20% of active hours",
-                       "lists": {"served": {"all": {"precision": 0.2, "recall": 0.3, "ndcg": 0.41, "map": 0.1,
-                                                    "n_users": 500, "ndcg_low": 0.38, "ndcg_high": 0.44},
-                                            "light": {"ndcg": 0.35}, "heavy": {"ndcg": 0.52}},
-                                 "recent_popularity": {"all": {"precision": 0.1, "recall": 0.1, "ndcg": 0.2,
-                                                               "map": 0.05, "n_users": 500}}},
-                       "coverage": {"served": 0.42, "recent_popularity": 0.01}},
-           "tuning": {"tuned": True, "selection_metric": "ndcg", "validation_rule": "each user's latest 20%",
-                      "n_fits": 31, "n_candidates": 25, "seconds": 24.5, "chosen": {**chosen, "min_history": 3},
-                      "candidates": [{"model": "als", "params": {"rank": r}, "validation_ndcg": r / 1000,
-                                      "seconds": 1.0} for r in range(1, 25)]
-                                    + [{**chosen, "validation_ndcg": 0.38, "seconds": 4.5}]},
-           "gate": {"passed": True, "published": "model", "reasons": [], "confidence": 0.95,
-                    "verdict": "model kept: better than recent_popularity by 0.2100 (95% interval +0.1800 to "
-                               "+0.2400, 500 users)"},
-           "recommendations_by_source": {"item_cf": 4000, "popularity": 1000}}
+    als = {
+        "k": 10,
+        "model": "item_cf",
+        "params": {"neighbours": 50},
+        "min_history": 3,
+        "engine": "implicit",
+        "engine_reason": "120,000 interaction rows fit the driver",
+        "holdout": {
+            "rule": "each user's latest 20% of active hours",
+            "lists": {
+                "served": {
+                    "all": {
+                        "precision": 0.2,
+                        "recall": 0.3,
+                        "ndcg": 0.41,
+                        "map": 0.1,
+                        "n_users": 500,
+                        "ndcg_low": 0.38,
+                        "ndcg_high": 0.44,
+                    },
+                    "light": {"ndcg": 0.35},
+                    "heavy": {"ndcg": 0.52},
+                },
+                "recent_popularity": {
+                    "all": {"precision": 0.1, "recall": 0.1, "ndcg": 0.2, "map": 0.05, "n_users": 500}
+                },
+            },
+            "coverage": {"served": 0.42, "recent_popularity": 0.01},
+        },
+        "tuning": {
+            "tuned": True,
+            "selection_metric": "ndcg",
+            "validation_rule": "each user's latest 20%",
+            "n_fits": 31,
+            "n_candidates": 25,
+            "seconds": 24.5,
+            "chosen": {**chosen, "min_history": 3},
+            "candidates": [
+                {"model": "als", "params": {"rank": r}, "validation_ndcg": r / 1000, "seconds": 1.0}
+                for r in range(1, 25)
+            ]
+            + [{**chosen, "validation_ndcg": 0.38, "seconds": 4.5}],
+        },
+        "gate": {
+            "passed": True,
+            "published": "model",
+            "reasons": [],
+            "confidence": 0.95,
+            "verdict": "model kept: better than recent_popularity by 0.2100 (95% interval +0.1800 to "
+            "+0.2400, 500 users)",
+        },
+        "recommendations_by_source": {"item_cf": 4000, "popularity": 1000},
+    }
     page = "\n".join(recommendation_sections(als))
     assert "Published from <b>item_cf</b>" in page and "fewer than 3 history items" in page
     assert "Engine: <b>implicit</b> (120,000 interaction rows fit the driver)" in page
     assert "tuned tonight on each user&#x27;s latest 20% (31 fits, 25 candidates in 24.5 s)" in page
     assert "Publish gate: <b>model kept: better than recent_popularity by 0.2100" in page
-    assert ("<tr><td>served</td><td class=num>0.2000</td><td class=num>0.3000</td><td class=num>0.4100</td>"
-            "<td class=num>0.1000</td><td class=num>0.3800 – 0.4400</td><td class=num>0.3500</td><td class=num>0.5200</td>"
-            "<td class=num>0.4200</td><td class=num>500</td></tr>") in page
+    assert (
+        "<tr><td>served</td><td class=num>0.2000</td><td class=num>0.3000</td><td class=num>0.4100</td>"
+        "<td class=num>0.1000</td><td class=num>0.3800 – 0.4400</td><td class=num>0.3500</td><td class=num>0.5200</td>"
+        "<td class=num>0.4200</td><td class=num>500</td></tr>"
+    ) in page
     assert "<td>recent_popularity</td>" in page and "ndcg@10 heavy" in page and "cold" not in page
     assert "the 20 best of 25 candidates" in page and page.count("<td>als</td>") == 19  # best first, cut at 20
     assert page.count(">chosen<") == 1 and '<td>{&quot;neighbours&quot;: 50}</td><td class=num>0.3800</td>' in page

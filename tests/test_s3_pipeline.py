@@ -1,5 +1,6 @@
 """The lake on a real S3 API (moto server): synthetic landing files go to the bucket, the run stages the
 window's raw partitions to local disk for dbt and checks them against the contract."""
+
 import json
 
 import pytest
@@ -25,8 +26,7 @@ def s3_lake(monkeypatch, tmp_path, s3_endpoint, s3_bucket):
 def test_generate_into_s3_then_stage_and_check(s3_lake, capsys):
     cli.main(["generate", "--ds", DS, "--users", "60", "--items", "30", "--days", "3", "--seed", "1"])
     keys = s3_lake.list_keys("raw/events/")
-    assert [k for k in keys if k.endswith(".csv")] == [
-        f"raw/events/ds=2026-11-{d}/events.csv" for d in (20, 21, 22)]
+    assert [k for k in keys if k.endswith(".csv")] == [f"raw/events/ds=2026-11-{d}/events.csv" for d in (20, 21, 22)]
 
     report = stage_and_check_raw(DS)
     raw_dir = local_raw_dir(run_config())

@@ -8,6 +8,7 @@ started once for this module, on small synthetic data.
 - a real browser (Debian's chromium) logs in, opens the DAG, its trigger form and the finished run, and
   follows the run's report link to the HTML report.
 """
+
 import datetime as dt
 import json
 import os
@@ -46,8 +47,9 @@ class Api:
 
     def __init__(self, base_url: str):
         self.base_url = base_url
-        self.token = self.request("POST", "/auth/token", {"username": "admin", "password": PASSWORD},
-                                  auth=False)["access_token"]
+        self.token = self.request("POST", "/auth/token", {"username": "admin", "password": PASSWORD}, auth=False)[
+            "access_token"
+        ]
 
     def request(self, method, path, body=None, auth=True, raw=False):
         headers = {"Content-Type": "application/json"}
@@ -72,8 +74,9 @@ class Api:
         return self.request("GET", f"/api/v2/dags/{DAG}/dagRuns/{run_id}")
 
     def wait_finished(self, run_id, timeout):
-        return self.wait(f"run {run_id} to finish", lambda: (r := self.run(run_id))["state"] in ("success", "failed")
-                         and r, timeout)
+        return self.wait(
+            f"run {run_id} to finish", lambda: (r := self.run(run_id))["state"] in ("success", "failed") and r, timeout
+        )
 
 
 @pytest.fixture(scope="module")
@@ -83,33 +86,54 @@ def stack(tmp_path_factory, webhook):
 
     state = tmp_path_factory.mktemp("scheduler")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PM__", "AIRFLOW"))}
-    env.update({
-        "PM__WORK_DIR": str(state / "work"), "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
-        "AIRFLOW_HOME": str(state / "airflow"),
-        "PM__SPARK__MASTER": "local[2]", "PM__SPARK__DRIVER_MEMORY": "1g", "PM__SPARK__SHUFFLE_PARTITIONS": "2",
-        "PM__ALS__MAX_ITER": "5", "PM__ALS__TUNING__MAX_FITS": "2", "PM__CTR__MAX_ITER": "20",  # this test is about Airflow
-        "PM__ORCHESTRATION__RETRIES": "0",
-        # a poke interval well above the scheduler loop: a shorter one races the executor event of the previous
-        # poke (Airflow then fails the re-queued sensor); production uses minutes
-        "PM__LANDING__POKE_SECONDS": "20", "PM__LANDING__TIMEOUT_MINUTES": "0.75",
-        "PM_ALERT_WEBHOOK_URL": webhook[0],
-    })
-    generated = subprocess.run([PM, "generate", "--ds", D3, "--users", "300", "--items", "80", "--days", "14",
-                                "--seed", "11"], env=env, capture_output=True, text=True)
+    env.update(
+        {
+            "PM__WORK_DIR": str(state / "work"),
+            "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
+            "AIRFLOW_HOME": str(state / "airflow"),
+            "PM__SPARK__MASTER": "local[2]",
+            "PM__SPARK__DRIVER_MEMORY": "1g",
+            "PM__SPARK__SHUFFLE_PARTITIONS": "2",
+            "PM__ALS__MAX_ITER": "5",
+            "PM__ALS__TUNING__MAX_FITS": "2",
+            "PM__CTR__MAX_ITER": "20",  # this test is about Airflow
+            "PM__ORCHESTRATION__RETRIES": "0",
+            # a poke interval well above the scheduler loop: a shorter one races the executor event of the previous
+            # poke (Airflow then fails the re-queued sensor); production uses minutes
+            "PM__LANDING__POKE_SECONDS": "20",
+            "PM__LANDING__TIMEOUT_MINUTES": "0.75",
+            "PM_ALERT_WEBHOOK_URL": webhook[0],
+        }
+    )
+    generated = subprocess.run(
+        [PM, "generate", "--ds", D3, "--users", "300", "--items", "80", "--days", "14", "--seed", "11"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert generated.returncode == 0, generated.stderr[-3000:]
     setup = subprocess.run([PM, "setup"], env=env, capture_output=True, text=True)
     assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
     (state / "airflow" / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({"admin": PASSWORD}))
 
-    servers = AirflowServers(load_config(environ=env), free_port(), state / "airflow-logs",
-                             extra_env={k: v for k, v in env.items() if k.startswith(("PM_", "AIRFLOW_HOME"))})
+    servers = AirflowServers(
+        load_config(environ=env),
+        free_port(),
+        state / "airflow-logs",
+        extra_env={k: v for k, v in env.items() if k.startswith(("PM_", "AIRFLOW_HOME"))},
+    )
     servers.start()
     try:
         api = Api(servers.base_url)
         api.wait("the DAG processor to parse the DAG", lambda: _dag_known(api), timeout=180, every=3)
-        yield {"api": api, "servers": servers, "env": {**env, "AIRFLOW__API__BASE_URL": servers.base_url},
-               "state": state, "lake": LocalStorage(state / "lake"),
-               "alerts": webhook[1]}
+        yield {
+            "api": api,
+            "servers": servers,
+            "env": {**env, "AIRFLOW__API__BASE_URL": servers.base_url},
+            "state": state,
+            "lake": LocalStorage(state / "lake"),
+            "alerts": webhook[1],
+        }
     finally:
         servers.stop()
 
@@ -125,24 +149,35 @@ def test_scheduled_run_processes_the_day_that_ended_and_alerts_when_its_files_ne
     api = stack["api"]
     api.request("PATCH", f"/api/v2/dags/{DAG}", {"is_paused": False})
     # unpaused with catchup off, the scheduler creates the run of the latest complete day: yesterday (UTC)
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     yesterday = (today - dt.timedelta(days=1)).isoformat()
-    runs = api.wait("the scheduled run", lambda: api.request(
-        "GET", f"/api/v2/dags/{DAG}/dagRuns?run_type=scheduled")["dag_runs"], timeout=120, every=3)
+    runs = api.wait(
+        "the scheduled run",
+        lambda: api.request("GET", f"/api/v2/dags/{DAG}/dagRuns?run_type=scheduled")["dag_runs"],
+        timeout=120,
+        every=3,
+    )
     [run] = runs
     assert run["logical_date"].startswith(yesterday) and run["data_interval_end"].startswith(today.isoformat())
     sensor_path = f"/api/v2/dags/{DAG}/dagRuns/{run['dag_run_id']}/taskInstances/wait_for_landing_files"
     # nothing landed for yesterday: the sensor gives its slot back between pokes...
-    api.wait("the sensor to be rescheduled", lambda: api.request("GET", sensor_path)["state"] == "up_for_reschedule",
-             timeout=120, every=2)
+    api.wait(
+        "the sensor to be rescheduled",
+        lambda: api.request("GET", sensor_path)["state"] == "up_for_reschedule",
+        timeout=120,
+        every=2,
+    )
     assert api.request("GET", sensor_path)["rendered_fields"]["ds"] == yesterday
     # ...and after its timeout the run fails, naming what is missing, and the failure alert goes out
     finished = api.wait_finished(run["dag_run_id"], timeout=240)
     assert finished["state"] == "failed"
     assert api.request("GET", sensor_path)["state"] == "failed"
-    alert = api.wait("the failure alert", lambda: [a["body"] for a in stack["alerts"]
-                                                   if a["body"]["context"].get("task_id") == "wait_for_landing_files"],
-                     timeout=30, every=1)[0]
+    alert = api.wait(
+        "the failure alert",
+        lambda: [a["body"] for a in stack["alerts"] if a["body"]["context"].get("task_id") == "wait_for_landing_files"],
+        timeout=30,
+        every=1,
+    )[0]
     assert alert["level"] == "error" and alert["context"]["ds"] == yesterday
     assert f"landing files for ds={yesterday} still missing" in alert["message"]
     assert f"raw/events/ds={yesterday}/ (a file matching" in alert["message"]
@@ -151,8 +186,11 @@ def test_scheduled_run_processes_the_day_that_ended_and_alerts_when_its_files_ne
 @pytest.fixture(scope="module")
 def triggered(stack):
     api = stack["api"]
-    run = api.request("POST", f"/api/v2/dags/{DAG}/dagRuns",
-                      {"logical_date": f"{D2}T00:00:00Z", "conf": {"ds": D2, "top_k": 5}, "note": "scheduler e2e test"})
+    run = api.request(
+        "POST",
+        f"/api/v2/dags/{DAG}/dagRuns",
+        {"logical_date": f"{D2}T00:00:00Z", "conf": {"ds": D2, "top_k": 5}, "note": "scheduler e2e test"},
+    )
     finished = api.wait_finished(run["dag_run_id"], timeout=1500)
     return {**stack, "run": finished}
 
@@ -178,8 +216,9 @@ def test_run_triggered_through_the_rest_api_with_params_publishes(triggered):
 
 def test_run_report_is_linked_from_the_run_and_served_behind_the_login(triggered):
     api, run = triggered["api"], triggered["run"]
-    links = api.request("GET", f"/api/v2/dags/{DAG}/dagRuns/{run['dag_run_id']}/taskInstances/"
-                               "refresh_catalog_and_report/links")
+    links = api.request(
+        "GET", f"/api/v2/dags/{DAG}/dagRuns/{run['dag_run_id']}/taskInstances/refresh_catalog_and_report/links"
+    )
     assert links["extra_links"]["Run report"] == f"{api.base_url}/pm-reports/ds={D2}/report.html"
     with pytest.raises(urllib.error.HTTPError) as anonymous:
         urllib.request.urlopen(links["extra_links"]["Run report"], timeout=30)
@@ -192,7 +231,7 @@ def test_run_report_is_linked_from_the_run_and_served_behind_the_login(triggered
 
 def test_trigger_form_default_processes_yesterday_and_a_day_can_be_rerun_without_conflict(triggered):
     api = triggered["api"]
-    today = dt.datetime.now(dt.timezone.utc)
+    today = dt.datetime.now(dt.UTC)
     yesterday = (today.date() - dt.timedelta(days=1)).isoformat()
 
     def sensor(run_id):
@@ -208,8 +247,9 @@ def test_trigger_form_default_processes_yesterday_and_a_day_can_be_rerun_without
     assert refused.value.code == 400
     assert "Invalid input for param top_k: 0 is less than the minimum of 1" in refused.value.read().decode()
     # re-running a day that already has a run: a new logical date, the day as a param -> accepted, no 409
-    rerun = api.request("POST", f"/api/v2/dags/{DAG}/dagRuns",
-                        {"logical_date": dt.datetime.now(dt.timezone.utc).isoformat(), "conf": {"ds": D2}})
+    rerun = api.request(
+        "POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": dt.datetime.now(dt.UTC).isoformat(), "conf": {"ds": D2}}
+    )
     api.wait("the re-run's sensor", lambda: sensor(rerun["dag_run_id"]).get("state") == "success", timeout=300)
     assert sensor(rerun["dag_run_id"])["rendered_fields"]["ds"] == D2
     api.request("PATCH", f"/api/v2/dags/{DAG}/dagRuns/{quote(rerun['dag_run_id'])}", {"state": "failed"})  # enough
@@ -219,8 +259,14 @@ def test_trigger_form_default_processes_yesterday_and_a_day_can_be_rerun_without
 def test_backfill_runs_the_missing_days_and_publishes_each_day_once(triggered):
     lake = triggered["lake"]
     rest_run_id = triggered["run"]["dag_run_id"]
-    result = subprocess.run([PM, "backfill", "--from", D1, "--to", D3], env=triggered["env"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=2400)
+    result = subprocess.run(
+        [PM, "backfill", "--from", D1, "--to", D3],
+        env=triggered["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=2400,
+    )
     assert result.returncode == 0, result.stdout[-5000:]
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines if line.startswith("  ds=")] == [f"ds={D1}", f"ds={D3}"], result.stdout

@@ -1,4 +1,5 @@
 """Streamed RFM segmentation on planted, well-separated user groups."""
+
 import json
 
 import numpy as np
@@ -26,13 +27,18 @@ def planted_users(seed: int = 0) -> pd.DataFrame:
     frames = []
     for group, (recency, frequency, monetary) in PLANTED.items():
         n = USERS_PER_GROUP
-        frames.append(pd.DataFrame({
-            "recency_days": np.clip(recency + rng.integers(-2, 3, n), 0, None).astype("int32"),
-            "frequency": np.clip(frequency + rng.integers(-1, 2, n), 0, None).astype("int32") if frequency else
-            np.zeros(n, "int32"),
-            "monetary": monetary * rng.uniform(0.95, 1.05, n),
-            "group": group,
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "recency_days": np.clip(recency + rng.integers(-2, 3, n), 0, None).astype("int32"),
+                    "frequency": np.clip(frequency + rng.integers(-1, 2, n), 0, None).astype("int32")
+                    if frequency
+                    else np.zeros(n, "int32"),
+                    "monetary": monetary * rng.uniform(0.95, 1.05, n),
+                    "group": group,
+                }
+            )
+        )
     users = pd.concat(frames).sample(frac=1.0, random_state=seed).reset_index(drop=True)  # groups interleaved
     users.insert(0, "user_id", np.arange(1, len(users) + 1, dtype="int64"))
     users["country"] = "DE"
@@ -76,8 +82,13 @@ def test_segments_named_by_value(streamed, users):
     _, segments, _ = streamed
     named = users.assign(segment=segments["segment"], segment_id=segments["segment_id"])
     majority = named.groupby("group")["segment"].agg(lambda s: s.mode()[0])
-    assert majority.to_dict() == {"big_spenders": "champions", "regulars": "loyal", "newcomers": "promising",
-                                  "lapsing": "at_risk", "gone": "hibernating"}
+    assert majority.to_dict() == {
+        "big_spenders": "champions",
+        "regulars": "loyal",
+        "newcomers": "promising",
+        "lapsing": "at_risk",
+        "gone": "hibernating",
+    }
     # segment_id is the value rank: 1 = champions
     assert (named.loc[named["segment"] == "champions", "segment_id"] == 1).all()
     assert (named.loc[named["segment"] == "hibernating", "segment_id"] == 5).all()
@@ -135,8 +146,11 @@ def test_null_feature_names_column_and_row(tmp_path, users):
     broken.loc[6, "frequency"] = np.nan
     path = tmp_path / "null_frequency.parquet"
     broken.to_parquet(path)
-    with pytest.raises(ValueError, match=r"null_frequency\.parquet: column 'frequency' must be a non-negative "
-                                         r"number, got nan at row 7"):
+    with pytest.raises(
+        ValueError,
+        match=r"null_frequency\.parquet: column 'frequency' must be a non-negative "
+        r"number, got nan at row 7",
+    ):
         segment_users(path, tmp_path / "out.parquet", batch_size=4)
 
 

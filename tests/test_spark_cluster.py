@@ -5,6 +5,7 @@ own JVMs (their logs are in the worker's work dir). Input: the tiny planted feat
 
 One machine, so the work dir is shared storage already; on a multi-host cluster the work dir must be a shared
 path (see README "Running on a cluster")."""
+
 from __future__ import annotations
 
 import json
@@ -18,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from precision_marketing import pipeline
 from test_recommendations import planted_interactions, write_features
 from test_scheduler import free_port
 from test_spark_failures import write_every_source_delivered
 from test_spark_jobs import DS, planted_impressions, planted_users, score_rows, write_feature
+
+from precision_marketing import pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -42,22 +43,53 @@ class StandaloneCluster:
         self.processes: list[subprocess.Popen] = []
 
     def _start(self, name: str, *args: str) -> None:
-        env = {**os.environ, "SPARK_HOME": str(self.spark_home), "SPARK_LOCAL_IP": "127.0.0.1",
-               "SPARK_NO_DAEMONIZE": "1"}
+        env = {
+            **os.environ,
+            "SPARK_HOME": str(self.spark_home),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_NO_DAEMONIZE": "1",
+        }
         log = (self.root / f"{name}.log").open("w")
-        self.processes.append(subprocess.Popen([str(self.spark_home / "bin" / "spark-class"), *args], env=env,
-                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        self.processes.append(
+            subprocess.Popen(
+                [str(self.spark_home / "bin" / "spark-class"), *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
     def state(self) -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ui_port}/json/", timeout=5) as response:
             return json.loads(response.read())
 
     def start(self) -> None:
-        self._start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                    "--port", str(self.port), "--webui-port", str(self.ui_port))
-        self._start("worker", "org.apache.spark.deploy.worker.Worker", self.url, "--host", "127.0.0.1",
-                    "--cores", str(self.cores), "--memory", self.memory, "--webui-port", str(free_port()),
-                    "--work-dir", str(self.worker_dir))
+        self._start(
+            "master",
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--webui-port",
+            str(self.ui_port),
+        )
+        self._start(
+            "worker",
+            "org.apache.spark.deploy.worker.Worker",
+            self.url,
+            "--host",
+            "127.0.0.1",
+            "--cores",
+            str(self.cores),
+            "--memory",
+            self.memory,
+            "--webui-port",
+            str(free_port()),
+            "--work-dir",
+            str(self.worker_dir),
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -99,10 +131,21 @@ def plant_work_dir(work: Path) -> None:
     write_features(features, planted_interactions())
     users = planted_users()
     write_feature(features, "ctr_train", planted_impressions(users))
-    write_feature(features, "ctr_score", pd.concat([score_rows(users.iloc[0:30], "big", "banner", "onsite"),
-                                                    score_rows(users.iloc[30:50], "small", "newsletter", "email")]))
-    write_feature(features, "campaigns", pd.DataFrame({"campaign_id": ["big", "small"],
-                                                       "audience_size": np.array([5, 100], "int32")}))
+    write_feature(
+        features,
+        "ctr_score",
+        pd.concat(
+            [
+                score_rows(users.iloc[0:30], "big", "banner", "onsite"),
+                score_rows(users.iloc[30:50], "small", "newsletter", "email"),
+            ]
+        ),
+    )
+    write_feature(
+        features,
+        "campaigns",
+        pd.DataFrame({"campaign_id": ["big", "small"], "audience_size": np.array([5, 100], "int32")}),
+    )
     segments = work / "models" / "segments" / f"ds={DS.isoformat()}" / "user_segments.parquet"
     segments.parent.mkdir(parents=True)
     pd.DataFrame({"user_id": np.arange(1, 41), "segment_id": 1, "segment": "champions"}).to_parquet(segments)
@@ -112,9 +155,14 @@ def plant_work_dir(work: Path) -> None:
 def test_the_dags_spark_steps_run_unchanged_on_a_standalone_cluster(cluster, tmp_path, monkeypatch):
     work = tmp_path / "work"
     plant_work_dir(work)
-    for key, value in {"PM__WORK_DIR": work, "PM__LAKE__LOCAL_ROOT": tmp_path / "lake",
-                       "PM__SPARK__DRIVER_MEMORY": "1g", "PM__SPARK__SHUFFLE_PARTITIONS": "2",
-                       "PM__ALS__MAX_ITER": "5", "PM__ALS__TUNING__MAX_FITS": "2"}.items():
+    for key, value in {
+        "PM__WORK_DIR": work,
+        "PM__LAKE__LOCAL_ROOT": tmp_path / "lake",
+        "PM__SPARK__DRIVER_MEMORY": "1g",
+        "PM__SPARK__SHUFFLE_PARTITIONS": "2",
+        "PM__ALS__MAX_ITER": "5",
+        "PM__ALS__TUNING__MAX_FITS": "2",
+    }.items():
         monkeypatch.setenv(key, str(value))
     params = {"spark_master": cluster.url}
     ds = DS.isoformat()

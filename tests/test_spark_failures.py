@@ -1,5 +1,6 @@
 """A failing Spark job names its root cause in the task's final error, and an unreachable master fails in
 seconds, before any job is submitted (so the CTR job is not started on a master the ALS job could not reach)."""
+
 import json
 import time
 
@@ -13,33 +14,49 @@ SMALL_SPARK = {"master": "local[1]", "driver_memory": "1g", "shuffle_partitions"
 
 
 def test_the_first_exception_is_the_root_cause_not_the_last_lines():
-    output = "\n".join([
-        "26/11/29 10:00:01 WARN Utils: Your hostname resolves to a loopback address",
-        "26/11/29 10:00:02 ERROR SparkContext: Error initializing SparkContext.",
-        "java.net.UnknownHostException: nowhere",
-        "\tat java.base/java.net.InetAddress.getAllByName0(InetAddress.java:1302)",
-        "Traceback (most recent call last):",
-        "py4j.protocol.Py4JJavaError: An error occurred while calling None.org.apache.spark.api.java.JavaSparkContext.",
-        "java.lang.IllegalStateException: Cannot call methods on a stopped SparkContext.",
-    ])
+    output = "\n".join(
+        [
+            "26/11/29 10:00:01 WARN Utils: Your hostname resolves to a loopback address",
+            "26/11/29 10:00:02 ERROR SparkContext: Error initializing SparkContext.",
+            "java.net.UnknownHostException: nowhere",
+            "\tat java.base/java.net.InetAddress.getAllByName0(InetAddress.java:1302)",
+            "Traceback (most recent call last):",
+            "py4j.protocol.Py4JJavaError: An error occurred while calling None.org.apache.spark.api.java.JavaSparkContext.",
+            "java.lang.IllegalStateException: Cannot call methods on a stopped SparkContext.",
+        ]
+    )
     assert root_cause(output) == "java.net.UnknownHostException: nowhere"
     assert root_cause("all good\nno problem here") is None
 
 
 def test_a_failed_job_names_its_cause_first(tmp_path):
     with pytest.raises(SparkJobError) as raised:
-        run_spark_job("ctr_audiences", ["--features-dir", tmp_path / "missing", "--ds", "2026-11-22",
-                                        "--segments", tmp_path / "none.parquet", "--output-dir", tmp_path / "out"],
-                      SMALL_SPARK)
+        run_spark_job(
+            "ctr_audiences",
+            [
+                "--features-dir",
+                tmp_path / "missing",
+                "--ds",
+                "2026-11-22",
+                "--segments",
+                tmp_path / "none.parquet",
+                "--output-dir",
+                tmp_path / "out",
+            ],
+            SMALL_SPARK,
+        )
     first_line = str(raised.value).splitlines()[0]
     assert first_line.startswith("Spark job ctr_audiences failed (exit 1): java.io.FileNotFoundException: File ")
     assert "missing/ctr_train/ds=2026-11-22 does not exist" in first_line
 
 
-@pytest.mark.parametrize("master, reason", [
-    ("spark://nowhere.invalid:7077", "nowhere.invalid:7077"),
-    ("spark://127.0.0.1:9", "127.0.0.1:9: [Errno 111] Connection refused"),
-])
+@pytest.mark.parametrize(
+    "master, reason",
+    [
+        ("spark://nowhere.invalid:7077", "nowhere.invalid:7077"),
+        ("spark://127.0.0.1:9", "127.0.0.1:9: [Errno 111] Connection refused"),
+    ],
+)
 def test_an_unreachable_master_fails_in_seconds_naming_it(master, reason):
     started = time.monotonic()
     with pytest.raises(SparkJobError, match=f"Spark master {master} is not reachable"):
@@ -55,8 +72,9 @@ def write_every_source_delivered(work, ds: str) -> None:
     """check_raw's status for ds with every source delivered, so the CTR step does not skip itself."""
     status = status_path(work / "landed", ds)
     status.parent.mkdir(parents=True)
-    status.write_text(json.dumps({"capabilities": {"recommendations": True, "segments": True, "audiences": True},
-                                  "notes": []}))
+    status.write_text(
+        json.dumps({"capabilities": {"recommendations": True, "segments": True, "audiences": True}, "notes": []})
+    )
 
 
 def test_neither_spark_step_submits_to_an_unreachable_master(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """The CTR job on tiny planted data, run in-process on the shared `spark` fixture, plus metric parity with
 a numpy reference, failure paths and the spark-submit CLI. (Recommendations: tests/test_recommendations.py.)"""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,9 +34,7 @@ def test_log_loss_matches_numpy_reference(spark):
     labels = rng.integers(0, 2, size=200)
     probabilities = rng.uniform(0, 1, size=200)
     probabilities[:3] = [0.0, 1.0, 0.5]  # the clipping path
-    frame = spark.createDataFrame(
-        pd.DataFrame({"clicked": labels.astype("int32"), "p_click": probabilities})
-    )
+    frame = spark.createDataFrame(pd.DataFrame({"clicked": labels.astype("int32"), "p_click": probabilities}))
     clipped = np.clip(probabilities, 1e-15, 1 - 1e-15)
     expected = float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
     assert ctr_job.log_loss(frame) == pytest.approx(expected, rel=1e-9)
@@ -77,8 +76,12 @@ def planted_impressions(users: pd.DataFrame, n: int = 3000) -> pd.DataFrame:
 
 def score_rows(users: pd.DataFrame, campaign_id: str, placement: str, channel: str) -> pd.DataFrame:
     return users.assign(
-        campaign_id=campaign_id, placement=placement, channel=channel, target_category="shoes",
-        category_recency_days=np.int32(5), email_sha256=[f"sha-{u}" for u in users["user_id"]],
+        campaign_id=campaign_id,
+        placement=placement,
+        channel=channel,
+        target_category="shoes",
+        category_recency_days=np.int32(5),
+        email_sha256=[f"sha-{u}" for u in users["user_id"]],
     )
 
 
@@ -89,11 +92,15 @@ def ctr_features(tmp_path_factory) -> Path:
     users = planted_users()
     write_feature(features_dir, "ctr_train", planted_impressions(users))
     score = pd.concat(
-        [score_rows(users.iloc[0:30], "big", "banner", "onsite"), score_rows(users.iloc[30:50], "small", "newsletter", "email")]
+        [
+            score_rows(users.iloc[0:30], "big", "banner", "onsite"),
+            score_rows(users.iloc[30:50], "small", "newsletter", "email"),
+        ]
     )
     write_feature(features_dir, "ctr_score", score)
     write_feature(
-        features_dir, "campaigns",
+        features_dir,
+        "campaigns",
         pd.DataFrame({"campaign_id": ["big", "small", "ended"], "audience_size": np.array([5, 100, 10], "int32")}),
     )
     segments = pd.DataFrame({"user_id": np.arange(1, 41), "segment_id": 1, "segment": "champions"})
@@ -103,8 +110,17 @@ def ctr_features(tmp_path_factory) -> Path:
 
 def ctr_args(features_dir: Path, output_dir: Path, *extra: str) -> list[str]:
     return [
-        "--features-dir", str(features_dir), "--ds", DS.isoformat(), "--output-dir", str(output_dir),
-        "--segments", str(features_dir.parent / "user_segments.parquet"), "--set", "ctr.max_iter=25", *extra,
+        "--features-dir",
+        str(features_dir),
+        "--ds",
+        DS.isoformat(),
+        "--output-dir",
+        str(output_dir),
+        "--segments",
+        str(features_dir.parent / "user_segments.parquet"),
+        "--set",
+        "ctr.max_iter=25",
+        *extra,
     ]
 
 
@@ -156,7 +172,7 @@ def test_audiences_have_sizes_ranks_deciles_and_segments(ctr_run):
     assert list(audiences.columns) == list(ctr_job.AUDIENCE_COLS)
     assert audiences.groupby("campaign_id").size().to_dict() == {"big": 5, "small": 20}  # min(size, scored)
     users = planted_users()
-    for campaign, group in audiences.groupby("campaign_id"):
+    for _, group in audiences.groupby("campaign_id"):
         group = group.sort_values("rank")
         assert list(group["rank"]) == list(range(1, len(group) + 1))
         assert group["p_click"].is_monotonic_decreasing
@@ -201,7 +217,11 @@ def test_spark_submit_help_exits_zero():
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
     completed = subprocess.run(
         [str(venv_bin / "spark-submit"), "spark_jobs/als_recommendations.py", "--help"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 0, completed.stderr
     assert "--config" in completed.stdout and "spark-submit --master" in completed.stdout
@@ -221,8 +241,9 @@ from spark_jobs import audience_rules, calibration  # noqa: E402
 
 
 def test_control_groups_are_the_salted_hash_stable_and_near_the_share(spark):
-    pairs = spark.range(1, 20001).selectExpr("concat('cmp_', cast(id % 4 as string)) as campaign_id",
-                                             "id as user_id", "0.1 as control_share")
+    pairs = spark.range(1, 20001).selectExpr(
+        "concat('cmp_', cast(id % 4 as string)) as campaign_id", "id as user_id", "0.1 as control_share"
+    )
     grouped = audience_rules.assign_groups(pairs, salt="s1").withColumn("draw", audience_rules.control_draw(salt="s1"))
     rows = grouped.toPandas()
     sample = rows.sample(200, random_state=1)
@@ -246,19 +267,26 @@ def test_frequency_cap_serves_priority_then_p_click(spark):
         [("urgent", u, 0.5 - u / 100) for u in (1, 2, 3)]
         + [("a", u, p) for u, p in ((1, 0.9), (2, 0.3), (3, 0.8), (4, 0.7))]
         + [("b", u, p) for u, p in ((1, 0.8), (2, 0.4), (3, 0.2), (4, 0.6))],
-        "campaign_id string, user_id bigint, p_click double")
-    campaigns = spark.createDataFrame([("urgent", 3, 1), ("a", 4, 5), ("b", 4, 5)],
-                                      "campaign_id string, audience_size int, priority int")
+        "campaign_id string, user_id bigint, p_click double",
+    )
+    campaigns = spark.createDataFrame(
+        [("urgent", 3, 1), ("a", 4, 5), ("b", 4, 5)], "campaign_id string, audience_size int, priority int"
+    )
     capped = audience_rules.select_audiences(scored, campaigns, max_audiences_per_user=2)
     got = sorted((r.campaign_id, r.user_id) for r in capped.collect())
     # urgent takes one slot of users 1-3; each keeps its best p_click among a/b; user 4 fits in both
-    assert got == sorted([("urgent", 1), ("urgent", 2), ("urgent", 3), ("a", 1), ("a", 3), ("b", 2),
-                          ("a", 4), ("b", 4)])
+    assert got == sorted(
+        [("urgent", 1), ("urgent", 2), ("urgent", 3), ("a", 1), ("a", 3), ("b", 2), ("a", 4), ("b", 4)]
+    )
     uncapped = audience_rules.select_audiences(scored, campaigns, max_audiences_per_user=0)
     assert uncapped.count() == 11
     sized = audience_rules.select_audiences(scored, campaigns.replace(4, 1, "audience_size"), max_audiences_per_user=1)
     assert sorted((r.campaign_id, r.user_id) for r in sized.collect()) == [
-        ("a", 4), ("urgent", 1), ("urgent", 2), ("urgent", 3)]  # b's best (user 1) is already capped: b runs short
+        ("a", 4),
+        ("urgent", 1),
+        ("urgent", 2),
+        ("urgent", 3),
+    ]  # b's best (user 1) is already capped: b runs short
 
 
 def test_bid_hints_follow_the_documented_formula(spark):
@@ -271,8 +299,7 @@ def test_bid_hints_follow_the_documented_formula(spark):
 def reliability_reference(p: np.ndarray, y: np.ndarray, edges: list[float]) -> tuple[float, float, list[tuple]]:
     """numpy: Brier, ECE and (n, mean p, rate) per non-empty bin [edge_i, edge_i+1)."""
     bins = np.searchsorted(np.asarray(edges), p, side="right")
-    curve = [(int((bins == b).sum()), float(p[bins == b].mean()), float(y[bins == b].mean()))
-             for b in np.unique(bins)]
+    curve = [(int((bins == b).sum()), float(p[bins == b].mean()), float(y[bins == b].mean())) for b in np.unique(bins)]
     ece = sum(n * abs(mp - r) for n, mp, r in curve) / len(p)
     return float(np.mean((p - y) ** 2)), ece, curve
 

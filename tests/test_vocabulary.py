@@ -5,6 +5,7 @@ And adding an event type is one line in that file: the copy of the project with 
 accepts it everywhere.
 
 One `dbt compile` of the real project (and one of a copy) per session; no warehouse data is needed."""
+
 from __future__ import annotations
 
 import ast
@@ -30,8 +31,14 @@ RUN_VARS = '{ds: "2026-01-02", landed_dir: "/nonexistent/landed"}'
 NEEDS_DATA = "path:models/staging/typed"
 
 VARS = yaml.safe_load(PROJECT_FILE.read_text())["vars"]
-VOCABULARY_NAMES = ("event_types", "placements", "campaign_channels", "consent_channels", "consent_statuses",
-                    "clicked_values")
+VOCABULARY_NAMES = (
+    "event_types",
+    "placements",
+    "campaign_channels",
+    "consent_channels",
+    "consent_statuses",
+    "clicked_values",
+)
 
 # The vocabulary each schema test (model, column) and each checked_ rule (model, reason) must use.
 ACCEPTED_VALUES = {
@@ -65,11 +72,32 @@ def vocabulary(variables: dict) -> dict[str, list[str]]:
 
 def run_dbt(project: Path, work: Path, *args: str) -> str:
     result = subprocess.run(
-        [str(DBT), "compile", "--project-dir", str(project), "--profiles-dir", str(PROJECT), "--target", "ci",
-         "--target-path", str(work / "target"), "--log-path", str(work / "logs"), "--vars", RUN_VARS, *args],
-        env={**os.environ, "PM_DUCKDB_PATH": str(work / "warehouse.duckdb"),
-             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1"},
-        cwd=work, capture_output=True, text=True,
+        [
+            str(DBT),
+            "compile",
+            "--project-dir",
+            str(project),
+            "--profiles-dir",
+            str(PROJECT),
+            "--target",
+            "ci",
+            "--target-path",
+            str(work / "target"),
+            "--log-path",
+            str(work / "logs"),
+            "--vars",
+            RUN_VARS,
+            *args,
+        ],
+        env={
+            **os.environ,
+            "PM_DUCKDB_PATH": str(work / "warehouse.duckdb"),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "DO_NOT_TRACK": "1",
+        },
+        cwd=work,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, f"dbt compile failed:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
     return result.stdout
@@ -139,10 +167,22 @@ def test_contract_py_is_the_vars():
     for name, spec in VARS["raw_contract"].items():
         source = contract.SOURCES[name]
         assert (source.kind, source.role, list(source.key), list(source.checked_key)) == (
-            spec["kind"], spec["role"], spec["key"], spec["checked_key"]), name
+            spec["kind"],
+            spec["role"],
+            spec["key"],
+            spec["checked_key"],
+        ), name
         assert [(c.name, c.type, c.required, list(c.allowed), c.rule, c.synonyms) for c in source.columns] == [
-            (c["name"], c["type"], c.get("required", True), declared[c["allowed"]] if "allowed" in c else [],
-             c.get("rule", ""), c.get("synonyms", "")) for c in spec["columns"]], name
+            (
+                c["name"],
+                c["type"],
+                c.get("required", True),
+                declared[c["allowed"]] if "allowed" in c else [],
+                c.get("rule", ""),
+                c.get("synonyms", ""),
+            )
+            for c in spec["columns"]
+        ], name
     assert contract.BEHAVIOUR_SOURCES == tuple(n for n, s in VARS["raw_contract"].items() if s["role"] == "behaviour")
     assert contract.AUDIENCE_SOURCES == tuple(n for n, s in VARS["raw_contract"].items() if s["role"] == "audience")
 
@@ -192,7 +232,7 @@ def test_reconciliation_uses_the_checked_keys(compiled):
     project, _ = compiled
     sql = project.model_sql("data_reconciliation_partitions")
     for name, source in contract.SOURCES.items():
-        block = sql[sql.index(f"'{name}' as source"):]
+        block = sql[sql.index(f"'{name}' as source") :]
         assert f"partition by reject_reason is null, {', '.join(source.checked_key)} order by" in block, name
 
 
@@ -213,8 +253,9 @@ def test_checked_rules_use_the_vocabulary(compiled):
     for (model, reason), name in CHECKED_RULES.items():
         assert checked_rule(project.model_sql(model), reason) == declared[name], (model, reason)
     # consent fails safe on the channels it knows
-    assert re.search(r"channel in \(([^)]*)\) then channel", project.model_sql("checked_consent")) \
-        .group(1) == ", ".join(f"'{c}'" for c in declared["consent_channels"])
+    assert re.search(r"channel in \(([^)]*)\) then channel", project.model_sql("checked_consent")).group(
+        1
+    ) == ", ".join(f"'{c}'" for c in declared["consent_channels"])
 
 
 def test_schema_tests_check_the_vocabulary_as_a_list(compiled):
@@ -253,8 +294,11 @@ QUOTED_LIST = re.compile(r"""[(\[]\s*((?:'[^'\n]*'|"[^"\n]*")(?:\s*,\s*(?:'[^'\n
 def retyped(values: list, where: str, *, sources: bool = True) -> list[str]:
     strings = [value for value in values if isinstance(value, str)]
     ignored = {"clicked_values"} | (set() if sources else {"sources"})  # 0/1 is no vocabulary to grep for
-    return [f"{where}: {strings} re-types {name}" for name, vocabulary_list in vocabulary(VARS).items()
-            if name not in ignored and len(set(strings) & set(vocabulary_list)) >= 2]
+    return [
+        f"{where}: {strings} re-types {name}"
+        for name, vocabulary_list in vocabulary(VARS).items()
+        if name not in ignored and len(set(strings) & set(vocabulary_list)) >= 2
+    ]
 
 
 def python_lists(path: Path) -> list[str]:
@@ -297,13 +341,15 @@ def test_no_file_retypes_a_vocabulary_list():
 
 def test_the_check_catches_a_retyped_list():
     assert retyped(["view", "cart", "purchase", "favourite"], "x")
-    assert yaml_lists({"values": ["email", "push", "onsite"], "rows": [{"channel": "email"}, {"channel": "push"}]},
-                      "y") == ["y.values: ['email', 'push', 'onsite'] re-types placements",
-                               "y.values: ['email', 'push', 'onsite'] re-types campaign_channels",
-                               "y.values: ['email', 'push', 'onsite'] re-types consent_channels"]
+    assert yaml_lists(
+        {"values": ["email", "push", "onsite"], "rows": [{"channel": "email"}, {"channel": "push"}]}, "y"
+    ) == [
+        "y.values: ['email', 'push', 'onsite'] re-types placements",
+        "y.values: ['email', 'push', 'onsite'] re-types campaign_channels",
+        "y.values: ['email', 'push', 'onsite'] re-types consent_channels",
+    ]
     sql = "when typed.event_type not in ('view', 'cart') then 'invalid event_type'"
-    assert retyped([a or b for a, b in re.findall(r"""'([^']*)'|"([^"]*)\"""",
-                                                  QUOTED_LIST.search(sql).group(1))], "z")
+    assert retyped([a or b for a, b in re.findall(r"""'([^']*)'|"([^"]*)\"""", QUOTED_LIST.search(sql).group(1))], "z")
     assert retyped(["purchase", "return"], "one value of a list is no list") == []
 
 
@@ -317,8 +363,11 @@ def test_adding_an_event_type_is_one_line_in_dbt_project_yml(tmp_path):
     text = project_file.read_text()
     line = re.search(r"^  event_weights: \{.*\}", text, re.M).group(0)
     project_file.write_text(text.replace(line, line[:-1] + ", share: 2}"))
-    assert [p.name for p in copy.rglob("*") if p.is_file() and p.read_bytes() != (PROJECT / p.relative_to(copy))
-            .read_bytes()] == ["dbt_project.yml"]
+    assert [
+        p.name
+        for p in copy.rglob("*")
+        if p.is_file() and p.read_bytes() != (PROJECT / p.relative_to(copy)).read_bytes()
+    ] == ["dbt_project.yml"]
 
     # Python: the contract loaded from that file accepts it
     changed = contract.load_contract(project_file)

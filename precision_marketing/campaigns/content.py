@@ -15,10 +15,11 @@ instead of rendered as an empty string.
 The join runs in DuckDB over the Parquet outputs and the rows are rendered batch by batch (never the
 whole table in memory).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import duckdb
 import pyarrow as pa
@@ -28,12 +29,23 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from precision_marketing.publish.catalog import parquet_source_sql
 
-EXPORT_SCHEMA = pa.schema([
-    ("campaign_id", pa.string()), ("user_id", pa.int64()), ("email_sha256", pa.string()), ("channel", pa.string()),
-    ("rank", pa.int32()), ("p_click", pa.float64()), ("expected_value", pa.float64()), ("bid_hint", pa.float64()),
-    ("segment", pa.string()), ("top_product_ids", pa.list_(pa.int64())), ("top_product_titles", pa.list_(pa.string())),
-    ("subject_line", pa.string()), ("subject_is_fallback", pa.bool_()),
-])
+EXPORT_SCHEMA = pa.schema(
+    [
+        ("campaign_id", pa.string()),
+        ("user_id", pa.int64()),
+        ("email_sha256", pa.string()),
+        ("channel", pa.string()),
+        ("rank", pa.int32()),
+        ("p_click", pa.float64()),
+        ("expected_value", pa.float64()),
+        ("bid_hint", pa.float64()),
+        ("segment", pa.string()),
+        ("top_product_ids", pa.list_(pa.int64())),
+        ("top_product_titles", pa.list_(pa.string())),
+        ("subject_line", pa.string()),
+        ("subject_is_fallback", pa.bool_()),
+    ]
+)
 BATCH_ROWS = 50_000
 
 
@@ -63,18 +75,24 @@ class SubjectRenderer:
                 try:
                     templates.append(self.environment.from_string(str(source)))
                 except TemplateSyntaxError as error:
-                    raise ContentError(f"campaign {campaign_id!r}: activation {key} {source!r} is not a valid "
-                                       f"Jinja template: {error}") from None
+                    raise ContentError(
+                        f"campaign {campaign_id!r}: activation {key} {source!r} is not a valid Jinja template: {error}"
+                    ) from None
             self.compiled[campaign_id] = tuple(templates)
         return self.compiled[campaign_id]
 
     def render(self, row: Mapping) -> tuple[str, bool]:
         template, fallback = self._templates(row["campaign_id"])
         titles = [t for t in (row.get("top_product_titles") or []) if t]
-        fields = {"campaign_name": row.get("campaign_name"), "category": row.get("category"),
-                  "channel": row.get("channel"), "segment": row.get("segment"),
-                  "first_product": titles[0] if titles else None, "products": titles or None,
-                  "n_products": len(titles)}
+        fields = {
+            "campaign_name": row.get("campaign_name"),
+            "category": row.get("category"),
+            "channel": row.get("channel"),
+            "segment": row.get("segment"),
+            "first_product": titles[0] if titles else None,
+            "products": titles or None,
+            "n_products": len(titles),
+        }
         context = {k: v for k, v in fields.items() if v is not None}  # missing = undefined, not "None"
         try:
             return template.render(context).strip(), False
@@ -83,19 +101,31 @@ class SubjectRenderer:
         try:
             return fallback.render(context).strip(), True
         except UndefinedError as error:
-            raise ContentError(f"campaign {row['campaign_id']!r}: the fallback subject template needs a field the "
-                               f"row does not have ({error}); use only campaign_name, category, channel") from None
+            raise ContentError(
+                f"campaign {row['campaign_id']!r}: the fallback subject template needs a field the "
+                f"row does not have ({error}); use only campaign_name, category, channel"
+            ) from None
 
 
-def build_audience_exports(*, audiences: Path, recommendations: Path | None, item_features: Path, campaigns: Path,
-                           out: Path, activation: Mapping) -> dict:
+def build_audience_exports(
+    *,
+    audiences: Path,
+    recommendations: Path | None,
+    item_features: Path,
+    campaigns: Path,
+    out: Path,
+    activation: Mapping,
+) -> dict:
     """Write audience_exports (one Parquet file at `out`) and return counts (no recommendations: no products)."""
     n_products = int(activation["content_products"])
     if n_products < 0:
         raise ContentError(f"activation content_products must be >= 0, got {n_products}")
     renderer = SubjectRenderer(activation)
-    recommendations_sql = (f"read_parquet({parquet_source_sql(recommendations)})" if recommendations is not None
-                           else "(select null::bigint as user_id, null::bigint as product_id, null::int as rank where false)")
+    recommendations_sql = (
+        f"read_parquet({parquet_source_sql(recommendations)})"
+        if recommendations is not None
+        else "(select null::bigint as user_id, null::bigint as product_id, null::int as rank where false)"
+    )
     sql = f"""
     with exported as (
         select * from read_parquet({parquet_source_sql(audiences)}) where experiment_group = 'treatment'

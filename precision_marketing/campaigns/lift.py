@@ -15,13 +15,14 @@ min_group_size or a pooled expected count (n * pooled rate, n * (1 - pooled rate
 The heavy part (joins over audiences history, impressions, purchases) is DuckDB SQL over Parquet; the
 statistics run on a handful of aggregated rows.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from statistics import NormalDist
-from typing import Iterable
 
 import duckdb
 import pyarrow as pa
@@ -32,46 +33,86 @@ from precision_marketing.storage import Storage
 
 METRICS = ("click", "conversion")
 MIN_EXPECTED_COUNT = 5
-LIFT_SCHEMA = pa.schema([
-    ("campaign_id", pa.string()), ("window_days", pa.int32()), ("metric", pa.string()),
-    ("first_exposure_from", pa.date32()), ("first_exposure_to", pa.date32()),
-    ("n_treatment", pa.int64()), ("n_control", pa.int64()),
-    ("successes_treatment", pa.int64()), ("successes_control", pa.int64()),
-    ("rate_treatment", pa.float64()), ("rate_control", pa.float64()),
-    ("abs_lift", pa.float64()), ("rel_lift", pa.float64()),
-    ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("p_value", pa.float64()),
-    ("status", pa.string()),
-])
+LIFT_SCHEMA = pa.schema(
+    [
+        ("campaign_id", pa.string()),
+        ("window_days", pa.int32()),
+        ("metric", pa.string()),
+        ("first_exposure_from", pa.date32()),
+        ("first_exposure_to", pa.date32()),
+        ("n_treatment", pa.int64()),
+        ("n_control", pa.int64()),
+        ("successes_treatment", pa.int64()),
+        ("successes_control", pa.int64()),
+        ("rate_treatment", pa.float64()),
+        ("rate_control", pa.float64()),
+        ("abs_lift", pa.float64()),
+        ("rel_lift", pa.float64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("p_value", pa.float64()),
+        ("status", pa.string()),
+    ]
+)
 
 
-def two_proportion_test(successes_t: int, n_t: int, successes_c: int, n_c: int, *, confidence: float = 0.95,
-                        min_group_size: int = 100) -> dict:
+def two_proportion_test(
+    successes_t: int, n_t: int, successes_c: int, n_c: int, *, confidence: float = 0.95, min_group_size: int = 100
+) -> dict:
     """Treatment vs control proportions: rates, abs/rel lift, Wald CI of the difference, pooled z-test p-value;
     the numbers are None with a status when the samples are too small for the normal approximation."""
     rate_t = successes_t / n_t if n_t else None
     rate_c = successes_c / n_c if n_c else None
-    result = {"rate_treatment": rate_t, "rate_control": rate_c, "abs_lift": None, "rel_lift": None,
-              "ci_low": None, "ci_high": None, "p_value": None}
+    result = {
+        "rate_treatment": rate_t,
+        "rate_control": rate_c,
+        "abs_lift": None,
+        "rel_lift": None,
+        "ci_low": None,
+        "ci_high": None,
+        "p_value": None,
+    }
     if min(n_t, n_c) < min_group_size:
-        return {**result, "status": f"not enough data: {n_t} treatment and {n_c} control users "
-                                    f"(at least {min_group_size} each needed)"}
+        return {
+            **result,
+            "status": f"not enough data: {n_t} treatment and {n_c} control users "
+            f"(at least {min_group_size} each needed)",
+        }
     pooled = (successes_t + successes_c) / (n_t + n_c)
     smallest_expected = min(n * share for n in (n_t, n_c) for share in (pooled, 1 - pooled))
     if smallest_expected < MIN_EXPECTED_COUNT:
-        return {**result, "status": f"not enough data: {successes_t + successes_c} successes in "
-                                    f"{n_t + n_c} users (expected counts below {MIN_EXPECTED_COUNT})"}
+        return {
+            **result,
+            "status": f"not enough data: {successes_t + successes_c} successes in "
+            f"{n_t + n_c} users (expected counts below {MIN_EXPECTED_COUNT})",
+        }
     diff = rate_t - rate_c
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     standard_error = math.sqrt(rate_t * (1 - rate_t) / n_t + rate_c * (1 - rate_c) / n_c)
     pooled_error = math.sqrt(pooled * (1 - pooled) * (1 / n_t + 1 / n_c))
-    return {**result, "abs_lift": diff, "rel_lift": diff / rate_c if rate_c else None,
-            "ci_low": diff - z * standard_error, "ci_high": diff + z * standard_error,
-            "p_value": math.erfc(abs(diff / pooled_error) / math.sqrt(2)), "status": "ok"}
+    return {
+        **result,
+        "abs_lift": diff,
+        "rel_lift": diff / rate_c if rate_c else None,
+        "ci_low": diff - z * standard_error,
+        "ci_high": diff + z * standard_error,
+        "p_value": math.erfc(abs(diff / pooled_error) / math.sqrt(2)),
+        "status": "ok",
+    }
 
 
-def cohort_counts(con: duckdb.DuckDBPyConnection, *, ds: str, windows: Iterable[int], history_days: int,
-                  ctr_train: Path, interactions: Path, item_features: Path, campaigns: Path,
-                  user_keys: Path) -> list[tuple]:
+def cohort_counts(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    ds: str,
+    windows: Iterable[int],
+    history_days: int,
+    ctr_train: Path,
+    interactions: Path,
+    item_features: Path,
+    campaigns: Path,
+    user_keys: Path,
+) -> list[tuple]:
     """(campaign_id, window_days, experiment_group, users, clicked, converted, first_from, first_to) from the
     `audiences_history` view on `con` and the behaviour marts. Published audiences carry the delivered user
     ids; the marts carry internal keys: `user_keys` (dbt's append-only key table) translates."""
@@ -135,8 +176,9 @@ def cohort_counts(con: duckdb.DuckDBPyConnection, *, ds: str, windows: Iterable[
     return con.execute(sql).fetchall()
 
 
-def lift_rows(counts: list[tuple], campaign_ids: Iterable[str], windows: Iterable[int], *, confidence: float,
-              min_group_size: int) -> list[dict]:
+def lift_rows(
+    counts: list[tuple], campaign_ids: Iterable[str], windows: Iterable[int], *, confidence: float, min_group_size: int
+) -> list[dict]:
     """One row per (campaign, window, metric) of `campaign_ids` x `windows` (and any campaign in `counts`)."""
     by_key: dict[tuple, dict] = {}
     for campaign, window, group, users, clicked, converted, first_from, first_to in counts:
@@ -150,41 +192,89 @@ def lift_rows(counts: list[tuple], campaign_ids: Iterable[str], windows: Iterabl
         treatment = entry.get("treatment", {"users": 0, "click": 0, "conversion": 0})
         control = entry.get("control", {"users": 0, "click": 0, "conversion": 0})
         for metric in METRICS:
-            stats = two_proportion_test(treatment[metric], treatment["users"], control[metric], control["users"],
-                                        confidence=confidence, min_group_size=min_group_size)
+            stats = two_proportion_test(
+                treatment[metric],
+                treatment["users"],
+                control[metric],
+                control["users"],
+                confidence=confidence,
+                min_group_size=min_group_size,
+            )
             if not entry:
                 stats["status"] = f"not enough data: no audience member's {window}-day window has ended yet"
-            rows.append({"campaign_id": campaign, "window_days": window, "metric": metric,
-                         "first_exposure_from": entry.get("from"), "first_exposure_to": entry.get("to"),
-                         "n_treatment": treatment["users"], "n_control": control["users"],
-                         "successes_treatment": treatment[metric], "successes_control": control[metric], **stats})
+            rows.append(
+                {
+                    "campaign_id": campaign,
+                    "window_days": window,
+                    "metric": metric,
+                    "first_exposure_from": entry.get("from"),
+                    "first_exposure_to": entry.get("to"),
+                    "n_treatment": treatment["users"],
+                    "n_control": control["users"],
+                    "successes_treatment": treatment[metric],
+                    "successes_control": control[metric],
+                    **stats,
+                }
+            )
     return rows
 
 
-def measure_campaign_lift(storage: Storage, *, ds: str, ctr_train: Path, interactions: Path, item_features: Path,
-                          campaigns: Path, user_keys: Path, out: Path, windows: Iterable[int] = (7,),
-                          history_days: int = 30,
-                          confidence: float = 0.95, min_group_size: int = 100) -> dict:
+def measure_campaign_lift(
+    storage: Storage,
+    *,
+    ds: str,
+    ctr_train: Path,
+    interactions: Path,
+    item_features: Path,
+    campaigns: Path,
+    user_keys: Path,
+    out: Path,
+    windows: Iterable[int] = (7,),
+    history_days: int = 30,
+    confidence: float = 0.95,
+    min_group_size: int = 100,
+) -> dict:
     """Write campaign_lift for ds to `out` (one Parquet file) from the audiences published before ds."""
     windows = sorted({int(w) for w in windows})
     if not windows or windows[0] < 1 or not 0 < confidence < 1:
-        raise ValueError(f"lift windows must be positive days and confidence within (0, 1), got {windows}, {confidence}")
+        raise ValueError(
+            f"lift windows must be positive days and confidence within (0, 1), got {windows}, {confidence}"
+        )
     dt.date.fromisoformat(ds)
     con = open_catalog(storage, ["audiences"])
     try:
-        active = [r[0] for r in con.execute(
-            f"select campaign_id from read_parquet({parquet_source_sql(campaigns)}) "
-            f"where date '{ds}' between start_date and end_date order by 1").fetchall()]
-        has_history = con.execute("select count(*) from information_schema.tables "
-                                  "where table_name = 'audiences_history'").fetchone()[0] > 0
-        counts = cohort_counts(con, ds=ds, windows=windows, history_days=history_days, ctr_train=ctr_train,
-                               interactions=interactions, item_features=item_features,
-                               campaigns=campaigns, user_keys=user_keys) if has_history else []
+        active = [
+            r[0]
+            for r in con.execute(
+                f"select campaign_id from read_parquet({parquet_source_sql(campaigns)}) "
+                f"where date '{ds}' between start_date and end_date order by 1"
+            ).fetchall()
+        ]
+        has_history = (
+            con.execute(
+                "select count(*) from information_schema.tables where table_name = 'audiences_history'"
+            ).fetchone()[0]
+            > 0
+        )
+        counts = (
+            cohort_counts(
+                con,
+                ds=ds,
+                windows=windows,
+                history_days=history_days,
+                ctr_train=ctr_train,
+                interactions=interactions,
+                item_features=item_features,
+                campaigns=campaigns,
+                user_keys=user_keys,
+            )
+            if has_history
+            else []
+        )
     finally:
         con.close()
     rows = lift_rows(counts, active, windows, confidence=confidence, min_group_size=min_group_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=LIFT_SCHEMA), out)
     measured = [r for r in rows if r["status"] == "ok"]
-    return {"rows": len(rows), "measured": len(measured), "published_audience_history": has_history,
-            "windows": windows}
+    return {"rows": len(rows), "measured": len(measured), "published_audience_history": has_history, "windows": windows}

@@ -5,13 +5,15 @@ The merged result is validated against the schema in config/schema.py (pydantic)
 of the wrong type or out of range fails `load_config` with a ConfigError naming the key, the value and
 where it came from (the file, the environment variable, or the run parameter). Adding a key: its default
 and comment in config/platform.yaml, and one line in config/schema.py (see there)."""
+
 from __future__ import annotations
 
 import copy
 import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -40,7 +42,7 @@ def _env_overrides(environ: Mapping[str, str], sources: dict[tuple, str]) -> dic
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
-        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__") if part]
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
         node = overrides
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -64,7 +66,7 @@ def _source_of(loc: tuple, sources: Mapping[tuple, str], default: str) -> str:
     for end in range(len(loc), 0, -1):
         if loc[:end] in sources:
             return sources[loc[:end]]
-    below = [source for path, source in sorted(sources.items()) if path[:len(loc)] == loc]
+    below = [source for path, source in sorted(sources.items()) if path[: len(loc)] == loc]
     return below[0] if below else default
 
 
@@ -85,8 +87,11 @@ def _validated(config: dict, sources: Mapping[tuple, str], config_file: Path) ->
             if item["type"] == "extra_forbidden":
                 known = _known_keys(loc[:-1])
                 close = difflib.get_close_matches(loc[-1], known, n=1)
-                hint = f"; did you mean {'.'.join(loc[:-1] + (close[0],))!r}?" if close else \
-                    f"; known keys here: {', '.join(sorted(known))}"
+                hint = (
+                    f"; did you mean {'.'.join(loc[:-1] + (close[0],))!r}?"
+                    if close
+                    else f"; known keys here: {', '.join(sorted(known))}"
+                )
                 problems.append(f"unknown key {key!r} (from {origin}){hint}")
             elif item["type"] == "missing":
                 problems.append(f"missing key {key!r} (add it to {config_file})")
@@ -112,7 +117,9 @@ def load_config(overrides: Mapping | None = None, environ: Mapping[str, str] | N
     try:
         config = yaml.safe_load(config_file.read_text()) or {}
     except FileNotFoundError:
-        raise ConfigError(f"configuration file not found: {config_file} (set PM_CONFIG or restore config/platform.yaml)")
+        raise ConfigError(
+            f"configuration file not found: {config_file} (set PM_CONFIG or restore config/platform.yaml)"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{config_file} is not valid YAML: {exc}") from None
     sources: dict[tuple, str] = {}

@@ -8,11 +8,13 @@ To add a configuration key: add it with its default and a comment to config/plat
 here, in the section's model, in the same place: `name: type` with its range, e.g.
 `max_fits: int = Field(ge=1)` — nothing else. A new section is a new model plus one line in `PlatformConfig`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 
 class Section(BaseModel):
     # unknown keys are errors; numbers given where text is expected (an S3 prefix "2024") are taken as text

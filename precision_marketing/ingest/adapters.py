@@ -7,6 +7,7 @@ as a team onboarding its own exports would (docs/data_contract.md).
     pm import online-retail /path/to/online_retail.csv.gz [--from 2011-11-01 --to 2011-11-30] [--overwrite]
     ... then run with PM__INGEST__MAPPING=config/mappings/online-retail.yaml
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,16 @@ from pathlib import Path
 
 from precision_marketing.storage import Storage
 
-ONLINE_RETAIL_COLUMNS = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
-                         "CustomerID", "Country"]
+ONLINE_RETAIL_COLUMNS = [
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+]
 ONLINE_RETAIL_MAPPING = "config/mappings/online-retail.yaml"
 
 
@@ -27,11 +36,16 @@ class AdapterError(ValueError):
 
 
 def _open_text(path: Path):
-    return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="") if path.name.endswith(".gz") \
+    return (
+        io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+        if path.name.endswith(".gz")
         else path.open(encoding="utf-8", newline="")
+    )
 
 
-def split_online_retail(path: Path, start: dt.date | None = None, end: dt.date | None = None) -> dict[str, list[list[str]]]:
+def split_online_retail(
+    path: Path, start: dt.date | None = None, end: dt.date | None = None
+) -> dict[str, list[list[str]]]:
     """Rows of the UCI Online Retail export grouped by the day of InvoiceDate (shop-local time), within
     [start, end] when given. Every day of that range gets an entry, empty when the shop had no orders."""
     path = Path(path)
@@ -50,8 +64,10 @@ def split_online_retail(path: Path, start: dt.date | None = None, end: dt.date |
             try:
                 day = dt.date.fromisoformat(row[position][:10])
             except (IndexError, ValueError):
-                raise AdapterError(f"{path}, line {reader.line_num}: InvoiceDate {row[position:position + 1]} is not "
-                                   "'YYYY-MM-DD HH:MM:SS': the adapter cannot tell which day delivered it") from None
+                raise AdapterError(
+                    f"{path}, line {reader.line_num}: InvoiceDate {row[position : position + 1]} is not "
+                    "'YYYY-MM-DD HH:MM:SS': the adapter cannot tell which day delivered it"
+                ) from None
             if (start and day < start) or (end and day > end):
                 continue
             days.setdefault(day.isoformat(), []).append(row)
@@ -59,12 +75,15 @@ def split_online_retail(path: Path, start: dt.date | None = None, end: dt.date |
         raise AdapterError(f"{path}: no orders between {start} and {end}")
     first = start or dt.date.fromisoformat(min(days))
     last = end or dt.date.fromisoformat(max(days))
-    return {(first + dt.timedelta(days=n)).isoformat(): days.get((first + dt.timedelta(days=n)).isoformat(), [])
-            for n in range((last - first).days + 1)}
+    return {
+        (first + dt.timedelta(days=n)).isoformat(): days.get((first + dt.timedelta(days=n)).isoformat(), [])
+        for n in range((last - first).days + 1)
+    }
 
 
-def import_online_retail(path: Path, storage: Storage, *, start: dt.date | None = None, end: dt.date | None = None,
-                         overwrite: bool = False) -> dict:
+def import_online_retail(
+    path: Path, storage: Storage, *, start: dt.date | None = None, end: dt.date | None = None, overwrite: bool = False
+) -> dict:
     """Land raw/orders/ds=D/orders.csv for every day; existing partitions are kept unless overwrite
     (landing files are immutable, like delivered files)."""
     days = split_online_retail(path, start, end)
@@ -82,6 +101,13 @@ def import_online_retail(path: Path, storage: Storage, *, start: dt.date | None 
         storage.put_bytes(prefix + "orders.csv", buffer.getvalue().encode("utf-8"))
         written += 1
         rows += len(day_rows)
-    return {"source": "orders", "first_ds": min(days), "last_ds": max(days), "partitions_written": written,
-            "partitions_kept": kept, "rows_written": rows, "raw": storage.uri("raw/orders/"),
-            "mapping": ONLINE_RETAIL_MAPPING}
+    return {
+        "source": "orders",
+        "first_ds": min(days),
+        "last_ds": max(days),
+        "partitions_written": written,
+        "partitions_kept": kept,
+        "rows_written": rows,
+        "raw": storage.uri("raw/orders/"),
+        "mapping": ONLINE_RETAIL_MAPPING,
+    }

@@ -9,11 +9,12 @@ A source's day is ready when `raw/<source>/ds=D/` holds a file matching its mapp
 the `_READY` marker convention instead: list it under `landing.ready_marker_sources`, and its day counts as
 ready only once `raw/<source>/ds=D/_READY` exists (the delivering job writes it last).
 """
+
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from fnmatch import fnmatch
-from typing import Iterable
 
 from precision_marketing.storage import Storage
 
@@ -25,8 +26,9 @@ def _window_before(ds: str, history_days: int) -> set[str]:
     return {(end - dt.timedelta(days=n)).isoformat() for n in range(1, history_days)}
 
 
-def missing_landing(storage: Storage, ds: str, *, history_days: int, mapping=None,
-                    ready_marker_sources: Iterable[str] = ()) -> list[str]:
+def missing_landing(
+    storage: Storage, ds: str, *, history_days: int, mapping=None, ready_marker_sources: Iterable[str] = ()
+) -> list[str]:
     """What is not in the lake yet for `ds`, one readable entry per source (one listing per source)."""
     from precision_marketing.contract import BEHAVIOUR_SOURCES, SOURCES
     from precision_marketing.ingest.mapping import load_mapping
@@ -34,8 +36,9 @@ def missing_landing(storage: Storage, ds: str, *, history_days: int, mapping=Non
     markers = set(ready_marker_sources)
     unknown = markers - set(SOURCES)
     if unknown:
-        raise ValueError(f"landing.ready_marker_sources names unknown source(s) {sorted(unknown)}; "
-                         f"sources are {sorted(SOURCES)}")
+        raise ValueError(
+            f"landing.ready_marker_sources names unknown source(s) {sorted(unknown)}; sources are {sorted(SOURCES)}"
+        )
     mapping = mapping or load_mapping(None)
     earlier_days = _window_before(ds, history_days)
     delivered_before, ready = set(), set()

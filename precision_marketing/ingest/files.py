@@ -1,14 +1,15 @@
 """Reading landing files: bytes (plain or gzip), records one at a time with CSV quoting and per-line
 decoding (a bad line or record is kept with its reason, never costs the file), headers matched to the contract."""
+
 from __future__ import annotations
 
 import codecs
 import csv
 import gzip
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from precision_marketing.contract import SourceContract
 from precision_marketing.ingest.mapping import SourceMapping
@@ -24,8 +25,8 @@ def open_binary(path: Path):
 
 @dataclass
 class Record:
-    row: int                 # 1-based data record number in the file
-    byte_offset: int         # where the record starts in the (decompressed) file
+    row: int  # 1-based data record number in the file
+    byte_offset: int  # where the record starts in the (decompressed) file
     fields: list[str]
     error: str | None = None
 
@@ -53,13 +54,15 @@ class _Lines:
         utf8 = codecs.lookup(encoding).name == "utf-8"
         for index, raw in enumerate(handle):
             if index == 0 and utf8 and raw.startswith(codecs.BOM_UTF8):  # a byte-order mark is not data
-                offset, raw = len(codecs.BOM_UTF8), raw[len(codecs.BOM_UTF8):]
+                offset, raw = len(codecs.BOM_UTF8), raw[len(codecs.BOM_UTF8) :]
             try:
                 text, error = raw.decode(encoding), None
             except UnicodeDecodeError as failure:
-                bad = raw[failure.start:failure.end][:4].hex().upper()
-                error = (f"undecodable byte 0x{bad} at byte {offset + failure.start} of the file "
-                         f"({encoding}: {failure.reason})")
+                bad = raw[failure.start : failure.end][:4].hex().upper()
+                error = (
+                    f"undecodable byte 0x{bad} at byte {offset + failure.start} of the file "
+                    f"({encoding}: {failure.reason})"
+                )
                 text = raw.decode(encoding, errors="replace")
             yield _Line(index, text, offset, error, raw)
             offset += len(raw)
@@ -119,7 +122,8 @@ def read_records(path: Path, mapping: SourceMapping) -> tuple[list[str], Iterato
                     reason = first.error or (
                         "unterminated quoted field (the quote opened on this row is never closed)"
                         if "end of data" in str(failure) or "field limit" in str(failure)
-                        else f"broken CSV quoting ({failure})")
+                        else f"broken CSV quoting ({failure})"
+                    )
                     yield Record(row, first.offset, first.text.rstrip("\r\n").split(mapping.delimiter), reason)
         finally:
             handle.close()
@@ -138,8 +142,11 @@ def match_header(header: list[str], source: SourceContract, mapping: SourceMappi
     positions: dict[str, int] = {}
     for index, name in enumerate(header):
         positions.setdefault(name.strip().lower(), index)
-    return {column: positions[mapping.header_name(column).strip().lower()]
-            for column in source.column_names if mapping.header_name(column).strip().lower() in positions}
+    return {
+        column: positions[mapping.header_name(column).strip().lower()]
+        for column in source.column_names
+        if mapping.header_name(column).strip().lower() in positions
+    }
 
 
 # ------------------------------------------------------------------------------------- normalising

@@ -20,6 +20,7 @@ the raw value. Blank lines are not rows. Output per landing partition:
 ingest_error) + `_landed.json`; a partition whose landing files and mapping are unchanged is not read
 again (landing files are immutable). `<landed>/_status/ds=D.json` records what was delivered.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -41,16 +42,21 @@ from precision_marketing.ingest.plan import plan_window
 INGEST_VERSION = "1"  # bump when the normalisation changes: cached partitions are then rebuilt
 BATCH_ROWS = 65_536
 CANONICAL_TS = "%Y-%m-%dT%H:%M:%SZ"  # explicit UTC: a raw value the mapping could not parse never passes for one
-_ISO_TIMESTAMP = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*([Zz]|[+-]\d{2}(:?\d{2})?)?")
+_ISO_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*([Zz]|[+-]\d{2}(:?\d{2})?)?")
 _CANONICAL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _EPOCH = re.compile(r"-?\d+(\.\d+)?")
 _PLAIN_UTC = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 
 
 def landed_schema(source: SourceContract) -> pa.Schema:
-    return pa.schema([*[(name, pa.string()) for name in source.column_names],
-                      ("source_file", pa.string()), ("source_row", pa.int64()), ("ingest_error", pa.string())])
+    return pa.schema(
+        [
+            *[(name, pa.string()) for name in source.column_names],
+            ("source_file", pa.string()),
+            ("source_row", pa.int64()),
+            ("ingest_error", pa.string()),
+        ]
+    )
 
 
 class _Normaliser:
@@ -60,8 +66,11 @@ class _Normaliser:
         self.source, self.mapping = source, mapping
         self.zone = ZoneInfo(mapping.timestamps.timezone)
         # 'YYYY-MM-DD HH:MM:SS' read as ISO in UTC needs no parsing (the bulk of the contract's own files)
-        self.canonical_is_utc = (mapping.timestamps.formats[:1] == (ISO,) and mapping.timestamps.timezone == "UTC"
-                                 and not mapping.timestamps.epoch)
+        self.canonical_is_utc = (
+            mapping.timestamps.formats[:1] == (ISO,)
+            and mapping.timestamps.timezone == "UTC"
+            and not mapping.timestamps.epoch
+        )
         self.functions = {column.name: self._function(column) for column in source.columns}
         self.excluded = {column: {v.strip() for v in values} for column, values in mapping.exclude.items()}
 
@@ -77,12 +86,15 @@ class _Normaliser:
                     key = value.strip().lower()
                     cache[value] = key if key in allowed else lookup.get(key, value)
                 return cache[value]
+
             return enum
         base = {"timestamp": self._timestamp, "date": self._date}.get(column.type, None)
         if mapped:
+
             def remapped(value: str) -> str:
                 value = mapped.get(value.strip(), value)
                 return base(value) if base else value
+
             return remapped
         return base
 
@@ -98,7 +110,7 @@ class _Normaliser:
         if rule.epoch and _EPOCH.fullmatch(text):
             seconds = float(text) / (1000 if rule.epoch == "milliseconds" else 1)
             try:
-                return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime(CANONICAL_TS)
+                return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime(CANONICAL_TS)
             except (OverflowError, OSError, ValueError):
                 return value
         for fmt in rule.formats:
@@ -114,7 +126,7 @@ class _Normaliser:
                 continue
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=self.zone)
-            return parsed.astimezone(dt.timezone.utc).strftime(CANONICAL_TS)
+            return parsed.astimezone(dt.UTC).strftime(CANONICAL_TS)
         return value
 
     def _date(self, value: str) -> str:
@@ -129,8 +141,7 @@ class _Normaliser:
         return value
 
 
-def normalise_file(path: Path, relative: str, source: SourceContract, mapping: SourceMapping,
-                   out: Path) -> dict:
+def normalise_file(path: Path, relative: str, source: SourceContract, mapping: SourceMapping, out: Path) -> dict:
     """Write one landing file as normalised Parquet at `out`; return its counts."""
     header, records = read_records(path, mapping)
     positions = match_header(header, source, mapping)
@@ -189,12 +200,16 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def land_partition(raw_root: Path, landed_root: Path, source: SourceContract, day: str, files: list[Path],
-                   mapping: SourceMapping) -> dict:
+def land_partition(
+    raw_root: Path, landed_root: Path, source: SourceContract, day: str, files: list[Path], mapping: SourceMapping
+) -> dict:
     """Normalise the landing files of one partition unless the same files were landed with the same mapping."""
     target = landed_root / source.name / f"ds={day}"
-    fingerprint = {"version": INGEST_VERSION, "mapping": mapping.fingerprint(),
-                   "files": [[path.relative_to(raw_root).as_posix(), _sha256(path)] for path in files]}
+    fingerprint = {
+        "version": INGEST_VERSION,
+        "mapping": mapping.fingerprint(),
+        "files": [[path.relative_to(raw_root).as_posix(), _sha256(path)] for path in files],
+    }
     # what dbt's incremental staging compares to decide whether a partition must be typed again
     digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:32]
     marker = target / "_landed.json"
@@ -239,8 +254,9 @@ def land_window(raw_root: Path, landed_root: Path, ds: str, history_days: int, m
         for day, files in planned["partitions"].items():
             counts = land_partition(raw_root, landed_root, source, day, [raw_root / f for f in files], source_mapping)
             landed_days.add(day)
-            partitions.append({"source": name, "partition_date": day, "fingerprint": counts["fingerprint"],
-                               "rows": counts["rows"]})
+            partitions.append(
+                {"source": name, "partition_date": day, "fingerprint": counts["fingerprint"], "rows": counts["rows"]}
+            )
             rows += counts["rows"]
             errors += counts["ingest_errors"]
             cached += counts["cached"]
@@ -253,12 +269,29 @@ def land_window(raw_root: Path, landed_root: Path, ds: str, history_days: int, m
         for day in plan["window"] if source.kind == "increment" else [ds]:
             if day not in landed_days:  # its landing partition was removed: so is what was landed from it
                 shutil.rmtree(landed_root / name / f"ds={day}", ignore_errors=True)
-        sources.append({"source": name, "kind": source.kind, "role": source.role, "delivered": planned["delivered"],
-                        "files": sum(len(f) for f in planned["partitions"].values()), "rows": rows,
-                        "rows_ds": rows_ds, "ingest_errors": errors, "partitions_cached": cached})
-    status = {"ds": ds, "history_days": history_days, "mapping": mapping.path, "ids": dict(mapping.ids),
-              "sources": sources, "capabilities": plan["capabilities"], "notes": plan["notes"],
-              "warnings": plan["warnings"]}
+        sources.append(
+            {
+                "source": name,
+                "kind": source.kind,
+                "role": source.role,
+                "delivered": planned["delivered"],
+                "files": sum(len(f) for f in planned["partitions"].values()),
+                "rows": rows,
+                "rows_ds": rows_ds,
+                "ingest_errors": errors,
+                "partitions_cached": cached,
+            }
+        )
+    status = {
+        "ds": ds,
+        "history_days": history_days,
+        "mapping": mapping.path,
+        "ids": dict(mapping.ids),
+        "sources": sources,
+        "capabilities": plan["capabilities"],
+        "notes": plan["notes"],
+        "warnings": plan["warnings"],
+    }
     path = status_path(landed_root, ds)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(status, indent=2))

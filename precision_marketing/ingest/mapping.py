@@ -18,12 +18,13 @@
 A source without a block is read as the contract describes it (docs/data_contract.md). Every key is
 checked when the file is loaded: a typo fails with the file, the key and what is allowed.
 """
+
 from __future__ import annotations
 
 import codecs
 import hashlib
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -45,7 +46,7 @@ class _Strict(BaseModel):
 class TimestampRule(_Strict):
     formats: tuple[str, ...] = (ISO,)
     timezone: str = "UTC"  # the zone of values that carry no offset
-    epoch: Optional[Literal["seconds", "milliseconds"]] = None  # numeric values are epoch times
+    epoch: Literal["seconds", "milliseconds"] | None = None  # numeric values are epoch times
 
     @field_validator("timezone")
     @classmethod
@@ -53,7 +54,7 @@ class TimestampRule(_Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (an IANA name such as 'Europe/London' or 'UTC')")
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as 'Europe/London' or 'UTC')") from None
         return value
 
 
@@ -72,7 +73,7 @@ class SourceMapping(_Strict):
     timestamps: TimestampRule = TimestampRule()
     dates: DateRule = DateRule()
     exclude: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-    max_quarantine_share: Optional[float] = Field(default=None, ge=0, le=1)
+    max_quarantine_share: float | None = Field(default=None, ge=0, le=1)
 
     @field_validator("files", "exclude", mode="before")
     @classmethod
@@ -96,11 +97,13 @@ class SourceMapping(_Strict):
         try:
             codecs.lookup(value)
         except LookupError:
-            raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, latin-1, cp1252, iso-8859-15)")
+            raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, latin-1, cp1252, iso-8859-15)") from None
         if "\n".encode(value) != b"\n" or ",".encode(value) != b",":
             # files are read line by line, so that one undecodable line never costs the file
-            raise ValueError(f"encoding {value!r} is not line-compatible with ASCII: convert the export to "
-                             "UTF-8 (e.g. iconv -f UTF-16 -t UTF-8), or use utf-8, latin-1, cp1252, ...")
+            raise ValueError(
+                f"encoding {value!r} is not line-compatible with ASCII: convert the export to "
+                "UTF-8 (e.g. iconv -f UTF-16 -t UTF-8), or use utf-8, latin-1, cp1252, ..."
+            )
         return value
 
     @model_validator(mode="after")
@@ -109,8 +112,10 @@ class SourceMapping(_Strict):
         for section in ("columns", "values", "exclude"):
             unknown = sorted(set(getattr(self, section)) - set(contract.column_names))
             if unknown:
-                raise ValueError(f"{section}: {unknown} not columns of source '{self.source}' "
-                                 f"(its columns: {', '.join(contract.column_names)})")
+                raise ValueError(
+                    f"{section}: {unknown} not columns of source '{self.source}' "
+                    f"(its columns: {', '.join(contract.column_names)})"
+                )
         return self
 
     def header_name(self, column: str) -> str:
@@ -122,9 +127,10 @@ class SourceMapping(_Strict):
 
 
 class Mapping(_Strict):
-    path: Optional[str] = None
+    path: str | None = None
     ids: dict[Literal["user_id", "product_id"], Literal["integer", "string"]] = Field(
-        default_factory=lambda: {"user_id": "integer", "product_id": "integer"})
+        default_factory=lambda: {"user_id": "integer", "product_id": "integer"}
+    )
     sources: dict[str, SourceMapping] = Field(default_factory=dict)
 
     @field_validator("ids", mode="after")
@@ -177,4 +183,3 @@ def mapping_from_config(config) -> Mapping:
 
     path = config["ingest"]["mapping"]
     return load_mapping(resolve_path(path) if path else None)
-

@@ -1,13 +1,21 @@
 """Which landing files the run for a day reads, and the file-level half of the raw contract: which sources
 are delivered, that a delivered source has its ds partition, that every landing file is non-empty and has
 every required column (after the mapping's renames). All problems are collected into one RawContractError."""
+
 from __future__ import annotations
 
 import zlib
 from datetime import date, timedelta
 from pathlib import Path
 
-from precision_marketing.contract import AUDIENCE_SOURCES, BEHAVIOUR_SOURCES, INCREMENT, SOURCES, RawContractError, SourceContract
+from precision_marketing.contract import (
+    AUDIENCE_SOURCES,
+    BEHAVIOUR_SOURCES,
+    INCREMENT,
+    SOURCES,
+    RawContractError,
+    SourceContract,
+)
 from precision_marketing.ingest.files import match_header, read_header
 from precision_marketing.ingest.mapping import Mapping
 
@@ -39,18 +47,23 @@ def _header_problems(path: Path, relative: str, source: SourceContract, mapping)
         for other in (";", "\t", "|", ",", ":"):
             if other != mapping.delimiter and header[0].count(other) >= len(source.required_columns) - 1:
                 shown = "\\t" if other == "\t" else other
-                return [f"{relative}: the header has one column {header[0][:80]!r}: the file looks "
-                        f"'{shown}'-delimited, the mapping says '{mapping.delimiter}' (set sources.{source.name}"
-                        f".delimiter in the mapping file)"]
+                return [
+                    f"{relative}: the header has one column {header[0][:80]!r}: the file looks "
+                    f"'{shown}'-delimited, the mapping says '{mapping.delimiter}' (set sources.{source.name}"
+                    f".delimiter in the mapping file)"
+                ]
     problems = []
     for name in missing:
         header_name = mapping.header_name(name)
         via = f" (the mapping reads it from header '{header_name}')" if header_name != name else ""
         problems.append(f"{relative}: missing required column '{name}'{via} {requires}")
     lowered = [name.strip().lower() for name in header]
-    problems += [f"{relative}: column '{mapping.header_name(name)}' appears {lowered.count(mapping.header_name(name).strip().lower())} "
-                 "times in the header"
-                 for name in source.column_names if lowered.count(mapping.header_name(name).strip().lower()) > 1]
+    problems += [
+        f"{relative}: column '{mapping.header_name(name)}' appears {lowered.count(mapping.header_name(name).strip().lower())} "
+        "times in the header"
+        for name in source.column_names
+        if lowered.count(mapping.header_name(name).strip().lower()) > 1
+    ]
     return problems
 
 
@@ -61,8 +74,12 @@ def window_days(ds: str | date, history_days: int) -> list[str]:
 
 
 def _landing_files(partition: Path, patterns: tuple[str, ...]) -> list[Path]:
-    found = {path for pattern in patterns for path in partition.glob(pattern)
-             if path.is_file() and not path.name.startswith((".", "_"))}
+    found = {
+        path
+        for pattern in patterns
+        for path in partition.glob(pattern)
+        if path.is_file() and not path.name.startswith((".", "_"))
+    }
     return sorted(found)
 
 
@@ -98,11 +115,15 @@ def plan_window(raw_root: Path, ds: str, history_days: int, mapping=None) -> dic
             relative_dir = source.partition_dir(day).as_posix()
             if not partition.is_dir():
                 if day == ds:
-                    problems.append(f"{relative_dir}/: missing partition (source '{name}' was delivered in the "
-                                    f"window, so the run for ds={ds} needs its {source.kind} for that day)")
+                    problems.append(
+                        f"{relative_dir}/: missing partition (source '{name}' was delivered in the "
+                        f"window, so the run for ds={ds} needs its {source.kind} for that day)"
+                    )
                 else:
-                    warnings.append(f"{relative_dir}/: missing partition (day {day} of the {history_days}-day "
-                                    f"window of source '{name}' is skipped)")
+                    warnings.append(
+                        f"{relative_dir}/: missing partition (day {day} of the {history_days}-day "
+                        f"window of source '{name}' is skipped)"
+                    )
                 continue
             files = _landing_files(partition, source_mapping.files)
             if not files:
@@ -113,18 +134,28 @@ def plan_window(raw_root: Path, ds: str, history_days: int, mapping=None) -> dic
             partitions[day] = [path.relative_to(raw_root).as_posix() for path in files]
     behaviour = [name for name in BEHAVIOUR_SOURCES if sources[name]["delivered"]]
     if not behaviour:
-        problems.append(f"no behaviour source delivered: the run needs {' or '.join(BEHAVIOUR_SOURCES)} "
-                        f"(raw/<source>/ds=YYYY-MM-DD/ for ds={ds} and the {history_days} days before)")
+        problems.append(
+            f"no behaviour source delivered: the run needs {' or '.join(BEHAVIOUR_SOURCES)} "
+            f"(raw/<source>/ds=YYYY-MM-DD/ for ds={ds} and the {history_days} days before)"
+        )
     if problems:
         raise RawContractError(ds, problems)
     missing_audience = [name for name in AUDIENCE_SOURCES if not sources[name]["delivered"]]
     notes = []
     if missing_audience:
-        notes.append(f"audiences skipped: source(s) {', '.join(missing_audience)} not delivered in the window "
-                     f"(CTR model and audiences need {', '.join(AUDIENCE_SOURCES)})")
+        notes.append(
+            f"audiences skipped: source(s) {', '.join(missing_audience)} not delivered in the window "
+            f"(CTR model and audiences need {', '.join(AUDIENCE_SOURCES)})"
+        )
     for name in ("users", "products"):
         if not sources[name]["delivered"]:
             notes.append(f"{name} not delivered: derived from the behaviour sources ({', '.join(behaviour)})")
     capabilities = {"recommendations": True, "segments": True, "audiences": not missing_audience}
-    return {"ds": ds, "window": window, "sources": sources, "warnings": warnings, "notes": notes,
-            "capabilities": capabilities}
+    return {
+        "ds": ds,
+        "window": window,
+        "sources": sources,
+        "warnings": warnings,
+        "notes": notes,
+        "capabilities": capabilities,
+    }

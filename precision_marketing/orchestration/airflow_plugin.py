@@ -7,6 +7,7 @@ serves the run reports from the lake (local folder or S3) under /pm-reports, beh
 
 The report task's "Run report" button (operators.RunReportLink) points here too.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -58,12 +59,21 @@ def _valid_ds(ds: str) -> str:
 
 @app.get("/", response_class=HTMLResponse)
 def index(_: Reader) -> str:
-    days = sorted({key.split("/")[1][3:] for key in _storage().list_keys("reports/")
-                   if key.endswith("/report.html") and key.count("/") == 2}, reverse=True)
+    days = sorted(
+        {
+            key.split("/")[1][3:]
+            for key in _storage().list_keys("reports/")
+            if key.endswith("/report.html") and key.count("/") == 2
+        },
+        reverse=True,
+    )
     items = "".join(f'<li><a href="ds={d}/report.html">{html.escape(d)}</a></li>' for d in days)
-    return ("<!DOCTYPE html><html><head><meta charset=utf-8><title>Nightly run reports</title></head>"
-            "<body style='font-family:system-ui,sans-serif;margin:2rem'><h1>Nightly run reports</h1>"
-            + (f"<ul>{items}</ul>" if items else "<p>No report published yet.</p>") + "</body></html>")
+    return (
+        "<!DOCTYPE html><html><head><meta charset=utf-8><title>Nightly run reports</title></head>"
+        "<body style='font-family:system-ui,sans-serif;margin:2rem'><h1>Nightly run reports</h1>"
+        + (f"<ul>{items}</ul>" if items else "<p>No report published yet.</p>")
+        + "</body></html>"
+    )
 
 
 @app.get("/ds={ds}/{path:path}")
@@ -99,6 +109,10 @@ class PrecisionMarketingPlugin(AirflowPlugin):
     fastapi_apps = [{"app": app, "url_prefix": REPORT_URL_PREFIX, "name": "Nightly run reports"}]
     external_views = [
         {"name": "Run reports", "href": f"{REPORT_URL_PREFIX}/", "destination": "nav", "category": "browse"},
-        {"name": "Run report", "href": REPORT_URL_PREFIX + "/runs/{DAG_ID}/{RUN_ID}", "destination": "dag_run",
-         "url_route": "run_report"},
+        {
+            "name": "Run report",
+            "href": REPORT_URL_PREFIX + "/runs/{DAG_ID}/{RUN_ID}",
+            "destination": "dag_run",
+            "url_route": "run_report",
+        },
     ]

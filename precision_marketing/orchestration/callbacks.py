@@ -1,4 +1,5 @@
 """Task callbacks: the failure alert and the per-task timing records the run report reads."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -11,8 +12,14 @@ from precision_marketing.orchestration.schedule import context_ds
 
 def _task_context(context) -> dict[str, Any]:
     ti = context["ti"]
-    return {"dag_id": ti.dag_id, "ds": context_ds(context), "run_id": ti.run_id, "task_id": ti.task_id,
-            "try_number": ti.try_number, "log_url": getattr(ti, "log_url", None)}
+    return {
+        "dag_id": ti.dag_id,
+        "ds": context_ds(context),
+        "run_id": ti.run_id,
+        "task_id": ti.task_id,
+        "try_number": ti.try_number,
+        "log_url": getattr(ti, "log_url", None),
+    }
 
 
 def record_task_time(context, state: str | None = None, error: str | None = None, reason: str | None = None) -> None:
@@ -22,11 +29,16 @@ def record_task_time(context, state: str | None = None, error: str | None = None
     ti = context["ti"]
     ds = context_ds(context)
     started = ti.start_date
-    ended = ti.end_date or dt.datetime.now(dt.timezone.utc)
-    record = {"task_id": ti.task_id, "run_id": ti.run_id, "try_number": ti.try_number,
-              "state": state or str(getattr(ti, "state", "") or ""),
-              "start": started.isoformat() if started else None, "end": ended.isoformat(),
-              "seconds": round((ended - started).total_seconds(), 3) if started else None}
+    ended = ti.end_date or dt.datetime.now(dt.UTC)
+    record = {
+        "task_id": ti.task_id,
+        "run_id": ti.run_id,
+        "try_number": ti.try_number,
+        "state": state or str(getattr(ti, "state", "") or ""),
+        "start": started.isoformat() if started else None,
+        "end": ended.isoformat(),
+        "seconds": round((ended - started).total_seconds(), 3) if started else None,
+    }
     if error:
         record["error"] = error
     if reason:
@@ -66,4 +78,3 @@ def on_task_failure(context) -> None:
         record_task_time(context, "failed", error=text[:4000] or type(error).__name__)
     except Exception:  # noqa: BLE001
         pass
-

@@ -1,11 +1,12 @@
 """dbt in Airflow: the manifest `dbt parse` writes and the Cosmos task group the DAG renders from it."""
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from precision_marketing.config import load_config
 from precision_marketing.orchestration.schedule import DS_TEMPLATE
@@ -36,9 +37,22 @@ def dbt_parse(config: Mapping | None = None) -> Path:
     project = Path(config["dbt"]["project_dir"])
     target = dbt_target_dir(config)
     subprocess.run(
-        [str(dbt_executable()), "parse", "--project-dir", str(project), "--profiles-dir", str(project),
-         "--target", config["dbt"]["target"], "--target-path", str(target), "--quiet"],
-        check=True, env={**os.environ, **dbt_env(config)}, cwd=project,
+        [
+            str(dbt_executable()),
+            "parse",
+            "--project-dir",
+            str(project),
+            "--profiles-dir",
+            str(project),
+            "--target",
+            config["dbt"]["target"],
+            "--target-path",
+            str(target),
+            "--quiet",
+        ],
+        check=True,
+        env={**os.environ, **dbt_env(config)},
+        cwd=project,
     )
     return target / "manifest.json"
 
@@ -60,11 +74,16 @@ def cosmos_dbt_group(group_id: str = "dbt"):
     manifest = dbt_manifest_path(config)
     if not manifest.exists():
         raise FileNotFoundError(
-            f"dbt manifest not found at {manifest}: run `pm setup` (or `make demo`), which runs `dbt parse`")
+            f"dbt manifest not found at {manifest}: run `pm setup` (or `make demo`), which runs `dbt parse`"
+        )
     mode = config["dbt"]["execution_mode"]  # local | watcher (config/schema.py)
     dbt_vars = run_dbt_vars(config, DS_TEMPLATE)  # the same vars as a run by hand, the day templated
-    operator_args = {"vars": dbt_vars, "env": dbt_env(config), "install_deps": False,
-                     "full_refresh": "{{ params.full_refresh }}"}
+    operator_args = {
+        "vars": dbt_vars,
+        "env": dbt_env(config),
+        "install_deps": False,
+        "full_refresh": "{{ params.full_refresh }}",
+    }
     if mode == "watcher":
         # the model tasks run after the build (producer >> model tasks below), so they only read its results:
         # no deferral, no polling
@@ -72,19 +91,27 @@ def cosmos_dbt_group(group_id: str = "dbt"):
     group = DbtTaskGroup(
         group_id=group_id,
         project_config=ProjectConfig(dbt_project_path=project, manifest_path=manifest, install_dbt_deps=False),
-        profile_config=ProfileConfig(profile_name=DBT_PROFILE, target_name=config["dbt"]["target"],
-                                     profiles_yml_filepath=project / "profiles.yml"),
-        execution_config=ExecutionConfig(execution_mode=ExecutionMode.WATCHER if mode == "watcher" else ExecutionMode.LOCAL,
-                                         invocation_mode=InvocationMode.DBT_RUNNER,
-                                         # a model's task runs the tests whose other parents are its ancestors
-                                         # (already built); a relationship test runs with its child model
-                                         test_indirect_selection=TestIndirectSelection.BUILDABLE,
-                                         dbt_executable_path=str(dbt_executable())),
+        profile_config=ProfileConfig(
+            profile_name=DBT_PROFILE,
+            target_name=config["dbt"]["target"],
+            profiles_yml_filepath=project / "profiles.yml",
+        ),
+        execution_config=ExecutionConfig(
+            execution_mode=ExecutionMode.WATCHER if mode == "watcher" else ExecutionMode.LOCAL,
+            invocation_mode=InvocationMode.DBT_RUNNER,
+            # a model's task runs the tests whose other parents are its ancestors
+            # (already built); a relationship test runs with its child model
+            test_indirect_selection=TestIndirectSelection.BUILDABLE,
+            dbt_executable_path=str(dbt_executable()),
+        ),
         # emit_datasets off (here, not in operator_args, which Cosmos overrides from RenderConfig): only the
         # published tables are Assets, no per-model DuckDB relation assets and their URI warnings.
         # watcher: a model's task and its tests' task report from the one build; local: `dbt build` per model
-        render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, emit_datasets=False,
-                                   test_behavior=TestBehavior.AFTER_EACH if mode == "watcher" else TestBehavior.BUILD),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_MANIFEST,
+            emit_datasets=False,
+            test_behavior=TestBehavior.AFTER_EACH if mode == "watcher" else TestBehavior.BUILD,
+        ),
         operator_args=operator_args,
     )
     if mode == "watcher":

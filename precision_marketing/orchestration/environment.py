@@ -1,10 +1,11 @@
 """The environment an in-repo Airflow runs with (`pm` commands, the tests, the servers)."""
+
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from precision_marketing.config import REPO_ROOT, load_config
 

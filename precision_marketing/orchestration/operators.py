@@ -3,6 +3,7 @@ its extra link, and the task callbacks (failure alert, per-task timing for the r
 
 Imported by the DAG file only (it needs the Airflow Task SDK); the logic they call lives in landing.py,
 alerts.py, pipeline.py and report.py."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -45,12 +46,17 @@ class LandingFilesSensor(BaseSensorOperator):
 
         config = load_config()
         storage = storage_from_config(config)
-        self._missing = missing_landing(storage, self.ds, history_days=config["dbt"]["history_days"],
-                                        mapping=mapping_from_config(config),
-                                        ready_marker_sources=config["landing"]["ready_marker_sources"])
+        self._missing = missing_landing(
+            storage,
+            self.ds,
+            history_days=config["dbt"]["history_days"],
+            mapping=mapping_from_config(config),
+            ready_marker_sources=config["landing"]["ready_marker_sources"],
+        )
         if self._missing:
-            self.log.info("waiting for %d landing file(s) of ds=%s: %s", len(self._missing), self.ds,
-                          ", ".join(self._missing))
+            self.log.info(
+                "waiting for %d landing file(s) of ds=%s: %s", len(self._missing), self.ds, ", ".join(self._missing)
+            )
         return not self._missing
 
     def execute(self, context) -> Any:
@@ -60,7 +66,9 @@ class LandingFilesSensor(BaseSensorOperator):
             waited = dt.timedelta(seconds=int(self.timeout))
             raise AirflowSensorTimeout(
                 f"landing files for ds={self.ds} still missing after waiting {waited}: "
-                + ", ".join(self._missing) + f" ({exc})") from None
+                + ", ".join(self._missing)
+                + f" ({exc})"
+            ) from None
 
 
 class PublishOperator(PythonOperator):
@@ -76,8 +84,13 @@ class PublishOperator(PythonOperator):
         for asset in self.outlets:
             table = asset.uri.rstrip("/").rsplit("/", 1)[-1]
             rows = (manifests.get(table) or {}).get("row_count")
-            context["outlet_events"][asset].extra = {"ds": ds, "run_id": context["ti"].run_id, "table": table,
-                                                     "rows": rows, **figures}
+            context["outlet_events"][asset].extra = {
+                "ds": ds,
+                "run_id": context["ti"].run_id,
+                "table": table,
+                "rows": rows,
+                **figures,
+            }
         return manifests
 
 

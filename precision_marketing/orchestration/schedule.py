@@ -1,9 +1,10 @@
 """The night's calendar and run parameters: which day a run processes, the daily timetable, the DAG's
 params and the check of a run's conf against them. Nothing here needs the Airflow Task SDK at import time."""
+
 from __future__ import annotations
 
 import datetime as dt
-from typing import Mapping
+from collections.abc import Mapping
 
 from precision_marketing.config import load_config
 
@@ -21,9 +22,9 @@ def processed_ds(params: Mapping | None, data_interval_start=None, dag_run=None)
     if chosen:
         return dt.date.fromisoformat(str(chosen)).isoformat()
     if data_interval_start is not None:
-        return data_interval_start.astimezone(dt.timezone.utc).date().isoformat()
-    run_after = getattr(dag_run, "run_after", None) or dt.datetime.now(dt.timezone.utc)
-    return (run_after.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+        return data_interval_start.astimezone(dt.UTC).date().isoformat()
+    run_after = getattr(dag_run, "run_after", None) or dt.datetime.now(dt.UTC)
+    return (run_after.astimezone(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
 
 
 def context_ds(context: Mapping) -> str:
@@ -36,25 +37,46 @@ def dag_params(config: Mapping | None = None) -> dict[str, dict]:
     checks against the same specs). Defaults come from the configuration."""
     config = config or load_config()
     return {
-        "ds": {"default": None, "type": ["null", "string"], "format": "date",
-               "title": "Day to process (YYYY-MM-DD)",
-               "description": "Empty: the last complete day before the run's logical date, i.e. yesterday (UTC) "
-                              "for a run triggered now; a scheduled run processes the day that just ended. Set a "
-                              "day to (re)process it: its published tables are replaced whole."},
-        "top_k": {"default": config["als"]["top_k"], "type": "integer", "minimum": 1, "maximum": 200,
-                  "title": "Recommendations per user (K)",
-                  "description": "Products recommended per user, 1 to 200 (default: configuration als.top_k)."},
-        "holdout_days": {"default": config["ctr"]["holdout_days"], "type": "integer", "minimum": 1,
-                         "maximum": 60, "title": "Holdout days for model evaluation (CTR; ALS with split time)",
-                         "description": "The last N days are held out to evaluate the CTR model, and the "
-                                        "recommendations when als.split is 'time' (the default split holds out "
-                                        "each user's latest interactions instead), 1 to 60."},
-        "spark_master": {"default": None, "type": ["null", "string"],
-                         "title": "Spark master (empty = config spark.master)",
-                         "description": "e.g. local[*], spark://host:7077, yarn. Empty: configuration spark.master."},
-        "full_refresh": {"default": False, "type": "boolean", "title": "Rebuild dbt staging from every landed partition",
-                         "description": "dbt --full-refresh: type and check the whole window again, not only the "
-                                        "landing partitions that are new or changed since the last run."},
+        "ds": {
+            "default": None,
+            "type": ["null", "string"],
+            "format": "date",
+            "title": "Day to process (YYYY-MM-DD)",
+            "description": "Empty: the last complete day before the run's logical date, i.e. yesterday (UTC) "
+            "for a run triggered now; a scheduled run processes the day that just ended. Set a "
+            "day to (re)process it: its published tables are replaced whole.",
+        },
+        "top_k": {
+            "default": config["als"]["top_k"],
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 200,
+            "title": "Recommendations per user (K)",
+            "description": "Products recommended per user, 1 to 200 (default: configuration als.top_k).",
+        },
+        "holdout_days": {
+            "default": config["ctr"]["holdout_days"],
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 60,
+            "title": "Holdout days for model evaluation (CTR; ALS with split time)",
+            "description": "The last N days are held out to evaluate the CTR model, and the "
+            "recommendations when als.split is 'time' (the default split holds out "
+            "each user's latest interactions instead), 1 to 60.",
+        },
+        "spark_master": {
+            "default": None,
+            "type": ["null", "string"],
+            "title": "Spark master (empty = config spark.master)",
+            "description": "e.g. local[*], spark://host:7077, yarn. Empty: configuration spark.master.",
+        },
+        "full_refresh": {
+            "default": False,
+            "type": "boolean",
+            "title": "Rebuild dbt staging from every landed partition",
+            "description": "dbt --full-refresh: type and check the whole window again, not only the "
+            "landing partitions that are new or changed since the last run.",
+        },
     }
 
 

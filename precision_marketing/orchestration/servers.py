@@ -1,11 +1,12 @@
 """Airflow's long-running processes on this machine (scheduler, DAG processor, API server) and their health."""
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from precision_marketing.orchestration.environment import airflow_env
 
@@ -47,37 +48,45 @@ class AirflowServers:
         self.base_url = f"http://127.0.0.1:{port}"
         self.port = port
         self.log_dir = Path(log_dir)
-        self.env = {**airflow_env(config), "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                    "AIRFLOW__API__BASE_URL": self.base_url,
-                    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-                    "AIRFLOW__API__WORKERS": "1", **(extra_env or {})}
+        self.env = {
+            **airflow_env(config),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__API__BASE_URL": self.base_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            "AIRFLOW__API__WORKERS": "1",
+            **(extra_env or {}),
+        }
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def start(self, timeout: float = 180) -> "AirflowServers":
+    def start(self, timeout: float = 180) -> AirflowServers:
         import time
 
         airflow_bin = str(Path(sys.executable).with_name("airflow"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in self.NAMES:
-            command = [airflow_bin, name] + (["--port", str(self.port), "--host", "127.0.0.1"]
-                                             if name == "api-server" else [])
+            command = [airflow_bin, name] + (
+                ["--port", str(self.port), "--host", "127.0.0.1"] if name == "api-server" else []
+            )
             log = (self.log_dir / f"{name}.log").open("ab")
             # own process group: stop() ends the server and the workers it forked, nothing else
-            self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                    start_new_session=True)
+            self.processes[name] = subprocess.Popen(
+                command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, process in self.processes.items():
                 if process.poll() is not None:
                     self.stop()
-                    raise RuntimeError(f"airflow {name} exited with {process.returncode}; "
-                                       f"see {self.log_dir / (name + '.log')}")
+                    raise RuntimeError(
+                        f"airflow {name} exited with {process.returncode}; see {self.log_dir / (name + '.log')}"
+                    )
             if scheduler_is_up(self.base_url):
                 return self
             time.sleep(2)
         self.stop()
-        raise TimeoutError(f"Airflow did not become healthy at {self.base_url} in {timeout:.0f} s; "
-                           f"logs in {self.log_dir}")
+        raise TimeoutError(
+            f"Airflow did not become healthy at {self.base_url} in {timeout:.0f} s; logs in {self.log_dir}"
+        )
 
     def stop(self, timeout: float = 30) -> None:
         import signal
@@ -93,7 +102,7 @@ class AirflowServers:
                 process.wait()
         self.processes.clear()
 
-    def __enter__(self) -> "AirflowServers":
+    def __enter__(self) -> AirflowServers:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -1,10 +1,11 @@
 """How every task of the DAG behaves: retries, callbacks, the landing sensor's pacing, and a step's
 StepSkipped turned into a skipped task."""
+
 from __future__ import annotations
 
 import datetime as dt
 import functools
-from typing import Mapping
+from collections.abc import Mapping
 
 from precision_marketing.config import load_config
 from precision_marketing.pipeline import StepSkipped
@@ -13,6 +14,7 @@ from precision_marketing.pipeline import StepSkipped
 def skippable(step):
     """A pipeline step for a PythonOperator: StepSkipped (a source it needs was not delivered) makes the task
     skipped, with the reason in its log, instead of failed."""
+
     @functools.wraps(step)
     def run(*args, **kwargs):
         try:
@@ -24,6 +26,7 @@ def skippable(step):
             print(f"skipped: {skipped}", flush=True)
             get_current_context()["skip_reason"] = str(skipped)  # for the skip callback's record (pm run's line)
             raise AirflowSkipException(str(skipped)) from None
+
     return run
 
 
@@ -31,14 +34,19 @@ def default_args(config: Mapping | None = None) -> dict:
     from precision_marketing.orchestration.callbacks import on_task_failure, on_task_skipped, on_task_success
 
     orchestration = (config or load_config())["orchestration"]
-    return {"retries": int(orchestration["retries"]),
-            "retry_delay": dt.timedelta(minutes=float(orchestration["retry_delay_minutes"])),
-            "on_failure_callback": on_task_failure,  # after the last retry: alert (alerts.notify)
-            "on_success_callback": on_task_success,  # timing for the run report
-            "on_skipped_callback": on_task_skipped}
+    return {
+        "retries": int(orchestration["retries"]),
+        "retry_delay": dt.timedelta(minutes=float(orchestration["retry_delay_minutes"])),
+        "on_failure_callback": on_task_failure,  # after the last retry: alert (alerts.notify)
+        "on_success_callback": on_task_success,  # timing for the run report
+        "on_skipped_callback": on_task_skipped,
+    }
 
 
 def landing_sensor_args(config: Mapping | None = None) -> dict:
     landing = (config or load_config())["landing"]
-    return {"poke_interval": float(landing["poke_seconds"]), "timeout": 60 * float(landing["timeout_minutes"]),
-            "mode": "reschedule"}
+    return {
+        "poke_interval": float(landing["poke_seconds"]),
+        "timeout": 60 * float(landing["timeout_minutes"]),
+        "mode": "reschedule",
+    }

@@ -11,10 +11,11 @@ night being rerun shows its new files as they land):
   quarantine_<source>    every quarantined row of every ds, with its reject_reason and ds
   data_reconciliation    per ds and source: raw = clean + quarantined + duplicates
 """
+
 from __future__ import annotations
 
 import datetime as dt
-from typing import Iterable
+from collections.abc import Iterable
 
 import duckdb
 
@@ -47,8 +48,9 @@ def view_statements(storage: Storage, tables: Iterable[str]) -> list[str]:
     """CREATE VIEW statements for every table that has at least one committed partition."""
     statements = []
     for table in tables:
-        selects = [s for ds in published_partitions(storage, table)
-                   if (s := _partition_select(storage, table, ds)) is not None]
+        selects = [
+            s for ds in published_partitions(storage, table) if (s := _partition_select(storage, table, ds)) is not None
+        ]
         if not selects:
             continue
         statements.append(f"CREATE OR REPLACE VIEW {table}_history AS\n" + "\nUNION ALL BY NAME\n".join(selects))
@@ -65,13 +67,17 @@ def quality_view_statements(storage: Storage) -> list[str]:
         prefix = f"quarantine/{source}/"
         if any(k.endswith(".parquet") for k in storage.list_keys(prefix)):
             files = _quote(storage.uri(prefix + "ds=*/*.parquet"))
-            statements.append(f"CREATE OR REPLACE VIEW quarantine_{source} AS SELECT * FROM "
-                              f"read_parquet({files}, hive_partitioning = false, union_by_name = true)")
+            statements.append(
+                f"CREATE OR REPLACE VIEW quarantine_{source} AS SELECT * FROM "
+                f"read_parquet({files}, hive_partitioning = false, union_by_name = true)"
+            )
     prefix = "features/data_reconciliation/"
     if any(k.endswith(".parquet") for k in storage.list_keys(prefix)):
         files = _quote(storage.uri(prefix + "ds=*/*.parquet"))
-        statements.append("CREATE OR REPLACE VIEW data_reconciliation AS SELECT * REPLACE (CAST(ds AS DATE) AS ds) "
-                          f"FROM read_parquet({files}, hive_partitioning = true)")
+        statements.append(
+            "CREATE OR REPLACE VIEW data_reconciliation AS SELECT * REPLACE (CAST(ds AS DATE) AS ds) "
+            f"FROM read_parquet({files}, hive_partitioning = true)"
+        )
     return statements
 
 
@@ -79,8 +85,9 @@ class QueryError(ValueError):
     """SQL that cannot give a result table (empty, only a comment); the message says so in one line."""
 
 
-def open_catalog(storage: Storage, tables: Iterable[str],
-                 con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+def open_catalog(
+    storage: Storage, tables: Iterable[str], con: duckdb.DuckDBPyConnection | None = None
+) -> duckdb.DuckDBPyConnection:
     con = con or duckdb.connect()
     storage.configure_duckdb(con)
     for statement in view_statements(storage, tables) + quality_view_statements(storage):
@@ -96,8 +103,9 @@ def run_query(storage: Storage, tables: Iterable[str], sql: str, max_rows: int =
     try:
         result = con.execute(sql)
         if result is None or result.description is None:
-            raise QueryError("the SQL returns no rows to show (it is empty, only a comment, or a statement "
-                             "without a result)")
+            raise QueryError(
+                "the SQL returns no rows to show (it is empty, only a comment, or a statement without a result)"
+            )
         rows = result.fetchmany(max_rows + 1)
         return [d[0] for d in result.description], rows[:max_rows], len(rows) > max_rows
     finally:
@@ -107,8 +115,7 @@ def run_query(storage: Storage, tables: Iterable[str], sql: str, max_rows: int =
 def format_table(columns: list[str], rows: list[tuple], truncated: bool = False) -> str:
     shown = [tuple("" if v is None else str(v) for v in row) for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in shown]) for i, c in enumerate(columns)]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)),
-             "-+-".join("-" * w for w in widths)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)), "-+-".join("-" * w for w in widths)]
     lines += [" | ".join(v.ljust(w) for v, w in zip(r, widths)) for r in shown]
     lines.append(f"(first {len(rows)} rows; more not shown)" if truncated else f"({len(rows)} rows)")
     return "\n".join(lines)

@@ -12,10 +12,11 @@ typed by the mapping's `ids` (integer -> BIGINT, as the demo has always publishe
 This is generic: any table a job writes with such columns gets its ids restored, with no change to the job.
 A key that is not in its key table stops the publish, naming the table, the column and an example key.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import duckdb
 
@@ -38,8 +39,9 @@ def _quote(text: str) -> str:
     return "'" + str(text).replace("'", "''") + "'"
 
 
-def restore_original_ids(table: str, source: Path, key_tables: Mapping[str, Path], id_types: Mapping[str, str],
-                         target: Path) -> Path:
+def restore_original_ids(
+    table: str, source: Path, key_tables: Mapping[str, Path], id_types: Mapping[str, str], target: Path
+) -> Path:
     """Write `source` (Parquet file or folder) to `target` (a Parquet file) with original ids; return the path
     to publish: `target`, or `source` itself when the table has no id column."""
     files = [str(path) for path in parquet_files(source)]
@@ -61,33 +63,51 @@ def restore_original_ids(table: str, source: Path, key_tables: Mapping[str, Path
             kind, is_list = id_columns[column]
             key_table, key_column, id_column = ID_KINDS[kind]
             if kind not in key_tables or not Path(key_tables[kind]).exists():
-                raise PublishError(f"{table}: column {column!r} holds {kind} keys but the {key_table} table is "
-                                   f"missing ({key_tables.get(kind)})")
+                raise PublishError(
+                    f"{table}: column {column!r} holds {kind} keys but the {key_table} table is "
+                    f"missing ({key_tables.get(kind)})"
+                )
             alias = f"k{position}"
             keys = f"read_parquet({_quote(key_tables[kind])}, hive_partitioning = false)"
             sql_type = "BIGINT" if id_types.get(id_column, "integer") == "integer" else "VARCHAR"
             if not is_list:
                 selects.append(f'CAST({alias}."{id_column}" AS {sql_type}) AS "{column}"')
                 joins.append(f'LEFT JOIN {keys} AS {alias} ON o."{column}" = {alias}."{key_column}"')
-                checks.append((column, key_table, f'SELECT count(*), min(o."{column}") FROM o {" ".join(joins[-1:])} '
-                                                  f'WHERE o."{column}" IS NOT NULL AND {alias}."{key_column}" IS NULL'))
+                checks.append(
+                    (
+                        column,
+                        key_table,
+                        f'SELECT count(*), min(o."{column}") FROM o {" ".join(joins[-1:])} '
+                        f'WHERE o."{column}" IS NOT NULL AND {alias}."{key_column}" IS NULL',
+                    )
+                )
                 continue
-            unnested = f'SELECT __row, unnest(o."{column}") AS __key, generate_subscripts(o."{column}", 1) AS __pos FROM o'
-            ctes.append(f'{alias} AS (SELECT u.__row, list(CAST(k."{id_column}" AS {sql_type}) ORDER BY u.__pos) AS ids, '
-                        f'count(*) FILTER (WHERE k."{key_column}" IS NULL) AS unmatched, '
-                        f'min(u.__key) FILTER (WHERE k."{key_column}" IS NULL) AS example '
-                        f'FROM ({unnested}) AS u LEFT JOIN {keys} AS k ON u.__key = k."{key_column}" GROUP BY u.__row)')
-            selects.append(f'CASE WHEN o."{column}" IS NULL THEN NULL '
-                           f'ELSE coalesce({alias}.ids, []::{sql_type}[]) END AS "{column}"')
+            unnested = (
+                f'SELECT __row, unnest(o."{column}") AS __key, generate_subscripts(o."{column}", 1) AS __pos FROM o'
+            )
+            ctes.append(
+                f'{alias} AS (SELECT u.__row, list(CAST(k."{id_column}" AS {sql_type}) ORDER BY u.__pos) AS ids, '
+                f'count(*) FILTER (WHERE k."{key_column}" IS NULL) AS unmatched, '
+                f'min(u.__key) FILTER (WHERE k."{key_column}" IS NULL) AS example '
+                f'FROM ({unnested}) AS u LEFT JOIN {keys} AS k ON u.__key = k."{key_column}" GROUP BY u.__row)'
+            )
+            selects.append(
+                f'CASE WHEN o."{column}" IS NULL THEN NULL '
+                f'ELSE coalesce({alias}.ids, []::{sql_type}[]) END AS "{column}"'
+            )
             joins.append(f"LEFT JOIN {alias} ON {alias}.__row = o.__row")
-            checks.append((column, key_table, f"SELECT count(*) FILTER (WHERE unmatched > 0), min(example) FROM {alias}"))
+            checks.append(
+                (column, key_table, f"SELECT count(*) FILTER (WHERE unmatched > 0), min(example) FROM {alias}")
+            )
         with_clause = "WITH " + ", ".join(ctes)
         query = f"{with_clause} SELECT {', '.join(selects)} FROM o {' '.join(joins)} ORDER BY o.__row"
         for column, key_table, count_unmatched in checks:
             bad = con.execute(f"{with_clause} {count_unmatched}").fetchone()
             if bad[0]:
-                raise PublishError(f"{table}: {bad[0]} row(s) have a {column} that is not a key of {key_table} "
-                                   f"(e.g. {bad[1]}): the outputs and the marts of this run disagree")
+                raise PublishError(
+                    f"{table}: {bad[0]} row(s) have a {column} that is not a key of {key_table} "
+                    f"(e.g. {bad[1]}): the outputs and the marts of this run disagree"
+                )
         target = Path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)

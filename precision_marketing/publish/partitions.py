@@ -8,6 +8,7 @@ _SUCCESS follows; only then are files the manifest does not list deleted. A run 
 therefore leaves either the previous partition or the new one visible, never a mix, and the next
 publish of the same ds removes its leftovers. A partition without _SUCCESS does not exist for readers.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -78,7 +79,7 @@ def publish_table(storage: Storage, table: str, ds: str, source: Path, run_id: s
         "table": table,
         "ds": ds,
         "run_id": run_id,
-        "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "row_count": sum(e["rows"] for e in entries),
         "files": entries,
         "schema": schema,

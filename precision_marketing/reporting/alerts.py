@@ -16,6 +16,7 @@ The DAG's failure callback (`on_task_failure`) calls it with level "error"; the 
 it with "warning" when the chosen model does not beat popularity. A channel that fails is logged and
 reported in the return value, never raised: an alert must not hide the failure it reports.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ import logging
 import os
 import smtplib
 import urllib.request
+from collections.abc import Mapping
 from email.message import EmailMessage
-from typing import Any, Mapping
+from typing import Any
 
 log = logging.getLogger("precision_marketing.reporting.alerts")
 
@@ -42,10 +44,11 @@ def _text(level: str, message: str, context: Mapping[str, Any]) -> str:
 
 def _send_webhook(url: str, level: str, message: str, context: Mapping[str, Any]) -> None:
     # Slack, Mattermost, Rocket.Chat and Teams' Slack-compatible hooks all read "text"
-    body = json.dumps({"text": _text(level, message, context),
-                       "level": level, "message": message, "context": dict(context)}, default=str).encode()
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    body = json.dumps(
+        {"text": _text(level, message, context), "level": level, "message": message, "context": dict(context)},
+        default=str,
+    ).encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
         response.read()
 
@@ -69,8 +72,9 @@ def _send_email(environ: Mapping[str, str], level: str, message: str, context: M
         smtp.send_message(email)
 
 
-def notify(level: str, message: str, context: Mapping[str, Any] | None = None,
-           environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def notify(
+    level: str, message: str, context: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Report `message` at `level` (info | warning | error); context: dag_id, ds, run_id, task_id, ...
 
     Returns what happened per channel, e.g. {"log": "sent", "webhook": "sent", "email": "error: ..."}."""

@@ -3,11 +3,12 @@
 `campaign_section` returns plain data, Markdown lines and an SVG reliability diagram, so any report
 format (Markdown today, HTML later) can embed them without recomputing anything.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from html import escape
 from pathlib import Path
-from typing import Mapping
 
 import pyarrow.parquet as pq
 
@@ -45,10 +46,15 @@ def reliability_svg(curves: Mapping[str, list[dict]]) -> str:
         colour = CURVE_COLOURS.get(name, "#2ca02c")
         coordinates = " ".join(xy(b["mean_p"], b["rate"]) for b in curve)
         parts.append(f'<polyline points="{coordinates}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
-        parts += [f'<circle cx="{xy(b["mean_p"], b["rate"]).split(",")[0]}" cy="{xy(b["mean_p"], b["rate"]).split(",")[1]}" '
-                  f'r="2" fill="{colour}"/>' for b in curve]
-        parts.append(f'<text x="{SVG_MARGIN + 6}" y="{SVG_MARGIN + 14 + 12 * index}" fill="{colour}">'
-                     f'{escape("raw" if name == "none" else name)}</text>')
+        parts += [
+            f'<circle cx="{xy(b["mean_p"], b["rate"]).split(",")[0]}" cy="{xy(b["mean_p"], b["rate"]).split(",")[1]}" '
+            f'r="2" fill="{colour}"/>'
+            for b in curve
+        ]
+        parts.append(
+            f'<text x="{SVG_MARGIN + 6}" y="{SVG_MARGIN + 14 + 12 * index}" fill="{colour}">'
+            f'{escape("raw" if name == "none" else name)}</text>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -65,38 +71,63 @@ def campaign_section(ctr_metrics: Mapping, lift: list[dict]) -> dict:
     candidates = calibration.get("candidates") or {}
     chosen = calibration.get("method", "none")
     curves = {name: c["curve"] for name, c in candidates.items() if c.get("curve") and name in ("none", chosen)}
-    lines = ["## Campaigns", "",
-             f"### CTR calibration (holdout of {_fmt(ctr_metrics.get('n_test'))} impressions)", ""]
+    lines = ["## Campaigns", "", f"### CTR calibration (holdout of {_fmt(ctr_metrics.get('n_test'))} impressions)", ""]
     if candidates:
-        lines += [f"Applied to tonight's scores: **{chosen}** (lowest holdout Brier score under `auto`).", "",
-                  "| score | Brier | ECE | log loss | AUC |", "|---|---|---|---|---|",
-                  *[f"| {'raw' if name == 'none' else name} | {_fmt(c.get('brier'))} | {_fmt(c.get('ece'))} | "
-                    f"{_fmt(c.get('log_loss'))} | {_fmt(c.get('auc'))} |" for name, c in candidates.items()],
-                  "", "Reliability diagram: `calibration.svg` (observed click rate per bin of predicted p; the "
-                  "diagonal is perfect calibration).", ""]
+        lines += [
+            f"Applied to tonight's scores: **{chosen}** (lowest holdout Brier score under `auto`).",
+            "",
+            "| score | Brier | ECE | log loss | AUC |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {'raw' if name == 'none' else name} | {_fmt(c.get('brier'))} | {_fmt(c.get('ece'))} | "
+                f"{_fmt(c.get('log_loss'))} | {_fmt(c.get('auc'))} |"
+                for name, c in candidates.items()
+            ],
+            "",
+            "Reliability diagram: `calibration.svg` (observed click rate per bin of predicted p; the "
+            "diagonal is perfect calibration).",
+            "",
+        ]
     else:
         lines += [f"Not evaluated: {ctr_metrics.get('note') or 'no holdout'}", ""]
 
     audiences = ctr_metrics.get("campaigns") or {}
     if audiences:
-        lines += ["### Audiences tonight", "", "| campaign | audience | treatment | control | short (cap) | "
-                  "mean p_click | expected value |", "|---|---|---|---|---|---|---|",
-                  *[f"| {c} | {a['audience']} | {a['treatment']} | {a['control']} | {a['capped_short']} | "
-                    f"{_fmt(a['mean_p_click'])} | {_fmt(a['expected_value'], 2)} |" for c, a in audiences.items()], ""]
+        lines += [
+            "### Audiences tonight",
+            "",
+            "| campaign | audience | treatment | control | short (cap) | mean p_click | expected value |",
+            "|---|---|---|---|---|---|---|",
+            *[
+                f"| {c} | {a['audience']} | {a['treatment']} | {a['control']} | {a['capped_short']} | "
+                f"{_fmt(a['mean_p_click'])} | {_fmt(a['expected_value'], 2)} |"
+                for c, a in audiences.items()
+            ],
+            "",
+        ]
 
     lines += ["### Measured lift (treatment - control, after each user's first night in the audience)", ""]
     if lift:
-        lines += ["| campaign | window | metric | treatment | control | rate T | rate C | lift | CI | p | status |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| campaign | window | metric | treatment | control | rate T | rate C | lift | CI | p | status |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in lift:
-            ci = (f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if r["ci_low"] is not None else "n/a")
-            lines.append(f"| {r['campaign_id']} | {r['window_days']} d | {r['metric']} | {r['n_treatment']} | "
-                         f"{r['n_control']} | {_fmt(r['rate_treatment'])} | {_fmt(r['rate_control'])} | "
-                         f"{_fmt(r['abs_lift'])} | {ci} | {_fmt(r['p_value'])} | {r['status']} |")
+            ci = f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if r["ci_low"] is not None else "n/a"
+            lines.append(
+                f"| {r['campaign_id']} | {r['window_days']} d | {r['metric']} | {r['n_treatment']} | "
+                f"{r['n_control']} | {_fmt(r['rate_treatment'])} | {_fmt(r['rate_control'])} | "
+                f"{_fmt(r['abs_lift'])} | {ci} | {_fmt(r['p_value'])} | {r['status']} |"
+            )
     else:
         lines.append("No campaign to measure.")
     lines.append("")
-    data = {"calibration": {"method": chosen, **{name: {k: c.get(k) for k in ("brier", "ece", "log_loss", "auc")}
-                                                 for name, c in candidates.items()}},
-            "audiences": dict(audiences), "lift": lift}
+    data = {
+        "calibration": {
+            "method": chosen,
+            **{name: {k: c.get(k) for k in ("brier", "ece", "log_loss", "auc")} for name, c in candidates.items()},
+        },
+        "audiences": dict(audiences),
+        "lift": lift,
+    }
     return {"data": data, "markdown": lines, "svg": reliability_svg(curves) if curves else None}

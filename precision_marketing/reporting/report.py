@@ -8,21 +8,27 @@ quarantine rate per source over time and the time per task. Metrics are read def
 model does not write shows as n/a, and every scalar key of every metrics.json is listed, so keys added
 to a job's metrics appear without a change here.
 """
+
 from __future__ import annotations
 
 import html
 import io
 import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import pyarrow.parquet as pq
 
 # headline rows: (model, key, label, baseline key or None)
 HEADLINES = [
-    ("als", "precision_at_k", "recommendations precision@K (baseline: strongest non-personalised)",
-     "baseline_precision_at_k"),
+    (
+        "als",
+        "precision_at_k",
+        "recommendations precision@K (baseline: strongest non-personalised)",
+        "baseline_precision_at_k",
+    ),
     ("als", "recall_at_k", "recommendations recall@K", "baseline_recall_at_k"),
     ("als", "ndcg_at_k", "recommendations NDCG@K", "baseline_ndcg_at_k"),
     ("als", "map_at_k", "recommendations MAP@K", "baseline_map_at_k"),
@@ -44,8 +50,11 @@ def headline_keys(model: str) -> list[str]:
 
 def _fmt(value) -> str:
     if isinstance(value, dict) and "passed" in value:  # the recommendation publish gate
-        return (("passed" if value["passed"] else "failed") + f" (published: {value.get('published', 'n/a')})"
-                + "".join(f"; {reason}" for reason in value.get("reasons") or []))
+        return (
+            ("passed" if value["passed"] else "failed")
+            + f" (published: {value.get('published', 'n/a')})"
+            + "".join(f"; {reason}" for reason in value.get("reasons") or [])
+        )
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
@@ -72,8 +81,7 @@ def timing_records(directory: Path, run_id: str) -> list[dict]:
 
 
 def quarantine_rates(reconciliation: Iterable[Mapping]) -> dict[str, float | None]:
-    return {r["source"]: (r["quarantined_rows"] / r["raw_rows"] if r.get("raw_rows") else None)
-            for r in reconciliation}
+    return {r["source"]: (r["quarantined_rows"] / r["raw_rows"] if r.get("raw_rows") else None) for r in reconciliation}
 
 
 # ------------------------------------------------------------------------------------------ plots
@@ -87,7 +95,7 @@ def _svg(figure) -> str:
     plt.close(figure)
     text = buffer.getvalue()
     text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)  # RDF boilerplate
-    return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE: inline in HTML
+    return text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE: inline in HTML
 
 
 def _figure(width=6.4, height=2.8):
@@ -96,8 +104,7 @@ def _figure(width=6.4, height=2.8):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
-                         "axes.spines.right": False})
+    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
     return plt.subplots(figsize=(width, height))
 
 
@@ -165,9 +172,13 @@ code{background:#f4f6f8;padding:0 .2rem}
 def _table(header: list[str], rows: list[list[Any]], numeric_from: int = 1) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td{' class=num' if i >= numeric_from else ''}>{html.escape(_fmt(v))}</td>"
-                         for i, v in enumerate(row)) + "</tr>"
-        for row in rows)
+        "<tr>"
+        + "".join(
+            f"<td{' class=num' if i >= numeric_from else ''}>{html.escape(_fmt(v))}</td>" for i, v in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -197,20 +208,36 @@ def recommendation_sections(als: Mapping) -> list[str]:
         low, high = values.get(f"{metric}_low"), values.get(f"{metric}_high")
         return f"{low:.4f} – {high:.4f}" if low is not None and high is not None else None
 
-    holdout_rows = [[name, *[values.get("all", {}).get(m) for m in ("precision", "recall", "ndcg", "map")],
-                     interval(values.get("all", {})), *[values.get(s, {}).get(metric) for s in segments],
-                     coverage.get(name), values.get("all", {}).get("n_users")] for name, values in lists.items()]
+    holdout_rows = [
+        [
+            name,
+            *[values.get("all", {}).get(m) for m in ("precision", "recall", "ndcg", "map")],
+            interval(values.get("all", {})),
+            *[values.get(s, {}).get(metric) for s in segments],
+            coverage.get(name),
+            values.get("all", {}).get("n_users"),
+        ]
+        for name, values in lists.items()
+    ]
     chosen = tuning.get("chosen") or {}
     candidates = sorted(tuning.get("candidates") or [], key=lambda c: -(c.get(f"validation_{metric}") or 0))
-    candidate_rows = [[c.get("model"), json.dumps(c.get("params"), sort_keys=True), c.get(f"validation_{metric}"),
-                       c.get("seconds"), "chosen" if (c.get("model"), c.get("params")) == (chosen.get("model"),
-                                                                                      chosen.get("params")) else ""]
-                      for c in candidates[:CANDIDATES_SHOWN]]
+    candidate_rows = [
+        [
+            c.get("model"),
+            json.dumps(c.get("params"), sort_keys=True),
+            c.get(f"validation_{metric}"),
+            c.get("seconds"),
+            "chosen" if (c.get("model"), c.get("params")) == (chosen.get("model"), chosen.get("params")) else "",
+        ]
+        for c in candidates[:CANDIDATES_SHOWN]
+    ]
     gate = als.get("gate") or {}
     if tuning.get("tuned"):
-        how = (f"tuned tonight on {tuning.get('validation_rule', 'a validation split')} "
-               f"({_fmt(tuning.get('n_fits'))} fits, {_fmt(tuning.get('n_candidates'))} candidates in "
-               f"{tuning.get('seconds', 'n/a')} s)")
+        how = (
+            f"tuned tonight on {tuning.get('validation_rule', 'a validation split')} "
+            f"({_fmt(tuning.get('n_fits'))} fits, {_fmt(tuning.get('n_candidates'))} candidates in "
+            f"{tuning.get('seconds', 'n/a')} s)"
+        )
     elif tuning.get("reused_from"):
         how = f"reused from the run of {tuning['reused_from']} (tuned on {tuning.get('tuned_on')})"
     else:
@@ -223,22 +250,37 @@ def recommendation_sections(als: Mapping) -> list[str]:
         f"{_fmt(als.get('min_history'))} history items get the fallback lists; choice {html.escape(how)}. "
         f"Engine: <b>{html.escape(str(als.get('engine', 'n/a')))}</b>"
         f"{' (' + html.escape(str(als['engine_reason'])) + ')' if als.get('engine_reason') else ''}.</p>",
-        f"<p>Publish gate: <b>{html.escape(verdict)}</b> (published: {html.escape(str(gate.get('published')))})."
-        "</p>",
+        f"<p>Publish gate: <b>{html.escape(verdict)}</b> (published: {html.escape(str(gate.get('published')))}).</p>",
         f"<p>Holdout: {html.escape(str(holdout.get('rule') or holdout.get('note') or 'n/a'))}"
         f"{' (from ' + html.escape(str(holdout['cutoff'])) + ')' if holdout.get('cutoff') else ''}; intervals: "
         f"bootstrap over users, {_fmt(gate.get('confidence'))}.</p>",
-        _table(["list", f"precision@{k}", f"recall@{k}", f"NDCG@{k}", f"MAP@{k}", f"{metric}@{k} interval",
-                *[f"{metric}@{k} {s}" for s in segments], "catalogue coverage", "users"], holdout_rows),
+        _table(
+            [
+                "list",
+                f"precision@{k}",
+                f"recall@{k}",
+                f"NDCG@{k}",
+                f"MAP@{k}",
+                f"{metric}@{k} interval",
+                *[f"{metric}@{k} {s}" for s in segments],
+                "catalogue coverage",
+                "users",
+            ],
+            holdout_rows,
+        ),
     ]
     if candidate_rows:
-        sections += [f"<h3>Tuning: the {len(candidate_rows)} best of {len(candidates)} candidates "
-                     f"(validation {html.escape(metric)}@{k})</h3>",
-                     _table(["model", "parameters", f"validation {metric}", "seconds", ""], candidate_rows,
-                            numeric_from=2)]
+        sections += [
+            f"<h3>Tuning: the {len(candidate_rows)} best of {len(candidates)} candidates "
+            f"(validation {html.escape(metric)}@{k})</h3>",
+            _table(["model", "parameters", f"validation {metric}", "seconds", ""], candidate_rows, numeric_from=2),
+        ]
     by_source = als.get("recommendations_by_source") or {}
     if by_source:
-        sections += ["<h3>Published rows by source</h3>", _table(["source", "rows"], list(map(list, by_source.items())))]
+        sections += [
+            "<h3>Published rows by source</h3>",
+            _table(["source", "rows"], list(map(list, by_source.items()))),
+        ]
     return sections
 
 
@@ -249,28 +291,82 @@ def campaign_sections(campaigns: Mapping, calibration_svg: str | None) -> list[s
         return []
     calibration = dict(campaigns.get("calibration") or {})
     method = calibration.pop("method", "none")
-    sections = ["<h2>Campaigns</h2>",
-                f"<h3>CTR calibration (applied tonight: {html.escape(str(method))})</h3>",
-                _table(["score", "Brier", "ECE", "log loss", "AUC"],
-                       [["raw" if name == "none" else name, *[c.get(k) for k in ("brier", "ece", "log_loss", "auc")]]
-                        for name, c in calibration.items()]),
-                _plot_block("calibration", "Reliability: observed click rate per bin of predicted p (diagonal = "
-                            "perfectly calibrated)", calibration_svg)]
+    sections = [
+        "<h2>Campaigns</h2>",
+        f"<h3>CTR calibration (applied tonight: {html.escape(str(method))})</h3>",
+        _table(
+            ["score", "Brier", "ECE", "log loss", "AUC"],
+            [
+                ["raw" if name == "none" else name, *[c.get(k) for k in ("brier", "ece", "log_loss", "auc")]]
+                for name, c in calibration.items()
+            ],
+        ),
+        _plot_block(
+            "calibration",
+            "Reliability: observed click rate per bin of predicted p (diagonal = perfectly calibrated)",
+            calibration_svg,
+        ),
+    ]
     audiences = campaigns.get("audiences") or {}
     if audiences:
-        sections += ["<h3>Audiences tonight</h3>",
-                     _table(["campaign", "audience", "treatment", "control", "short (cap)", "mean p_click",
-                             "expected value"],
-                            [[c, a.get("audience"), a.get("treatment"), a.get("control"), a.get("capped_short"),
-                              a.get("mean_p_click"), a.get("expected_value")] for c, a in audiences.items()])]
+        sections += [
+            "<h3>Audiences tonight</h3>",
+            _table(
+                ["campaign", "audience", "treatment", "control", "short (cap)", "mean p_click", "expected value"],
+                [
+                    [
+                        c,
+                        a.get("audience"),
+                        a.get("treatment"),
+                        a.get("control"),
+                        a.get("capped_short"),
+                        a.get("mean_p_click"),
+                        a.get("expected_value"),
+                    ]
+                    for c, a in audiences.items()
+                ],
+            ),
+        ]
     lift = campaigns.get("lift") or []
-    sections += ["<h3>Measured lift (treatment − control, after each user's first night in the audience)</h3>",
-                 _table(["campaign", "window (days)", "metric", "treatment", "control", "rate T", "rate C", "lift",
-                         "CI low", "CI high", "p", "status"],
-                        [[r["campaign_id"], r["window_days"], r["metric"], r["n_treatment"], r["n_control"],
-                          r["rate_treatment"], r["rate_control"], r["abs_lift"], r["ci_low"], r["ci_high"],
-                          r["p_value"], r["status"]] for r in lift], numeric_from=3)
-                 if lift else "<p>No campaign to measure.</p>"]
+    sections += [
+        "<h3>Measured lift (treatment − control, after each user's first night in the audience)</h3>",
+        _table(
+            [
+                "campaign",
+                "window (days)",
+                "metric",
+                "treatment",
+                "control",
+                "rate T",
+                "rate C",
+                "lift",
+                "CI low",
+                "CI high",
+                "p",
+                "status",
+            ],
+            [
+                [
+                    r["campaign_id"],
+                    r["window_days"],
+                    r["metric"],
+                    r["n_treatment"],
+                    r["n_control"],
+                    r["rate_treatment"],
+                    r["rate_control"],
+                    r["abs_lift"],
+                    r["ci_low"],
+                    r["ci_high"],
+                    r["p_value"],
+                    r["status"],
+                ]
+                for r in lift
+            ],
+            numeric_from=3,
+        )
+        if lift
+        else "<p>No campaign to measure.</p>",
+    ]
     return sections
 
 
@@ -296,9 +392,17 @@ def render_html(report: Mapping, history: list[Mapping], calibration_svg: str | 
 
     reconciliation = (report.get("data_quality") or {}).get("reconciliation") or []
     rates = quarantine_rates(reconciliation)
-    recon_rows = [[r["source"], r["raw_rows"], r["clean_rows"], r["quarantined_rows"], r["duplicate_rows"],
-                   f"{100 * rates[r['source']]:.2f} %" if rates.get(r["source"]) is not None else None]
-                  for r in reconciliation]
+    recon_rows = [
+        [
+            r["source"],
+            r["raw_rows"],
+            r["clean_rows"],
+            r["quarantined_rows"],
+            r["duplicate_rows"],
+            f"{100 * rates[r['source']]:.2f} %" if rates.get(r["source"]) is not None else None,
+        ]
+        for r in reconciliation
+    ]
     audiences = report.get("audience_sizes") or {}
     tasks = report.get("task_seconds") or []
     k = (metrics.get("als") or {}).get("k")
@@ -307,44 +411,73 @@ def render_html(report: Mapping, history: list[Mapping], calibration_svg: str | 
         f"<h1>Nightly run report — ds {html.escape(report['ds'])}</h1>",
         f"<p>run id <code>{html.escape(str(report.get('run_id')))}</code>; "
         f"{len(nights)} night(s) of history shown.</p>",
-        *([f"<h2>Notes</h2><ul>{''.join(f'<li>{html.escape(note)}</li>' for note in report['notes'])}</ul>"]
-          if report.get("notes") else []),
+        *(
+            [f"<h2>Notes</h2><ul>{''.join(f'<li>{html.escape(note)}</li>' for note in report['notes'])}</ul>"]
+            if report.get("notes")
+            else []
+        ),
         "<h2>Published tables</h2>",
         _table(["table", "rows"], [[t, n] for t, n in (report.get("published") or {}).items()]),
         "<h2>Models</h2>",
         _table(["metric", "value", "baseline", "lift"], headline_rows),
         '<div class="grid">',
-        _plot_block("ranking", f"Recommendations: precision@{_fmt(k)} vs the strongest non-personalised ranking, "
-                               "per night",
-                    _trend_plot(nights, [("als", "precision_at_k", "served precision@K"),
-                                         ("als", "baseline_precision_at_k", "baseline precision@K")], "precision@K")),
-        _plot_block("ctr", "CTR model: AUC vs placement prior, per night",
-                    _trend_plot(nights, [("ctr", "auc", "logistic regression AUC"),
-                                         ("ctr", "baseline_auc", "placement-prior AUC")], "AUC")),
+        _plot_block(
+            "ranking",
+            f"Recommendations: precision@{_fmt(k)} vs the strongest non-personalised ranking, per night",
+            _trend_plot(
+                nights,
+                [
+                    ("als", "precision_at_k", "served precision@K"),
+                    ("als", "baseline_precision_at_k", "baseline precision@K"),
+                ],
+                "precision@K",
+            ),
+        ),
+        _plot_block(
+            "ctr",
+            "CTR model: AUC vs placement prior, per night",
+            _trend_plot(
+                nights,
+                [("ctr", "auc", "logistic regression AUC"), ("ctr", "baseline_auc", "placement-prior AUC")],
+                "AUC",
+            ),
+        ),
         "</div>",
         *recommendation_sections(metrics.get("als") or {}),
         *campaign_sections(report.get("campaigns") or {}, calibration_svg),
         "<h2>Audiences</h2>",
         _table(["campaign", "users"], [[c, n] for c, n in audiences.items()]),
-        _plot_block("audiences", "Audience size per campaign",
-                    _bar_plot(list(audiences), list(audiences.values()), "users in the audience")),
+        _plot_block(
+            "audiences",
+            "Audience size per campaign",
+            _bar_plot(list(audiences), list(audiences.values()), "users in the audience"),
+        ),
         "<h2>Data quality: raw rows = clean + quarantined + duplicates</h2>",
         _table(["source", "raw", "clean", "quarantined", "duplicates", "quarantine rate"], recon_rows),
         _plot_block("quarantine", "Quarantine rate per source, per night", _quarantine_plot(nights)),
         "<h2>Time per task</h2>",
-        _table(["task", "state", "seconds"], [[t["task_id"], t.get("state"), t.get("seconds")] for t in tasks],
-               numeric_from=2),
-        _plot_block("tasks", "Seconds per task (this run)",
-                    _bar_plot([t["task_id"] for t in tasks], [t.get("seconds") or 0 for t in tasks], "seconds")),
+        _table(
+            ["task", "state", "seconds"],
+            [[t["task_id"], t.get("state"), t.get("seconds")] for t in tasks],
+            numeric_from=2,
+        ),
+        _plot_block(
+            "tasks",
+            "Seconds per task (this run)",
+            _bar_plot([t["task_id"] for t in tasks], [t.get("seconds") or 0 for t in tasks], "seconds"),
+        ),
         "<h2>All model metrics</h2>",
         _table(["model", "key", "value"], all_metrics, numeric_from=2),
         "<h2>Validation</h2>",
         '<p>Great Expectations Data Docs: <a href="data_docs/marts/index.html">marts</a>, '
         '<a href="data_docs/outputs/index.html">outputs</a>.</p>',
     ]
-    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-            f"<title>Run report {html.escape(report['ds'])}</title><style>{CSS}</style></head><body>"
-            + "\n".join(sections) + "</body></html>\n")
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        f"<title>Run report {html.escape(report['ds'])}</title><style>{CSS}</style></head><body>"
+        + "\n".join(sections)
+        + "</body></html>\n"
+    )
 
 
 def render_markdown(report: Mapping, campaign_lines: Sequence[str] = ()) -> str:
@@ -360,25 +493,33 @@ def render_markdown(report: Mapping, campaign_lines: Sequence[str] = ()) -> str:
         "## Published tables",
         "| table | rows |",
         "|---|---|",
-        *[f"| {t} | {_fmt(rows) if rows is not None else 'not built by this run (see notes)'} |"
-          for t, rows in report["published"].items()],
+        *[
+            f"| {t} | {_fmt(rows) if rows is not None else 'not built by this run (see notes)'} |"
+            for t, rows in report["published"].items()
+        ],
         "",
         "## Models",
         f"- Recommendations top-{_fmt(als.get('k'))} ({_fmt(als.get('model'))}, engine {_fmt(als.get('engine'))}): "
         f"NDCG@K {_fmt(als.get('ndcg_at_k'))} vs {_fmt(als.get('baseline'))} {_fmt(als.get('baseline_ndcg_at_k'))}, "
         f"precision@K {_fmt(als.get('precision_at_k'))} vs {_fmt(als.get('baseline_precision_at_k'))}, "
         f"{_fmt(als.get('n_eval_users'))} holdout users; gate: {_fmt((als.get('gate') or {}).get('verdict'))}",
-        (f"- CTR logistic regression: AUC {_fmt(ctr.get('auc'))} vs placement-prior baseline "
-         f"{_fmt(ctr.get('baseline_auc'))} on {_fmt(ctr.get('n_test'))} holdout impressions")
-        if "ctr" in metrics else "- CTR logistic regression: skipped (see notes)",
+        (
+            f"- CTR logistic regression: AUC {_fmt(ctr.get('auc'))} vs placement-prior baseline "
+            f"{_fmt(ctr.get('baseline_auc'))} on {_fmt(ctr.get('n_test'))} holdout impressions"
+        )
+        if "ctr" in metrics
+        else "- CTR logistic regression: skipped (see notes)",
         f"- Segments (k={_fmt(seg.get('k'))}): silhouette {_fmt(seg.get('silhouette'))}",
         "",
         *campaign_lines,
         "## Data quality: raw rows = clean + quarantined + duplicates",
         "| source | delivered | raw | clean | quarantined | duplicates |",
         "|---|---|---|---|---|---|",
-        *[f"| {r['source']} | {'yes' if r.get('delivered', True) else 'no'} | {r['raw_rows']} | {r['clean_rows']} | "
-          f"{r['quarantined_rows']} | {r['duplicate_rows']} |" for r in reconciliation],
+        *[
+            f"| {r['source']} | {'yes' if r.get('delivered', True) else 'no'} | {r['raw_rows']} | {r['clean_rows']} | "
+            f"{r['quarantined_rows']} | {r['duplicate_rows']} |"
+            for r in reconciliation
+        ],
         "",
         "The full report with plots: `report.html`. Great Expectations Data Docs: `data_docs/marts/index.html`, "
         "`data_docs/outputs/index.html`.",
@@ -386,10 +527,20 @@ def render_markdown(report: Mapping, campaign_lines: Sequence[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_report(*, ds: str, run_id: str, manifests: Mapping[str, dict | None], metrics: Mapping[str, dict],
-                 reconciliation_path: Path, out_dir: Path, history: list[Mapping] = (),
-                 audience_sizes: Mapping[str, int] | None = None, task_seconds: list[dict] = (),
-                 notes: Sequence[str] = (), campaign_lift_path: Path | None = None) -> dict:
+def build_report(
+    *,
+    ds: str,
+    run_id: str,
+    manifests: Mapping[str, dict | None],
+    metrics: Mapping[str, dict],
+    reconciliation_path: Path,
+    out_dir: Path,
+    history: list[Mapping] = (),
+    audience_sizes: Mapping[str, int] | None = None,
+    task_seconds: list[dict] = (),
+    notes: Sequence[str] = (),
+    campaign_lift_path: Path | None = None,
+) -> dict:
     from precision_marketing.reporting.campaign_section import campaign_section, read_lift
 
     reconciliation = pq.read_table(reconciliation_path).to_pylist()  # one row per raw source: tiny

@@ -11,14 +11,15 @@ Features: recency_days, log1p(frequency), log1p(monetary) (logs tame the long ta
 Segments are named from the centroids by a value score (frequent, high-spending, recent users first),
 so names do not depend on KMeans' arbitrary label order; segment_id is the position of the name (1 = champions). Metrics go to metrics.json next to the output.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -31,10 +32,16 @@ from sklearn.preprocessing import StandardScaler
 
 FEATURES = ["recency_days", "frequency", "monetary"]
 INPUT_COLUMNS = ["user_id", *FEATURES]
-OUTPUT_SCHEMA = pa.schema([
-    ("user_id", pa.int64()), ("segment_id", pa.int32()), ("segment", pa.string()),
-    ("recency_days", pa.int32()), ("frequency", pa.int32()), ("monetary", pa.float64()),
-])
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("segment_id", pa.int32()),
+        ("segment", pa.string()),
+        ("recency_days", pa.int32()),
+        ("frequency", pa.int32()),
+        ("monetary", pa.float64()),
+    ]
+)
 # the k=5 names in segment_id order; other k get generic names carrying the value rank
 SEGMENT_NAMES = ["champions", "loyal", "promising", "at_risk", "hibernating"]
 SAMPLE_SIZE = 10_000
@@ -74,8 +81,10 @@ def _features(chunk: pa.Table, path: Path, first_row: int) -> np.ndarray:
         values = chunk.column(name).to_numpy(zero_copy_only=False).astype(float)
         bad = np.flatnonzero(np.isnan(values) | (values < 0))
         if bad.size:
-            raise ValueError(f"{path}: column {name!r} must be a non-negative number, "
-                             f"got {values[bad[0]]} at row {first_row + bad[0] + 1}")
+            raise ValueError(
+                f"{path}: column {name!r} must be a non-negative number, "
+                f"got {values[bad[0]]} at row {first_row + bad[0] + 1}"
+            )
         columns.append(values if name == "recency_days" else np.log1p(values))
     return np.column_stack(columns)
 
@@ -102,8 +111,9 @@ def _segment_names(centroids: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return position_of_label, names
 
 
-def segment_users(user_features_path: Path, output_path: Path, *, k: int = 5, seed: int = 42,
-                  batch_size: int = 100_000) -> dict:
+def segment_users(
+    user_features_path: Path, output_path: Path, *, k: int = 5, seed: int = 42, batch_size: int = 100_000
+) -> dict:
     """Cluster users on RFM features, write user_segments Parquet + metrics.json, return the metrics."""
     started = time.perf_counter()
     user_features_path, output_path = Path(user_features_path), Path(output_path)
@@ -148,28 +158,44 @@ def segment_users(user_features_path: Path, output_path: Path, *, k: int = 5, se
             inertia += float(((scaled - model.cluster_centers_[labels]) ** 2).sum())
             positions = position_of_label[labels]
             sizes += np.bincount(positions, minlength=k)
-            writer.write_table(pa.table({
-                "user_id": chunk.column("user_id"),
-                "segment_id": pa.array(positions + 1, pa.int32()),
-                "segment": pa.array([names[p] for p in positions], pa.string()),
-                "recency_days": chunk.column("recency_days"),
-                "frequency": chunk.column("frequency"),
-                "monetary": chunk.column("monetary"),
-            }).cast(OUTPUT_SCHEMA))
+            writer.write_table(
+                pa.table(
+                    {
+                        "user_id": chunk.column("user_id"),
+                        "segment_id": pa.array(positions + 1, pa.int32()),
+                        "segment": pa.array([names[p] for p in positions], pa.string()),
+                        "recency_days": chunk.column("recency_days"),
+                        "frequency": chunk.column("frequency"),
+                        "monetary": chunk.column("monetary"),
+                    }
+                ).cast(OUTPUT_SCHEMA)
+            )
     partial_path.replace(output_path)  # readers never see a half-written file
 
     sample_labels = model.predict(scaled_sample)
     with sklearn.config_context(working_memory=128):  # MB: pairwise distances of the sample, chunked
-        silhouette = (float(silhouette_score(scaled_sample, sample_labels, random_state=seed))
-                      if 1 < len(np.unique(sample_labels)) < len(sample_labels) else None)
+        silhouette = (
+            float(silhouette_score(scaled_sample, sample_labels, random_state=seed))
+            if 1 < len(np.unique(sample_labels)) < len(sample_labels)
+            else None
+        )
     centroids = scaler.inverse_transform(model.cluster_centers_)
     metrics = {
-        "k": k, "seed": seed, "n_users": int(n_users), "inertia": inertia,
-        "silhouette": silhouette, "silhouette_sample_size": len(scaled_sample),
+        "k": k,
+        "seed": seed,
+        "n_users": int(n_users),
+        "inertia": inertia,
+        "silhouette": silhouette,
+        "silhouette_sample_size": len(scaled_sample),
         "segment_sizes": {names[r]: int(sizes[r]) for r in range(k)},
-        "centroids": {names[position_of_label[label]]: {
-            "recency_days": float(c[0]), "frequency": float(np.expm1(c[1])), "monetary": float(np.expm1(c[2]))}
-            for label, c in enumerate(centroids)},
+        "centroids": {
+            names[position_of_label[label]]: {
+                "recency_days": float(c[0]),
+                "frequency": float(np.expm1(c[1])),
+                "monetary": float(np.expm1(c[2])),
+            }
+            for label, c in enumerate(centroids)
+        },
         "seconds": round(time.perf_counter() - started, 3),
     }
     (output_path.parent / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -177,8 +203,10 @@ def segment_users(user_features_path: Path, output_path: Path, *, k: int = 5, se
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m precision_marketing.training.segmentation",
-                                     description="Segment users on RFM features (streamed MiniBatchKMeans).")
+    parser = argparse.ArgumentParser(
+        prog="python -m precision_marketing.training.segmentation",
+        description="Segment users on RFM features (streamed MiniBatchKMeans).",
+    )
     parser.add_argument("--user-features", required=True, type=Path, help="user_features Parquet file or folder")
     parser.add_argument("--output", required=True, type=Path, help="user_segments Parquet file to write")
     parser.add_argument("--k", type=int, default=5, help="number of segments")

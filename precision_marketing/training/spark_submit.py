@@ -2,6 +2,7 @@
 
 A separate JVM per job keeps the Airflow worker small, and the same command line works against
 local[*] or a cluster master (spark://, yarn, k8s://) unchanged."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ import re
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from precision_marketing.config import REPO_ROOT
 
@@ -35,8 +36,13 @@ def spark_submit_command(job: str, job_args: Sequence[str], spark_config: Mappin
         "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
         **{k: str(v) for k, v in (spark_config.get("conf") or {}).items()},
     }
-    command = [str(spark_submit), "--master", spark_config["master"],
-               "--driver-memory", str(spark_config["driver_memory"])]
+    command = [
+        str(spark_submit),
+        "--master",
+        spark_config["master"],
+        "--driver-memory",
+        str(spark_config["driver_memory"]),
+    ]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     return command + [str(SPARK_JOBS_DIR / f"{job}.py"), *map(str, job_args)]
@@ -55,8 +61,12 @@ def spark_env() -> dict[str, str]:
     """spark-submit finds its jars and Python through these; without them it needs the venv on PATH."""
     import pyspark
 
-    return {**os.environ, "SPARK_HOME": os.environ.get("SPARK_HOME", str(Path(pyspark.__file__).parent)),
-            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    return {
+        **os.environ,
+        "SPARK_HOME": os.environ.get("SPARK_HOME", str(Path(pyspark.__file__).parent)),
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+    }
 
 
 # a line that names an exception: "java.net.UnknownHostException: nowhere", "pyspark.errors...AnalysisException: ..."
@@ -81,14 +91,16 @@ def check_master(master: str, timeout: float = 10.0) -> None:
     retries for minutes and ends in a stopped SparkContext)."""
     if not master.startswith("spark://"):
         return  # local[*] needs no server; yarn / k8s resolve through their own configuration
-    for address in master[len("spark://"):].split(","):
+    for address in master[len("spark://") :].split(","):
         host, _, port = address.partition(":")
         try:
             with socket.create_connection((host, int(port or 7077)), timeout=timeout):
                 pass
         except OSError as exc:
-            raise SparkJobError(f"Spark master {master} is not reachable ({host}:{port or 7077}: {exc}). "
-                                "Check spark.master (PM__SPARK__MASTER or the run's spark_master param).") from None
+            raise SparkJobError(
+                f"Spark master {master} is not reachable ({host}:{port or 7077}: {exc}). "
+                "Check spark.master (PM__SPARK__MASTER or the run's spark_master param)."
+            ) from None
 
 
 def run_spark_job(job: str, job_args: Sequence[str], spark_config: Mapping) -> None:
@@ -101,5 +113,8 @@ def run_spark_job(job: str, job_args: Sequence[str], spark_config: Mapping) -> N
     if process.returncode != 0:
         tail = "\n".join(process.stdout.strip().splitlines()[-25:])
         cause = root_cause(process.stdout)
-        raise SparkJobError(f"Spark job {job} failed (exit {process.returncode})"
-                            + (f": {cause}" if cause else "") + f". Last output lines:\n{tail}")
+        raise SparkJobError(
+            f"Spark job {job} failed (exit {process.returncode})"
+            + (f": {cause}" if cause else "")
+            + f". Last output lines:\n{tail}"
+        )
