@@ -40,6 +40,10 @@ chromium:
 test: venv check-java chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The inner loop: pure Python and SQL units (tests marked `fast`), under a minute; `make test` stays the full suite.
+test-fast: venv
+	$(BIN)/pytest -m fast -q $(PYTEST_ARGS)
+
 # Habits CI keeps (.ci/run runs this before the tests): ruff lint + format check (pyproject.toml), sqlfluff on the
 # dbt models with the dbt templater (.sqlfluff). `ruff format .` and `sqlfluff fix dbt_project` apply the fixes.
 lint: venv

@@ -11,6 +11,8 @@ import pytest
 
 from precision_marketing.reporting.alerts import notify
 
+pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
+
 
 @pytest.fixture
 def smtp_server():

@@ -9,6 +9,8 @@ import pytest
 
 from precision_marketing.campaigns.content import ContentError, build_audience_exports
 
+pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
+
 ACTIVATION = {
     "content_products": 2,
     "subject_template": "{{ first_product }} and more {{ category }} picks",

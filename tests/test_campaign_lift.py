@@ -19,6 +19,8 @@ from precision_marketing.publish.partitions import publish_table
 from precision_marketing.storage import LocalStorage
 from spark_jobs.audience_rules import control_draw_reference
 
+pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
+
 END_DS = "2026-11-20"
 DAYS = 20
 NIGHTS = ["2026-11-06", "2026-11-07", "2026-11-08"]

@@ -9,6 +9,8 @@ import yaml
 from precision_marketing.config import REPO_ROOT, ConfigError, get, load_config
 from precision_marketing.pipeline import run_config
 
+pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
+
 
 def test_environment_overrides_the_file_and_parses_scalars():
     config = load_config(

@@ -12,6 +12,8 @@ from expectations.raw_contract import check_raw
 from precision_marketing.contract import EVENT_TYPES, PLACEMENTS, SOURCES
 from precision_marketing.datagen import GENERATED_SOURCES, generate, main
 
+pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
+
 END_DS = "2026-11-23"
 SMALL = dict(users=300, items=120, days=14, campaigns=6, seed=7)
 TIMESTAMP = "%Y-%m-%d %H:%M:%S"

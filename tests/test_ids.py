@@ -7,6 +7,8 @@ import pytest
 from precision_marketing.publish.ids import restore_original_ids
 from precision_marketing.publish.partitions import PublishError
 
+pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
+
 
 def write(path, table):
     pq.write_table(pa.Table.from_pylist(table), path)

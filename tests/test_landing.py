@@ -9,6 +9,8 @@ import pytest
 from precision_marketing.ingest.arrivals import missing_landing
 from precision_marketing.storage import LocalStorage, S3Storage
 
+pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
+
 DS = "2026-11-22"
 SOURCES = ["campaigns", "consent", "events", "impressions", "products", "users"]
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("precision_marketing", "expectations", "spark_jobs", "dags")
 

@@ -15,6 +15,8 @@ from precision_marketing.contract import INCREMENT, SNAPSHOT, SOURCES, RawContra
 from precision_marketing.datagen import generate
 from precision_marketing.ingest.mapping import load_mapping
 
+pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
+
 REPO = Path(__file__).resolve().parents[1]
 DS, EARLIER = "2026-11-23", "2026-11-22"
 HISTORY = 3

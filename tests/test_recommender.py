@@ -14,6 +14,8 @@ from spark_jobs import als_recommendations as job
 from spark_jobs import recommender as rec
 from spark_jobs.topk import ItemSide, ServePolicy, TopK
 
+pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
+
 HOUR0 = 480_000  # some hour since the epoch (2024-10-05)
 
 

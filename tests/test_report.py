@@ -9,6 +9,8 @@ import pytest
 
 from precision_marketing.reporting.report import build_report, render_html, timing_records
 
+pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
+
 DS = "2026-11-22"
 RECONCILIATION = [
     {"source": "events", "raw_rows": 1000, "clean_rows": 950, "quarantined_rows": 30, "duplicate_rows": 20},

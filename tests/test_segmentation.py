@@ -11,6 +11,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from precision_marketing.training.segmentation import main, segment_users
 
+pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
+
 # planted groups: (recency_days, frequency, monetary) centres
 PLANTED = {
     "big_spenders": (2, 20, 2000.0),

@@ -22,6 +22,8 @@ import yaml
 
 from precision_marketing import contract
 
+pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
+
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = REPO / "dbt_project"
 PROJECT_FILE = PROJECT / "dbt_project.yml"

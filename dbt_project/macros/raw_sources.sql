@@ -35,7 +35,6 @@
     {%- endif %}
 {%- endmacro %}
 
-{#- SQL boolean: the source was delivered for this run (landed_sources). -#}
 {#- The columns every reader of the landed zone selects: the contract's columns as one raw_values STRUCT, the
     row's lineage and its landing partition. -#}
 {% macro landed_columns(source) -%}
@@ -50,6 +49,17 @@
         ds as partition_date
 {%- endmacro %}
 
+{#- SQL boolean: the source was delivered for this run (landed_sources). -#}
 {% macro delivered(source_name) -%}
     (select coalesce(bool_or(delivered), false) from {{ ref('landed_sources') }} where source = '{{ source_name }}')
+{%- endmacro %}
+
+{#- The lineage columns every checked_ snapshot model keeps from raw_rows (read_landed), after its typed columns
+    (one per line: call it as `{{ snapshot_lineage_columns() | indent(8) }}` in a select list indented by 8). -#}
+{% macro snapshot_lineage_columns() -%}
+partition_date,
+source_file,
+source_row,
+ingest_error,
+raw_values
 {%- endmacro %}

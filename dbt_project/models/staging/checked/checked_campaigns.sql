@@ -15,11 +15,7 @@ typed as (
         cast(case when {{ parse_integer('raw_values.audience_size') }} between 1 and {{ max_audience_size() }}
                   then {{ parse_integer('raw_values.audience_size') }} end as integer) as audience_size,
         {{ parse_integer('raw_values.audience_size') }} as delivered_audience_size,
-        partition_date,
-        source_file,
-        source_row,
-        ingest_error,
-        raw_values
+        {{ snapshot_lineage_columns() | indent(8) }}
     from raw_rows
 )
 

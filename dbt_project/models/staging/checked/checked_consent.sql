@@ -21,11 +21,7 @@ typed as (
         raw_values.channel                              as channel,
         raw_values.status                               as status,
         {{ parse_timestamp('raw_values.updated_ts') }}  as updated_ts,
-        partition_date,
-        source_file,
-        source_row,
-        ingest_error,
-        raw_values
+        {{ snapshot_lineage_columns() | indent(8) }}
     from raw_rows
 ),
 

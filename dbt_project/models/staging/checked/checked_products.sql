@@ -10,11 +10,7 @@ typed as (
         raw_values.category                                     as category,
         raw_values.brand                                        as brand,
         {{ parse_decimal('raw_values.price') }}                 as price,
-        partition_date,
-        source_file,
-        source_row,
-        ingest_error,
-        raw_values
+        {{ snapshot_lineage_columns() | indent(8) }}
     from raw_rows
 )
 

@@ -9,11 +9,7 @@ typed as (
         raw_values.email                                    as email,
         upper(trim(raw_values.country))                     as country,
         {{ parse_date('raw_values.signup_date') }}          as signup_date,
-        partition_date,
-        source_file,
-        source_row,
-        ingest_error,
-        raw_values
+        {{ snapshot_lineage_columns() | indent(8) }}
     from raw_rows
 )
 
