@@ -126,14 +126,16 @@ def write_raw_zone(root: Path) -> Path:
     return root
 
 
-def run_dbt(command: str, work: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """One dbt CLI invocation on the real project; artifacts and logs stay in the test's work dir."""
+def run_dbt(
+    command: str, work: Path, *args: str, check: bool = True, project: Path = PROJECT_DIR
+) -> subprocess.CompletedProcess:
+    """One dbt CLI invocation on the real project (or a copy of it); artifacts and logs stay in the test's work dir."""
     result = subprocess.run(
         [
             str(DBT),
             command,
             "--project-dir",
-            str(PROJECT_DIR),
+            str(project),
             "--profiles-dir",
             str(PROJECT_DIR),
             "--target",

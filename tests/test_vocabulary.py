@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from precision_marketing import contract
+from tests.test_dbt_project import run_dbt as dbt
 
 pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = REPO / "dbt_project"
 PROJECT_FILE = PROJECT / "dbt_project.yml"
-DBT = Path(sys.executable).with_name("dbt")
 RUN_VARS = '{ds: "2026-01-02", landed_dir: "/nonexistent/landed"}'
 # typed_ models are incremental: compiling them asks the landed zone which partitions changed (needs data)
 NEEDS_DATA = "path:models/staging/typed"
@@ -73,36 +70,8 @@ def vocabulary(variables: dict) -> dict[str, list[str]]:
 
 
 def run_dbt(project: Path, work: Path, *args: str) -> str:
-    result = subprocess.run(
-        [
-            str(DBT),
-            "compile",
-            "--project-dir",
-            str(project),
-            "--profiles-dir",
-            str(PROJECT),
-            "--target",
-            "ci",
-            "--target-path",
-            str(work / "target"),
-            "--log-path",
-            str(work / "logs"),
-            "--vars",
-            RUN_VARS,
-            *args,
-        ],
-        env={
-            **os.environ,
-            "PM_DUCKDB_PATH": str(work / "warehouse.duckdb"),
-            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-            "DO_NOT_TRACK": "1",
-        },
-        cwd=work,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, f"dbt compile failed:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
-    return result.stdout
+    """`dbt compile` of `project` with the run vars; its output."""
+    return dbt("compile", work, "--vars", RUN_VARS, *args, project=project).stdout
 
 
 class Compiled:

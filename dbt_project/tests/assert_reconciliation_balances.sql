@@ -11,5 +11,10 @@ from {{ ref('data_reconciliation_partitions') }}
 where raw_rows != clean_rows + quarantined_rows + duplicate_rows
 union all
 select expected.source, null, null, null, null, null
-from (values {% for s in raw_sources() %}('{{ s }}'){{ "," if not loop.last }}{% endfor %}) as expected(source)
-where expected.source not in (select source from {{ ref('data_reconciliation') }})
+from (
+    values
+    {%- for s in raw_sources() %}
+    ('{{ s }}'){{ "," if not loop.last }}
+    {%- endfor %}
+) as expected (source)
+where expected.source not in (select reconciled.source from {{ ref('data_reconciliation') }} as reconciled)

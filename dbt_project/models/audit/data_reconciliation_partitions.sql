@@ -16,11 +16,15 @@ from (
     select
         partition_date,
         reject_reason is null as valid,
-        row_number() over (partition by reject_reason is null, {{ key }} order by source_file, source_row) as rank_in_key
+        row_number() over (
+            partition by reject_reason is null, {{ key }} order by source_file, source_row
+        ) as rank_in_key
     from {{ ref('checked_' ~ source_name) }}
 ) as checked
-left join (
-    select partition_date, count(*) as clean_rows from {{ ref('stg_' ~ source_name) }} group by partition_date
+-- a subquery, not a CTE: each source is one branch of the union all
+left join (  -- noqa: ST05
+    select partition_date, count(*) as clean_rows from {{ ref('stg_' ~ source_name) }}
+    group by partition_date
 ) as clean on checked.partition_date = clean.partition_date
 group by checked.partition_date
 {% if not loop.last %}union all{% endif %}

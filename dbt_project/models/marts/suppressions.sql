@@ -11,9 +11,15 @@ suppressing_rows as (
     where suppress_channel is not null
 ),
 
+consent_rows as (
+    select * from valid_consent
+    union all
+    select * from suppressing_rows
+),
+
 latest_consent as (
     select user_id, channel, status
-    from (select * from valid_consent union all select * from suppressing_rows)
+    from consent_rows
     qualify row_number() over (
         partition by user_id, channel
         order by updated_ts desc nulls first, status = 'opt_out' desc

@@ -33,7 +33,7 @@ top_categories as (
     -- ties go to the alphabetically first category, so the result is deterministic
     select user_id, category, affinity
     from affinities
-    qualify row_number() over (partition by user_id order by affinity desc, category) = 1
+    qualify row_number() over (partition by user_id order by affinity desc, category asc) = 1
 )
 
 select

@@ -4,6 +4,6 @@ select source, kind, role, delivered, files, rows, rows_ds, ingest_errors
 from read_json(
     '{{ (landed_dir() ~ "/_status/ds=" ~ run_ds() ~ ".ndjson") | replace("'", "''") }}',
     format = 'newline_delimited',
-    columns = {source: 'VARCHAR', kind: 'VARCHAR', role: 'VARCHAR', delivered: 'BOOLEAN', files: 'BIGINT',
-               rows: 'BIGINT', rows_ds: 'BIGINT', ingest_errors: 'BIGINT', partitions_cached: 'BIGINT'}
+    columns = { source: 'VARCHAR', kind: 'VARCHAR', role: 'VARCHAR', delivered: 'BOOLEAN', files: 'BIGINT',
+                rows: 'BIGINT', rows_ds: 'BIGINT', ingest_errors: 'BIGINT', partitions_cached: 'BIGINT' }
 )

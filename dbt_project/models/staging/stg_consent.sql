@@ -1,10 +1,5 @@
--- Clean consent: valid rows of checked_consent, one per (user_id, channel, updated_ts); a repeated key is a duplicate of the first delivered row.
-with valid_rows as (
-    select * exclude (raw_values, reject_reason, ingest_error, suppress_channel, suppress_ts)
-    from {{ ref('checked_consent') }}
-    where reject_reason is null
-)
-
-select *
-from valid_rows
-qualify row_number() over (partition by user_id, channel, updated_ts order by source_file, source_row) = 1
+-- Clean consent: valid rows of checked_consent, one per (user_id, channel, updated_ts); a repeated key is a
+-- duplicate of the first delivered row. A snapshot model (a table), so first_delivered_rows (macros/incremental.sql)
+-- selects them all.
+{{ first_delivered_rows(ref('checked_consent'), ['user_id', 'channel', 'updated_ts'],
+                        ['raw_values', 'reject_reason', 'ingest_error', 'suppress_channel', 'suppress_ts']) }}

@@ -1,10 +1,3 @@
--- Clean users: valid rows of checked_users, one per (user_id); a repeated key is a duplicate of the first delivered row.
-with valid_rows as (
-    select * exclude (raw_values, reject_reason, ingest_error)
-    from {{ ref('checked_users') }}
-    where reject_reason is null
-)
-
-select *
-from valid_rows
-qualify row_number() over (partition by user_id order by source_file, source_row) = 1
+-- Clean users: valid rows of checked_users, one per (user_id); a repeated key is a duplicate of the first
+-- delivered row. A snapshot model (a table), so first_delivered_rows (macros/incremental.sql) selects them all.
+{{ first_delivered_rows(ref('checked_users'), ['user_id'], ['raw_values', 'reject_reason', 'ingest_error']) }}

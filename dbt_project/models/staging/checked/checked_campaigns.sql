@@ -37,6 +37,7 @@ select
         when raw_values.audience_size is null then 'audience_size is null'
         when delivered_audience_size is null then 'malformed audience_size'
         when delivered_audience_size <= 0 then 'non-positive audience_size'
-        when delivered_audience_size > {{ max_audience_size() }} then 'absurd audience_size (above {{ max_audience_size() }})'
+        when delivered_audience_size > {{ max_audience_size() }}
+            then 'absurd audience_size (above {{ max_audience_size() }})'
     end as reject_reason
 from typed

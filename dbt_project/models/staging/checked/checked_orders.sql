@@ -1,26 +1,6 @@
 -- Every landed order line of the history window (typed_orders), with the first contract rule it breaks (NULL =
 -- valid). A negative quantity is a return. Known users/products as for events.
-with typed as (
-    select * from {{ ref('typed_orders') }}
-    where partition_date > date '{{ run_ds() }}' - {{ history_days() }} and partition_date <= date '{{ run_ds() }}'
-),
-
-known_users as (
-    select user_id from {{ ref('stg_users') }}
-),
-
-known_products as (
-    select product_id from {{ ref('stg_products') }}
-),
-
-delivery as (
-    select {{ delivered('users') }} as users_delivered, {{ delivered('products') }} as products_delivered
-)
-
-select
-    typed.*,
-    case
-        when typed.ingest_error is not null then typed.ingest_error
+{% call checked_increment('orders', known=[('users', 'user_id'), ('products', 'product_id')]) %}
         when typed.order_id is null then 'order_id is null'
         {{ id_reasons('user_id', 'typed.user_id', 'known_users.user_id', 'delivery.users_delivered') }}
         {{ id_reasons('product_id', 'typed.product_id', 'known_products.product_id', 'delivery.products_delivered') }}
@@ -35,8 +15,4 @@ select
         when raw_values.order_ts is null then 'order_ts is null'
         when typed.order_ts is null then 'malformed order_ts'
         when typed.order_ts > {{ future_limit('typed.partition_date') }} then 'order_ts in the future'
-    end as reject_reason
-from typed
-cross join delivery
-left join known_users on typed.user_id = known_users.user_id
-left join known_products on typed.product_id = known_products.product_id
+{% endcall %}
