@@ -71,7 +71,7 @@ def _source_of(loc: tuple, sources: Mapping[tuple, str], default: str) -> str:
 
 
 def _validated(config: dict, sources: Mapping[tuple, str], config_file: Path) -> dict:
-    """The configuration checked against config_schema.PlatformConfig, or a ConfigError listing every problem."""
+    """The configuration checked against config.schema.PlatformConfig, or a ConfigError listing every problem."""
     from pydantic import ValidationError
 
     from precision_marketing.config.schema import PlatformConfig
