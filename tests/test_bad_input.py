@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ HEADERS = {
     "consent": "user_id,channel,status,updated_ts",
 }
 CLEAN, DUPLICATE = "clean", "duplicate"
-FAIL_SAFE_USERS = range(101, 111)  # one per kind of broken opt-out
+FAIL_SAFE_USERS = range(101, 114)  # one per kind of broken or contested opt-out
 BAD_BYTE = b"\xe9"  # 'é' in Latin-1: not valid UTF-8 on its own
 
 
@@ -83,7 +84,7 @@ BASE = [  # the clean deliveries the kinds refer to (users, products, campaigns,
         "users",
         DS,
         rows("users", *[f"{u},u{u}@example.com,FR,2025-01-01" for u in (1, 2, 3, 5000000000, *FAIL_SAFE_USERS)]),
-        [CLEAN] * 14,
+        [CLEAN] * (4 + len(FAIL_SAFE_USERS)),
     ),
     Kind(
         "base_products",
@@ -115,7 +116,7 @@ BASE = [  # the clean deliveries the kinds refer to (users, products, campaigns,
         "consent",
         DS,
         rows("consent", *[f"{u},all,opt_in,2026-01-01 00:00:00" for u in (1, 2, 3, *FAIL_SAFE_USERS)]),
-        [CLEAN] * 13,
+        [CLEAN] * (3 + len(FAIL_SAFE_USERS)),
     ),
     Kind(
         "base_events",
@@ -124,7 +125,7 @@ BASE = [  # the clean deliveries the kinds refer to (users, products, campaigns,
         rows(
             "events", *[f"b{u},{u},P{1 + u % 3},purchase,2026-03-08 10:00:00,s{u}" for u in (1, 2, 3, *FAIL_SAFE_USERS)]
         ),
-        [CLEAN] * 13,
+        [CLEAN] * (3 + len(FAIL_SAFE_USERS)),
     ),
 ]
 
@@ -491,6 +492,27 @@ KINDS = [
         rows("consent", "110,email,,2026-03-01 00:00:00"),
         ["status is null; user suppressed on email"],
     ),
+    Kind(  # the same second: both rows count, the opt-out wins
+        "consent_same_second",
+        "consent",
+        DS,
+        rows("consent", "111,email,opt_in,2026-03-01 00:00:00", "111,email,opt_out,2026-03-01 00:00:00"),
+        [CLEAN, CLEAN],
+    ),
+    Kind(  # half a second apart: the later opt-in releases (its fraction is kept, not truncated into a tie)
+        "consent_sub_second",
+        "consent",
+        DS,
+        rows("consent", "112,push,opt_out,2026-03-01 00:00:00.200", "112,push,opt_in,2026-03-01 00:00:00.700"),
+        [CLEAN, CLEAN],
+    ),
+    Kind(  # a boolean status means nothing without the export's column name: invalid, so it suppresses
+        "consent_boolean_status",
+        "consent",
+        DS,
+        rows("consent", "113,email,yes,2026-03-01 00:00:00"),
+        ["invalid status; user suppressed on email"],
+    ),
 ]
 SUPPRESSED = {
     101: {"email"},
@@ -503,6 +525,9 @@ SUPPRESSED = {
     108: {"all"},
     109: {"all"},
     110: {"email"},
+    111: {"email"},
+    112: set(),
+    113: {"email"},
 }
 
 
@@ -677,7 +702,7 @@ def test_a_broken_opt_out_never_releases_a_user(suite):
     suppressed = {}
     for user_key, channel in query(work, "select user_id, channel from marts.suppressions"):
         suppressed.setdefault(user_key, set()).add(channel)
-    assert {user: suppressed.get(keys[user]) for user in FAIL_SAFE_USERS} == SUPPRESSED
+    assert {user: suppressed.get(keys[user], set()) for user in FAIL_SAFE_USERS} == SUPPRESSED
     # nobody of them is a scoring candidate (the audiences' input) on a suppressed channel
     candidates = query(
         work,
@@ -844,3 +869,12 @@ def test_a_landed_partition_is_reused_until_its_files_or_the_mapping_change(clea
     shutil.rmtree(raw / f"events/ds={DAY1}")
     land_window(raw, tmp_path / "landed", DS, HISTORY, mapping)
     assert not (tmp_path / "landed" / "events" / f"ds={DAY1}").exists()
+
+
+def test_the_user_quarantine_holds_no_raw_email(suite):
+    """The quarantine leaves the warehouse (lake, pm query): a rejected user's e-mail only as its hash."""
+    work = suite["work"]
+    columns = [name for name, *_ in query(work, "describe quarantine.quarantine_users")]
+    assert "email" not in columns and "email_sha256" in columns, columns
+    [(digest,)] = query(work, "select email_sha256 from quarantine.quarantine_users where user_id = '201'")
+    assert digest == hashlib.sha256(b"a@x.com").hexdigest()

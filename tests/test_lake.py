@@ -3,11 +3,12 @@
 import json
 import os
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from precision_marketing.publish.catalog import run_query, view_statements
+from precision_marketing.publish.catalog import QueryError, run_query, view_statements
 from precision_marketing.publish.partitions import (
     PublishError,
     partition_prefix,
@@ -218,3 +219,27 @@ def test_lake_files_follow_the_umask_or_the_configured_mode(tmp_path):
         assert stat.S_IMODE(configured.path("catalog/views.sql").stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+def test_query_reads_the_published_tables_and_nothing_else(storage, tmp_path):
+    """pm query is a SELECT over the published lake, not a DuckDB session: no other file, no ATTACH of the
+    warehouse, no COPY over a published file, no setting changed back."""
+    publish_table(storage, "recommendations", "2026-11-22", write_recs(tmp_path / "out", list(range(1, 11))), "run")
+    secret = tmp_path / "secret.csv"
+    secret.write_text("password\nhunter2\n")
+    published = storage.uri(partition_prefix("recommendations", "2026-11-22") + "part-run-00000.parquet")
+    refused = {
+        f"select * from read_csv('{secret}')": "file system operations are disabled",
+        "select * from read_text('/etc/passwd')": "file system operations are disabled",
+        f"attach '{tmp_path / 'warehouse.duckdb'}'": "runs one SELECT over the published tables, not ATTACH",
+        f"copy (select 1 as user_id) to '{published}' (format parquet)": "not COPY",
+        "set enable_external_access = true": "not SET",
+        "install httpfs": "not",
+        "select 1; select 2": "one statement at a time",
+    }
+    for sql, message in refused.items():
+        with pytest.raises((QueryError, duckdb.Error), match=message):
+            run_query(storage, ["recommendations"], sql)
+    # the published partition is intact and still readable
+    _, rows, _ = run_query(storage, ["recommendations"], "select count(*) from recommendations")
+    assert rows == [(10,)]

@@ -15,8 +15,9 @@
     cast(try_strptime({{ column }}, '%Y-%m-%d') as date)
 {%- endmacro %}
 
+{#- The landed canonical UTC text, whole seconds or with the fraction ingest kept (ingest/land.py). -#}
 {% macro parse_timestamp(column) -%}
-    try_strptime({{ column }}, '%Y-%m-%dT%H:%M:%SZ')
+    try_strptime({{ column }}, ['%Y-%m-%dT%H:%M:%SZ', '%Y-%m-%dT%H:%M:%S.%fZ'])
 {%- endmacro %}
 
 {#- Ids of any shape (var id_types: integer | string per id). The canonical text of an id, or NULL:

@@ -39,13 +39,21 @@ from precision_marketing.ingest.files import match_header, read_records
 from precision_marketing.ingest.mapping import ISO, Mapping, SourceMapping
 from precision_marketing.ingest.plan import plan_window
 
-INGEST_VERSION = "1"  # bump when the normalisation changes: cached partitions are then rebuilt
+INGEST_VERSION = "2"  # bump when the normalisation changes: cached partitions are then rebuilt (2: sub-second times)
 BATCH_ROWS = 65_536
-CANONICAL_TS = "%Y-%m-%dT%H:%M:%SZ"  # explicit UTC: a raw value the mapping could not parse never passes for one
 _ISO_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*([Zz]|[+-]\d{2}(:?\d{2})?)?")
 _CANONICAL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _EPOCH = re.compile(r"-?\d+(\.\d+)?")
 _PLAIN_UTC = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+
+
+def canonical_timestamp(moment: dt.datetime) -> str:
+    """UTC as 'YYYY-MM-DDTHH:MM:SS[.ffffff]Z' (explicit UTC: a raw value the mapping could not parse never passes
+    for one). Fractions are kept (two consent changes within one second must
+    keep their order), whole seconds are written without one."""
+    utc = moment.astimezone(dt.UTC)
+    fraction = f".{utc.microsecond:06d}" if utc.microsecond else ""
+    return utc.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
 
 
 def landed_schema(source: SourceContract) -> pa.Schema:
@@ -110,7 +118,7 @@ class _Normaliser:
         if rule.epoch and _EPOCH.fullmatch(text):
             seconds = float(text) / (1000 if rule.epoch == "milliseconds" else 1)
             try:
-                return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime(CANONICAL_TS)
+                return canonical_timestamp(dt.datetime.fromtimestamp(seconds, dt.UTC))
             except (OverflowError, OSError, ValueError):
                 return value
         for fmt in rule.formats:
@@ -126,7 +134,7 @@ class _Normaliser:
                 continue
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=self.zone)
-            return parsed.astimezone(dt.UTC).strftime(CANONICAL_TS)
+            return canonical_timestamp(parsed)
         return value
 
     def _date(self, value: str) -> str:

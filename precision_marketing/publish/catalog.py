@@ -82,7 +82,41 @@ def quality_view_statements(storage: Storage) -> list[str]:
 
 
 class QueryError(ValueError):
-    """SQL that cannot give a result table (empty, only a comment); the message says so in one line."""
+    """SQL that cannot give a result table (empty, only a comment) or is not one SELECT; the message says so."""
+
+
+# what `pm query` may read: the published tables and the data-quality exports (quarantine without raw e-mails)
+READABLE_PREFIXES = ("marts/", "quarantine/", "features/data_reconciliation/")
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, storage: Storage) -> None:
+    """From here on the connection reads the lake's published prefixes and nothing else: no other file, no
+    ATTACH of the warehouse, no extension install, and no setting can be changed back (lock_configuration)."""
+    readable = ", ".join(_quote(storage.uri(prefix)) for prefix in READABLE_PREFIXES)
+    con.execute(f"SET allowed_directories = [{readable}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def single_select(sql: str) -> str:
+    """The one SELECT `pm query` runs, or QueryError: a COPY could overwrite a published file (the lake's
+    published prefixes are readable, hence writable to DuckDB), and SET/ATTACH/INSTALL have no business here."""
+    if not sql or not sql.strip():
+        raise QueryError('no SQL given: pm query "select * from recommendations limit 5"')
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as error:
+        raise QueryError(str(error).splitlines()[0]) from None
+    if not statements:
+        raise QueryError(
+            "the SQL returns no rows to show (it is empty, only a comment, or a statement without a result)"
+        )
+    if len(statements) > 1:
+        raise QueryError(f"one statement at a time, got {len(statements)}")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise QueryError(f"pm query runs one SELECT over the published tables, not {kind.name}")
+    return sql
 
 
 def open_catalog(
@@ -97,9 +131,9 @@ def open_catalog(
 
 def run_query(storage: Storage, tables: Iterable[str], sql: str, max_rows: int = 1000):
     """(column names, first max_rows rows, whether there were more) of sql run over the catalog."""
-    if not sql or not sql.strip():
-        raise QueryError("no SQL given: pm query \"select * from recommendations limit 5\"")
+    sql = single_select(sql)
     con = open_catalog(storage, tables)
+    lock_down(con, storage)
     try:
         result = con.execute(sql)
         if result is None or result.description is None:
