@@ -65,10 +65,16 @@ class Storage:
         return uploaded
 
     def download_tree(self, prefix: str, local_dir: Path) -> list[Path]:
+        """Every key under prefix, to the same relative path under local_dir. A key that would land outside
+        local_dir (`..`, an absolute part) stops the download naming the key: nothing is written for it."""
         prefix = prefix.rstrip("/") + "/"
+        root = Path(local_dir).resolve()
         written = []
         for key in self.list_keys(prefix):
-            target = Path(local_dir) / key[len(prefix) :]
+            relative = key[len(prefix) :]
+            target = (root / relative).resolve()
+            if relative.startswith("/") or ".." in Path(relative).parts or not target.is_relative_to(root):
+                raise ValueError(f"object key {key!r} points outside {root} (a '..' or absolute part): not downloaded")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(self.get_bytes(key))
             written.append(target)

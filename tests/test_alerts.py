@@ -121,3 +121,104 @@ def test_a_dead_channel_is_reported_not_raised(caplog):
 def test_unknown_level_is_rejected():
     with pytest.raises(ValueError, match="alert level must be one of"):
         notify("fatal", "x")
+
+
+def test_a_webhook_token_never_reaches_the_log(caplog):
+    token_url = "hooks.example.com/services/T000/B000/sEcReTtOkEn"  # no scheme: urllib would quote it whole
+    for url in (token_url, "https://127.0.0.1:9/services/T000/B000/sEcReTtOkEn"):
+        with caplog.at_level(logging.ERROR, logger="precision_marketing.reporting.alerts"):
+            outcome = notify("error", "boom", CONTEXT, environ={"PM_ALERT_WEBHOOK_URL": url})
+        assert outcome["webhook"].startswith("error: ")
+        assert "sEcReTtOkEn" not in outcome["webhook"] and "sEcReTtOkEn" not in caplog.text
+
+
+def test_smtp_never_sends_a_password_without_tls(smtp_server):
+    port, messages = smtp_server
+    environ = {
+        "PM_ALERT_SMTP_HOST": "127.0.0.1",
+        "PM_ALERT_SMTP_PORT": str(port),
+        "PM_ALERT_SMTP_TO": "ops@example.com",
+        "PM_ALERT_SMTP_USER": "pm",
+        "PM_ALERT_SMTP_PASSWORD": "hunter2",
+    }
+    outcome = notify("error", "boom", CONTEXT, environ=environ)
+    assert outcome["email"].startswith("error: refusing to send the SMTP password without TLS")
+    assert messages == []
+
+
+def self_signed(directory):
+    """A certificate for 127.0.0.1 that no CA signed (what a man in the middle would present)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return directory / "cert.pem", directory / "key.pem"
+
+
+def test_starttls_verifies_the_certificate(tmp_path):
+    """A STARTTLS server with a certificate nobody signed gets no message (the old code accepted any certificate)."""
+    import socket
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    got_data = []
+
+    def serve():
+        connection, _ = listener.accept()
+        reader = connection.makefile("rb")
+        connection.sendall(b"220 localhost\r\n")
+        while line := reader.readline():
+            verb = line.decode().split(" ", 1)[0].strip().upper()
+            if verb == "STARTTLS":
+                connection.sendall(b"220 go ahead\r\n")
+                try:
+                    connection = server_tls.wrap_socket(connection, server_side=True)
+                except (ssl.SSLError, OSError):
+                    return  # the client refused the certificate
+                reader = connection.makefile("rb")
+            elif verb == "EHLO":
+                connection.sendall(b"250-localhost\r\n250 STARTTLS\r\n")
+            elif verb == "DATA":
+                got_data.append(True)
+                connection.sendall(b"354 go\r\n")
+            else:
+                connection.sendall(b"250 OK\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    environ = {
+        "PM_ALERT_SMTP_HOST": "127.0.0.1",
+        "PM_ALERT_SMTP_PORT": str(port),
+        "PM_ALERT_SMTP_TO": "ops@example.com",
+        "PM_ALERT_SMTP_STARTTLS": "true",
+    }
+    outcome = notify("error", "boom", CONTEXT, environ=environ)
+    thread.join(timeout=10)
+    listener.close()
+    assert "CERTIFICATE_VERIFY_FAILED" in outcome["email"] and not got_data

@@ -243,3 +243,13 @@ def test_query_reads_the_published_tables_and_nothing_else(storage, tmp_path):
     # the published partition is intact and still readable
     _, rows, _ = run_query(storage, ["recommendations"], "select count(*) from recommendations")
     assert rows == [(10,)]
+
+
+def test_an_object_key_with_dot_dot_never_writes_outside_the_work_dir(s3_bucket, s3_endpoint, tmp_path):
+    storage = S3Storage(bucket=s3_bucket, prefix="nightly", endpoint_url=s3_endpoint)
+    storage.put_bytes("raw/events/ds=2026-11-22/events.csv", b"event_id\n")
+    storage.put_bytes("raw/events/ds=2026-11-22/../../../../escaped.txt", b"owned")
+    target = tmp_path / "work" / "raw" / "events" / "ds=2026-11-22"
+    with pytest.raises(ValueError, match=r"object key '.*\.\./escaped.txt' points outside"):
+        storage.download_tree("raw/events/ds=2026-11-22", target)
+    assert not any(p.name == "escaped.txt" for p in tmp_path.rglob("*"))

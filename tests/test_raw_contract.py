@@ -244,3 +244,20 @@ def test_every_built_in_synonym_is_documented():
         if f"`{value}`" not in section
     ]
     assert missing == []
+
+
+def test_a_mapping_glob_never_reads_outside_the_landing_partition(tmp_path):
+    from precision_marketing.ingest.mapping import MappingError, load_mapping
+    from precision_marketing.ingest.plan import _landing_files
+
+    for pattern in ("../../*.csv", "/etc/*", "sub/../../x.csv"):
+        path = tmp_path / "mapping.yaml"
+        path.write_text(f"sources:\n  events:\n    files: ['{pattern}']\n")
+        with pytest.raises(MappingError, match="must match files inside the landing partition"):
+            load_mapping(path)
+    partition = tmp_path / "raw" / "events" / "ds=2026-11-22"
+    partition.mkdir(parents=True)
+    (tmp_path / "secret.csv").write_text("password\n")
+    (partition / "events.csv").write_text("event_id\n")
+    (partition / "link.csv").symlink_to(tmp_path / "secret.csv")  # a symlink out of the partition is not read
+    assert [p.name for p in _landing_files(partition, ("*.csv",))] == ["events.csv"]

@@ -1,6 +1,7 @@
 """A failing Spark job names its root cause in the task's final error, and an unreachable master fails in
 seconds, before any job is submitted (so the CTR job is not started on a master the ALS job could not reach)."""
 
+import hashlib
 import json
 import time
 
@@ -87,3 +88,27 @@ def test_neither_spark_step_submits_to_an_unreachable_master(tmp_path, monkeypat
         with pytest.raises(SparkJobError, match="Spark master spark://nowhere.invalid:7077 is not reachable"):
             step("2026-11-22", params)
         assert time.monotonic() - started < 30, step.__name__
+
+
+def test_spark_properties_reach_the_job_but_no_log_line_or_process_list(tmp_path, monkeypatch, capsys):
+    """--conf values (an S3 secret, say) go through a private properties file: the job sees them, the task log and
+    `ps` (the command line) do not."""
+    from precision_marketing.training import spark_submit
+
+    (tmp_path / "probe.py").write_text(
+        "import hashlib\n"
+        "from pyspark.sql import SparkSession\n"
+        "conf = SparkSession.builder.getOrCreate().sparkContext.getConf()\n"
+        "print('probe plain:', conf.get('spark.pm.probe.plain'))\n"
+        "print('probe secret sha:', hashlib.sha256(conf.get('spark.hadoop.fs.s3a.secret.key').encode()).hexdigest())\n"
+    )
+    monkeypatch.setattr(spark_submit, "SPARK_JOBS_DIR", tmp_path)
+    secret = "hunter2-do-not-log"
+    config = {**SMALL_SPARK, "conf": {"spark.pm.probe.plain": "a=b:c", "spark.hadoop.fs.s3a.secret.key": secret}}
+    command = spark_submit.spark_submit_command("probe", [], config, tmp_path / "p.properties")
+    assert not any(secret in part or "a=b:c" in part for part in command)
+    run_spark_job("probe", [], config)
+    out = capsys.readouterr().out
+    assert secret not in out
+    assert '"spark.hadoop.fs.s3a.secret.key": "***"' in out and "probe plain: a=b:c" in out
+    assert f"probe secret sha: {hashlib.sha256(secret.encode()).hexdigest()}" in out

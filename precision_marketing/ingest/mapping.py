@@ -84,6 +84,17 @@ class SourceMapping(_Strict):
             return {k: (v,) if isinstance(v, str) else tuple(str(x) for x in v) for k, v in value.items()}
         return value
 
+    @field_validator("files")
+    @classmethod
+    def _inside_the_partition(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            if pattern.startswith(("/", "\\")) or ".." in Path(pattern).parts or ":" in pattern:
+                raise ValueError(
+                    f"{pattern!r} must match files inside the landing partition (a name pattern such as "
+                    "'*.csv' or 'export_*.csv.gz': no '..', no absolute path)"
+                )
+        return value
+
     @field_validator("delimiter", "quotechar")
     @classmethod
     def _one_character(cls, value: str) -> str:

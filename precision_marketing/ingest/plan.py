@@ -74,11 +74,13 @@ def window_days(ds: str | date, history_days: int) -> list[str]:
 
 
 def _landing_files(partition: Path, patterns: tuple[str, ...]) -> list[Path]:
+    """The files of a landing partition the patterns match; never one outside it (a symlink out included)."""
+    inside = partition.resolve()
     found = {
         path
         for pattern in patterns
         for path in partition.glob(pattern)
-        if path.is_file() and not path.name.startswith((".", "_"))
+        if path.is_file() and not path.name.startswith((".", "_")) and path.resolve().is_relative_to(inside)
     }
     return sorted(found)
 

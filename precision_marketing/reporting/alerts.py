@@ -7,7 +7,7 @@ task log. When configured through environment variables (secrets never live in c
   PM_ALERT_SMTP_HOST        send an e-mail through this SMTP server, with
   PM_ALERT_SMTP_PORT          (default 25; 465 = implicit TLS)
   PM_ALERT_SMTP_STARTTLS      true = upgrade the connection with STARTTLS (default false)
-  PM_ALERT_SMTP_USER / PM_ALERT_SMTP_PASSWORD   optional login
+  PM_ALERT_SMTP_USER / PM_ALERT_SMTP_PASSWORD   optional login, only over TLS (465 or STARTTLS)
   PM_ALERT_SMTP_FROM        sender (default pm-alerts@localhost)
   PM_ALERT_SMTP_TO          comma-separated recipients (required for e-mail)
   PM_ALERT_MIN_LEVEL        lowest level sent to the webhook / e-mail: info | warning | error (default warning)
@@ -15,6 +15,8 @@ task log. When configured through environment variables (secrets never live in c
 The DAG's failure callback (`on_task_failure`) calls it with level "error"; the ALS publish gate calls
 it with "warning" when the chosen model does not beat popularity. A channel that fails is logged and
 reported in the return value, never raised: an alert must not hide the failure it reports.
+TLS always verifies the server's certificate (the system's CA store); the webhook URL's path and query (where
+Slack-style hooks keep their token) never reach a log line or an error message.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import json
 import logging
 import os
 import smtplib
+import ssl
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from email.message import EmailMessage
@@ -42,7 +46,15 @@ def _text(level: str, message: str, context: Mapping[str, Any]) -> str:
     return f"{head}: {message}" + (f"\n{details}" if details else "")
 
 
+def shown_url(url: str) -> str:
+    """The URL as logs may show it: scheme and host only (a webhook's path and query are its secret)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}/***" if parts.scheme and parts.hostname else "(the configured URL)"
+
+
 def _send_webhook(url: str, level: str, message: str, context: Mapping[str, Any]) -> None:
+    if urllib.parse.urlsplit(url).scheme not in ("https", "http"):
+        raise ValueError("PM_ALERT_WEBHOOK_URL must start with https:// (the value is not shown: it holds a token)")
     # Slack, Mattermost, Rocket.Chat and Teams' Slack-compatible hooks all read "text"
     body = json.dumps(
         {"text": _text(level, message, context), "level": level, "message": message, "context": dict(context)},
@@ -63,10 +75,20 @@ def _send_email(environ: Mapping[str, str], level: str, message: str, context: M
     email["To"] = ", ".join(recipients)
     email.set_content(_text(level, message, context))
     port = int(environ.get("PM_ALERT_SMTP_PORT", "25"))
-    smtp_class = smtplib.SMTP_SSL if port == 465 else smtplib.SMTP
-    with smtp_class(environ["PM_ALERT_SMTP_HOST"], port, timeout=TIMEOUT_SECONDS) as smtp:
-        if environ.get("PM_ALERT_SMTP_STARTTLS", "false").lower() in ("1", "true", "yes"):
-            smtp.starttls()
+    starttls = environ.get("PM_ALERT_SMTP_STARTTLS", "false").lower() in ("1", "true", "yes")
+    if environ.get("PM_ALERT_SMTP_USER") and not (port == 465 or starttls):
+        raise ValueError(
+            "refusing to send the SMTP password without TLS: set PM_ALERT_SMTP_STARTTLS=true or PM_ALERT_SMTP_PORT=465"
+        )
+    tls = ssl.create_default_context()  # verifies the certificate and the host name
+    host = environ["PM_ALERT_SMTP_HOST"]
+    if port == 465:
+        smtp_connection = smtplib.SMTP_SSL(host, port, timeout=TIMEOUT_SECONDS, context=tls)
+    else:
+        smtp_connection = smtplib.SMTP(host, port, timeout=TIMEOUT_SECONDS)
+    with smtp_connection as smtp:
+        if starttls:
+            smtp.starttls(context=tls)
         if environ.get("PM_ALERT_SMTP_USER"):
             smtp.login(environ["PM_ALERT_SMTP_USER"], environ.get("PM_ALERT_SMTP_PASSWORD", ""))
         smtp.send_message(email)
@@ -98,6 +120,11 @@ def notify(
             send()
             outcome[name] = "sent"
         except Exception as exc:  # noqa: BLE001 - any delivery problem is reported, never raised
-            log.error("alert channel %s failed: %s", name, exc)
-            outcome[name] = f"error: {exc}"
+            problem = str(exc)
+            url = environ.get("PM_ALERT_WEBHOOK_URL", "")
+            if url:  # urllib's errors quote the URL: its token never reaches the log
+                problem = problem.replace(url, shown_url(url))
+                problem = problem.replace(url.split("://", 1)[-1], shown_url(url))
+            log.error("alert channel %s failed: %s", name, problem)
+            outcome[name] = f"error: {problem}"
     return outcome

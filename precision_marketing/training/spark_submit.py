@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,9 +26,13 @@ class SparkJobError(RuntimeError):
     pass
 
 
-def spark_submit_command(job: str, job_args: Sequence[str], spark_config: Mapping) -> list[str]:
-    spark_submit = Path(sys.executable).with_name("spark-submit")
-    conf = {
+# a conf whose key says it holds a secret: its value never reaches a log line or the process list
+_SECRET_KEY = re.compile(r"secret|password|passwd|token|credential|access\.key|\bkey$", re.I)
+
+
+def spark_conf(spark_config: Mapping) -> dict[str, str]:
+    """The Spark properties of a job: the platform's defaults, then config spark.conf."""
+    return {
         "spark.sql.shuffle.partitions": str(spark_config["shuffle_partitions"]),
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "false",
@@ -36,16 +41,38 @@ def spark_submit_command(job: str, job_args: Sequence[str], spark_config: Mappin
         "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
         **{k: str(v) for k, v in (spark_config.get("conf") or {}).items()},
     }
+
+
+def redacted_conf(conf: Mapping[str, str]) -> dict[str, str]:
+    return {key: "***" if _SECRET_KEY.search(key) else value for key, value in conf.items()}
+
+
+def spark_submit_command(job: str, job_args: Sequence[str], spark_config: Mapping, properties_file: Path) -> list[str]:
+    """spark-submit with the job's properties in `properties_file` (written by write_properties): no --conf on
+    the command line, so no value shows in `ps` or the task log; conf/spark-defaults.conf still applies."""
+    spark_submit = Path(sys.executable).with_name("spark-submit")
     command = [
         str(spark_submit),
         "--master",
         spark_config["master"],
         "--driver-memory",
         str(spark_config["driver_memory"]),
+        "--properties-file",
+        str(properties_file),
+        "--load-spark-defaults",
     ]
-    for key, value in conf.items():
-        command += ["--conf", f"{key}={value}"]
     return command + [str(SPARK_JOBS_DIR / f"{job}.py"), *map(str, job_args)]
+
+
+def write_properties(conf: Mapping[str, str], directory: Path) -> Path:
+    """The properties as a file only its owner can read (Java properties syntax: key and value escaped)."""
+    path = Path(directory) / "spark.properties"
+    escape = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "=": "\\=", ":": "\\:"})
+    lines = [f"{key.translate(escape)}={value.translate(escape)}" for key, value in conf.items()]
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path
 
 
 def write_job_settings(config: Mapping, job: str, target: Path) -> Path:
@@ -105,10 +132,12 @@ def check_master(master: str, timeout: float = 10.0) -> None:
 
 def run_spark_job(job: str, job_args: Sequence[str], spark_config: Mapping) -> None:
     check_master(spark_config["master"])
-    command = spark_submit_command(job, job_args, spark_config)
-    env = spark_env()
-    print("running:", " ".join(command), flush=True)
-    process = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    conf = spark_conf(spark_config)
+    with tempfile.TemporaryDirectory(prefix="pm-spark-") as private:  # mode 0700: the properties stay private
+        command = spark_submit_command(job, job_args, spark_config, write_properties(conf, Path(private)))
+        print("running:", " ".join(command), flush=True)
+        print("spark properties:", json.dumps(redacted_conf(conf)), flush=True)
+        process = subprocess.run(command, env=spark_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     print(process.stdout, flush=True)
     if process.returncode != 0:
         tail = "\n".join(process.stdout.strip().splitlines()[-25:])
