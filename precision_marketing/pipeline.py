@@ -151,6 +151,15 @@ def _upload(storage: Storage, paths: RunPaths, local_dir: Path) -> None:
     storage.upload_tree(local_dir, paths.lake_key(local_dir))
 
 
+def restrict_work_dir(config: Mapping) -> Path:
+    """The work dir (the warehouse with raw e-mails in staging, landed copies, exports) for its owner and group
+    only: other local users cannot enter it, whatever the umask."""
+    work = Path(config["work_dir"])
+    work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o750)
+    return work
+
+
 # ---------------------------------------------------------------- steps
 
 
@@ -161,6 +170,7 @@ def stage_and_check_raw(ds: str, params: Mapping | None = None) -> dict:
     from precision_marketing.ingest.mapping import mapping_from_config
 
     config = run_config(params)
+    restrict_work_dir(config)
     history_days = config["dbt"]["history_days"]
     raw_dir = local_raw_dir(config)
     if config["lake"]["backend"] != "local":

@@ -131,3 +131,16 @@ def test_schema_and_file_have_the_same_keys():
 
     file_config = yaml.safe_load((REPO_ROOT / "config" / "platform.yaml").read_text())
     assert file_keys(file_config) == keys(PlatformConfig)
+
+
+def test_compose_publishes_on_localhost_only_and_has_no_default_secrets():
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    compose = yaml.safe_load(text)
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    assert "minioadmin" not in text and ":-airflow" not in text and "POSTGRES_PASSWORD: airflow" not in text
+    for secret in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "PM_LAKE_SECRET_KEY", "SPARK_AUTH_SECRET"):
+        assert f"${{{secret}:?" in text, f"{secret} must be required (${{{secret}:?...}}), never defaulted"
+    # the platform uses its own, bucket-scoped MinIO user, not the root account
+    assert compose["x-platform-env"]["AWS_ACCESS_KEY_ID"].startswith("${PM_LAKE_ACCESS_KEY")

@@ -253,3 +253,20 @@ def test_an_object_key_with_dot_dot_never_writes_outside_the_work_dir(s3_bucket,
     with pytest.raises(ValueError, match=r"object key '.*\.\./escaped.txt' points outside"):
         storage.download_tree("raw/events/ds=2026-11-22", target)
     assert not any(p.name == "escaped.txt" for p in tmp_path.rglob("*"))
+
+
+def test_the_lake_and_the_work_dir_are_closed_to_other_users(tmp_path):
+    """Personal data (quarantine, exports, the warehouse) is not world-readable by default, whatever the umask."""
+    from precision_marketing.config import load_config
+    from precision_marketing.pipeline import restrict_work_dir
+    from precision_marketing.storage import storage_from_config
+
+    old = os.umask(0o022)
+    try:
+        config = load_config({"lake": {"local_root": str(tmp_path / "lake")}, "work_dir": str(tmp_path / "work")})
+        storage = storage_from_config(config)
+        storage.put_bytes("quarantine/users/ds=2026-11-22/q.parquet", b"x")
+        assert (tmp_path / "lake" / "quarantine/users/ds=2026-11-22/q.parquet").stat().st_mode & 0o777 == 0o640
+        assert restrict_work_dir(config).stat().st_mode & 0o777 == 0o750
+    finally:
+        os.umask(old)
