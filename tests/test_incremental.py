@@ -274,3 +274,27 @@ def test_a_changed_snapshot_rechecks_the_whole_window_and_equals_a_full_refresh(
         [dropped],
     )
     assert unknown[0][0] > 0
+
+
+def test_a_short_consent_export_releases_nobody(tmp_path):
+    """The demo's incident: a night whose consent export was cut to every tenth row (and carries no opt-in that
+    could release anyone) still suppresses everyone the night before suppressed: the ledger keeps their opt-outs."""
+    shop = Shop(tmp_path)
+    generate(shop.raw, NIGHT2, users=300, items=60, days=6, campaigns=3, dirty_rate=0.0, seed=12)
+    later = {}
+    for source in ("users", "products", "campaigns", "consent", *INCREMENTS):
+        partition = shop.raw / source / f"ds={NIGHT2}"
+        if partition.exists():
+            later[source] = shop.root / "later" / source / f"ds={NIGHT2}"
+            shutil.move(partition, later[source])
+    shop.night(NIGHT1)
+    before = set(query(shop.work, "select user_id, channel from marts.suppressions"))
+    assert len(before) > 10
+    for source, partition in later.items():
+        shutil.move(partition, shop.raw / source / f"ds={NIGHT2}")
+    consent = landing_file(shop.raw, "consent", NIGHT2)
+    rows = read_csv(consent)
+    write_csv(consent, [row for row in rows[::10] if row["status"] != "opt_in"] or rows[:1])
+    shop.night(NIGHT2)
+    after = set(query(shop.work, "select user_id, channel from marts.suppressions"))
+    assert before <= after, f"{len(before - after)} opted-out (user, channel) released by a short export"

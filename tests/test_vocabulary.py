@@ -50,6 +50,8 @@ ACCEPTED_VALUES = {
     ("stg_consent", "status"): "consent_statuses",
     ("campaigns", "channel"): "campaign_channels",
     ("suppressions", "channel"): "consent_channels",
+    ("consent_ledger", "channel"): "consent_channels",
+    ("consent_ledger", "status"): "consent_statuses",
     ("ctr_train", "clicked"): "clicked_values",
     ("data_reconciliation", "source"): "sources",
 }
