@@ -227,6 +227,14 @@ def product_keys() -> list[Expectation]:
     ]
 
 
+def consent_delivery() -> list[Expectation]:
+    return [
+        *_columns("ds", "delivered", "consent_rows", "opt_out_rows", "unknown_user_rows"),
+        *_not_empty(),
+        *_non_negative("consent_rows", "opt_out_rows", "unknown_user_rows"),
+    ]
+
+
 def data_reconciliation() -> list[Expectation]:
     return [
         *_columns(
@@ -411,6 +419,7 @@ LAYERS: dict[str, dict[str, SuiteFunction]] = {
         "user_keys": user_keys,
         "product_keys": product_keys,
         "data_reconciliation": data_reconciliation,
+        "consent_delivery": consent_delivery,
     },
     "outputs": {
         "recommendations": recommendations,

@@ -38,7 +38,7 @@ MART_TABLES = [
     "user_keys",
     "product_keys",
 ]
-AUDIT_TABLES = ["data_reconciliation"]
+AUDIT_TABLES = ["data_reconciliation", "consent_delivery"]
 # marts that only mean something when the audience sources were delivered (else empty, not validated)
 AUDIENCE_MARTS = ["ctr_train", "ctr_score", "campaigns"]
 # the models whose metrics.json is published beside their table and read by the report
@@ -104,6 +104,11 @@ class RunPaths:
     def task_times_dir(self) -> Path:
         """One JSON per task of the latest run of ds (written by the DAG's task callbacks)."""
         return self.work / "runs" / f"ds={self.ds}" / "tasks"
+
+    @property
+    def consent_guard(self) -> Path:
+        """Tonight's consent guard verdict (written by validate_marts; the audience steps read it)."""
+        return self.work / "runs" / f"ds={self.ds}" / "consent_guard.json"
 
     def job_settings(self, job: str) -> Path:
         """The settings a Spark job of this ds ran with (its --config)."""
@@ -289,12 +294,13 @@ def validate_marts(ds: str, params: Mapping | None = None) -> dict:
     config = run_config(params)
     paths = paths_for(config, ds)
     quarantine = check_quarantine(ds, params)
+    consent = guard_consent(config, paths, storage_from_config(config))
     audiences = landing_status(config, ds)["capabilities"]["audiences"]
     tables = {t: paths.feature(t) for t in MART_TABLES + AUDIT_TABLES if audiences or t not in AUDIENCE_MARTS}
     summary = run_checkpoint(
         "marts", tables, docs_dir=paths.report_dir / "data_docs" / "marts", ds=ds, **validation_engine(config)
     )
-    return {**summary, "quarantine_share": quarantine}
+    return {**summary, "quarantine_share": quarantine, "consent_guard": consent}
 
 
 class RecommendationGateError(RuntimeError):
@@ -404,11 +410,54 @@ def segment_users(ds: str, params: Mapping | None = None) -> dict:
 
 
 def _audience_note(config: Mapping, ds: str) -> str | None:
-    """Why audiences cannot be built for ds, or None when they can."""
+    """Why audiences cannot be built for ds, or None when they can: their sources were not delivered, or the
+    consent guard blocked tonight's consent export."""
     status = landing_status(config, ds)
-    if status["capabilities"]["audiences"]:
+    if not status["capabilities"]["audiences"]:
+        return next((note for note in status["notes"] if note.startswith("audiences skipped")), "audiences skipped")
+    verdict_path = paths_for(config, ds).consent_guard
+    if verdict_path.exists():
+        verdict = json.loads(verdict_path.read_text())
+        if not verdict["passed"]:
+            return "audiences blocked by the consent guard: " + "; ".join(verdict["reasons"])
+    return None
+
+
+def guard_consent(config: Mapping, paths: RunPaths, storage: Storage) -> dict | None:
+    """Judge tonight's consent export against the last night the guard let through (its verdicts are kept in
+    the lake beside the models); write tonight's verdict, alert when it blocks. None without audience sources."""
+    from expectations.consent_guard import consent_guard
+
+    if not landing_status(config, paths.ds)["capabilities"]["audiences"]:
         return None
-    return next((note for note in status["notes"] if note.startswith("audiences skipped")), "audiences skipped")
+    relation = duckdb.sql(f"select * from read_parquet('{paths.feature('consent_delivery')}')")
+    [tonight] = [dict(zip(relation.columns, row)) for row in relation.fetchall()]
+    last_good = None
+    for key in sorted(storage.list_keys("models/consent_guard/"), reverse=True):
+        day = key.split("/")[2].removeprefix("ds=")
+        if key.endswith("/verdict.json") and day < paths.ds:
+            earlier = json.loads(storage.get_bytes(key))
+            if earlier["passed"]:
+                last_good = earlier["tonight"]
+                break
+    consent = config["consent"]
+    verdict = consent_guard(
+        tonight,
+        last_good,
+        max_drop_share=consent["max_drop_share"],
+        max_unknown_user_share=consent["max_unknown_user_share"],
+        min_rows=consent["min_rows"],
+    )
+    paths.consent_guard.parent.mkdir(parents=True, exist_ok=True)
+    paths.consent_guard.write_text(json.dumps(verdict, indent=2, default=str))
+    storage.put_file(f"models/consent_guard/ds={paths.ds}/verdict.json", paths.consent_guard)
+    if not verdict["passed"]:
+        from precision_marketing.reporting.alerts import notify
+
+        message = f"audiences for ds={paths.ds} blocked by the consent guard: " + "; ".join(verdict["reasons"])
+        print(message, flush=True)
+        notify("error", message, {"event": "consent_guard_blocked", "ds": paths.ds})
+    return verdict
 
 
 def _skip_without_audience_sources(config: Mapping, paths: RunPaths, model: str) -> None:
@@ -566,8 +615,10 @@ def validate_outputs(ds: str, params: Mapping | None = None) -> dict:
 
 def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
     """Publish the validated outputs (atomic per partition), with the original ids restored
-    (precision_marketing/publish/ids.py), and the models' artifacts. A table this run did not build is not touched."""
+    (precision_marketing/publish/ids.py), and the models' artifacts. A table this run did not build keeps its last
+    partition; for the audience tables that partition is re-checked against tonight's consent (publish/consent.py)."""
     from precision_marketing.ingest.mapping import mapping_from_config
+    from precision_marketing.publish.consent import REFILTERED_TABLES, refilter_latest
     from precision_marketing.publish.ids import restore_original_ids
     from precision_marketing.publish.partitions import publish_table
 
@@ -583,6 +634,17 @@ def publish(ds: str, run_id: str, params: Mapping | None = None) -> dict:
             why = f" ({'; '.join(notes)})" if table == "audiences" and notes else ""
             print(f"publish: {table} not published by this run, the last published partition stays{why}", flush=True)
             manifests[table] = {"row_count": None, "files": 0, "kept_last_published": True}
+            if table in REFILTERED_TABLES:  # ... without anyone suppressed since it was published
+                refiltered = refilter_latest(
+                    storage, table, paths.feature("suppressions"), paths.feature("user_keys"), paths.work, run_id
+                )
+                if refiltered:
+                    print(
+                        f"publish: {table} ds={refiltered['ds']} re-checked against tonight's consent: "
+                        f"{refiltered['removed']} row(s) of people suppressed since removed",
+                        flush=True,
+                    )
+                manifests[table]["refiltered"] = refiltered
             continue
         staged = restore_original_ids(
             table, outputs[table], keys, id_types, paths.work / "publish" / table / f"ds={ds}" / f"{table}.parquet"

@@ -99,3 +99,18 @@ def test_without_recommendations_every_row_gets_the_fallback(tmp_path):
     inputs = {**write_inputs(tmp_path), "recommendations": None}
     counts = build_audience_exports(**inputs, out=tmp_path / "exports.parquet", activation=ACTIVATION)
     assert counts == {"rows": 3, "with_products": 0, "fallback_subjects": 3}
+
+
+def test_subjects_are_one_bounded_line_whatever_the_template_or_the_titles(tmp_path):
+    inputs = write_inputs(tmp_path)
+    huge = {**ACTIVATION, "subject_template": "x" * 100_000_000}  # a 10^8-character template
+    with pytest.raises(ContentError, match=r"subject_template has 100,000,000 characters, at most 1,000"):
+        build_audience_exports(**inputs, out=tmp_path / "a.parquet", activation=huge)
+    bomb = {**ACTIVATION, "subject_template": "{{ 'x' * 100000000 }}"}  # a short template, a huge subject
+    with pytest.raises(ContentError, match=r"subject_template refused: a repetition longer than 200"):
+        build_audience_exports(**inputs, out=tmp_path / "b.parquet", activation=bomb)
+    injected = {**ACTIVATION, "subject_template": "Hello\r\nBcc: everyone@example.com\n{{ campaign_name }}"}
+    build_audience_exports(**inputs, out=tmp_path / "c.parquet", activation=injected)
+    subjects = pd.read_parquet(tmp_path / "c.parquet")["subject_line"]
+    assert not subjects.str.contains("[\r\n]").any()
+    assert (subjects == "Hello Bcc: everyone@example.com Book week").sum() == 2  # c_toys keeps its own template

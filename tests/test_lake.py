@@ -270,3 +270,35 @@ def test_the_lake_and_the_work_dir_are_closed_to_other_users(tmp_path):
         assert restrict_work_dir(config).stat().st_mode & 0o777 == 0o750
     finally:
         os.umask(old)
+
+
+def test_latest_audiences_lose_whoever_opted_out_since(tmp_path):
+    """Tonight's audiences were not published: the latest published ones are re-checked against tonight's
+    suppressions, so a person who opted out today is not in what the tools read."""
+    from precision_marketing.publish.consent import refilter_latest
+
+    storage = LocalStorage(tmp_path / "lake")
+    yesterday = tmp_path / "exports.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "campaign_id": ["c1", "c1", "c2", "c2"],
+                "user_id": [11, 12, 11, 13],
+                "channel": ["email", "email", "push", "push"],
+            }
+        ),
+        yesterday,
+    )
+    publish_table(storage, "audience_exports", "2026-11-21", yesterday, "night_21")
+    keys, suppressions = tmp_path / "user_keys.parquet", tmp_path / "suppressions.parquet"
+    pq.write_table(pa.table({"user_key": [1, 2, 3], "user_id": [11, 12, 13]}), keys)
+    pq.write_table(pa.table({"user_id": [1, 3], "channel": ["email", "all"]}), suppressions)  # 11 email, 13 all
+    result = refilter_latest(storage, "audience_exports", suppressions, keys, tmp_path / "work", "night_22")
+    assert result == {"ds": "2026-11-21", "removed": 2}
+    _, rows, _ = run_query(
+        storage, ["audience_exports"], "select campaign_id, user_id, channel from audience_exports order by 1, 2"
+    )
+    assert rows == [("c1", 12, "email"), ("c2", 11, "push")]  # 11 opted out of e-mail only, 13 of everything
+    assert (
+        refilter_latest(storage, "audience_exports", suppressions, keys, tmp_path / "work", "night_23")["removed"] == 0
+    )

@@ -25,6 +25,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from precision_marketing.publish.catalog import parquet_source_sql
@@ -49,6 +50,33 @@ EXPORT_SCHEMA = pa.schema(
 BATCH_ROWS = 50_000
 
 
+MAX_TEMPLATE_CHARS = 1_000  # a subject template is a line, not a document
+MAX_SUBJECT_CHARS = 200  # what a mail or push tool shows; longer rendered subjects are cut
+
+
+class BoundedEnvironment(SandboxedEnvironment):
+    """The sandbox, plus no way to build a huge value from a short template (`'x' * 10**8`)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**":
+            raise SecurityError("'**' is not allowed in a subject template")
+        sized = (
+            left if isinstance(left, (str, list, tuple)) else right if isinstance(right, (str, list, tuple)) else None
+        )
+        count = right if sized is left else left
+        if sized is not None and isinstance(count, int) and len(sized) * count > MAX_SUBJECT_CHARS:
+            raise SecurityError(f"a repetition longer than {MAX_SUBJECT_CHARS} characters in a subject template")
+        return super().call_binop(context, operator, left, right)
+
+
+def one_line(text: str) -> str:
+    """A subject is one line: CR, LF and other whitespace runs become one space (no header injection in the tools
+    that send it), and it is cut to MAX_SUBJECT_CHARS."""
+    return " ".join(text.split())[:MAX_SUBJECT_CHARS]
+
+
 class ContentError(ValueError):
     """A campaign's template cannot be used; the message names the campaign and the setting."""
 
@@ -64,7 +92,7 @@ class SubjectRenderer:
 
     def __init__(self, activation: Mapping):
         self.activation = activation
-        self.environment = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        self.environment = BoundedEnvironment(undefined=StrictUndefined, autoescape=False)
         self.compiled: dict[str, tuple] = {}
 
     def _templates(self, campaign_id: str):
@@ -72,6 +100,11 @@ class SubjectRenderer:
             templates = []
             for key in ("subject_template", "subject_fallback"):
                 source = campaign_setting(self.activation, campaign_id, key)
+                if len(str(source)) > MAX_TEMPLATE_CHARS:
+                    raise ContentError(
+                        f"campaign {campaign_id!r}: activation {key} has {len(str(source)):,} characters, "
+                        f"at most {MAX_TEMPLATE_CHARS:,} (a subject line)"
+                    )
                 try:
                     templates.append(self.environment.from_string(str(source)))
                 except TemplateSyntaxError as error:
@@ -95,11 +128,15 @@ class SubjectRenderer:
         }
         context = {k: v for k, v in fields.items() if v is not None}  # missing = undefined, not "None"
         try:
-            return template.render(context).strip(), False
+            return one_line(template.render(context)), False
         except UndefinedError:
             pass
+        except SecurityError as error:
+            raise ContentError(f"campaign {row['campaign_id']!r}: subject_template refused: {error}") from None
         try:
-            return fallback.render(context).strip(), True
+            return one_line(fallback.render(context)), True
+        except SecurityError as error:
+            raise ContentError(f"campaign {row['campaign_id']!r}: subject_fallback refused: {error}") from None
         except UndefinedError as error:
             raise ContentError(
                 f"campaign {row['campaign_id']!r}: the fallback subject template needs a field the "

@@ -63,6 +63,12 @@ class Datagen(Section):
     effect_days: int = Field(ge=1)
 
 
+class Consent(Section):
+    max_drop_share: float = Field(gt=0, le=1)
+    max_unknown_user_share: float = Field(ge=0, le=1)
+    min_rows: int = Field(ge=1)
+
+
 class Ingest(Section):
     mapping: str | None = None
     max_quarantine_share: float = Field(ge=0, le=1)
@@ -229,6 +235,7 @@ class PlatformConfig(Section):
     als: Als
     ctr: Ctr
     activation: Activation
+    consent: Consent
     lift: Lift
     validation: Validation
     segments: Segments
