@@ -209,6 +209,7 @@ def dbt_vars(config: Mapping, ds: str) -> dict:
         "history_days": config["dbt"]["history_days"],
         "id_types": mapping_from_config(config).as_dbt_var(),
         "future_tolerance_hours": config["ingest"]["future_tolerance_hours"],
+        "explicit_opt_in_channels": config["consent"]["explicit_opt_in_channels"],
     }
 
 

@@ -64,6 +64,7 @@ class Datagen(Section):
 
 
 class Consent(Section):
+    explicit_opt_in_channels: list[str]  # checked against the vocabulary's campaign channels by dbt (suppressions)
     max_drop_share: float = Field(gt=0, le=1)
     max_unknown_user_share: float = Field(ge=0, le=1)
     min_rows: int = Field(ge=1)

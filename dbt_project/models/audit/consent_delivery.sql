@@ -5,7 +5,10 @@ select
     date '{{ run_ds() }}' as ds,
     {{ delivered('consent') }} as delivered,
     (select count(*) from {{ ref('checked_consent') }}) as consent_rows,
-    (select count(*) from {{ ref('stg_consent') }} where status = 'opt_out') as opt_out_rows,
+    (
+        select count(*) from {{ ref('stg_consent') }}
+        where status = 'opt_out'
+    ) as opt_out_rows,
     (
         select count(*) from {{ ref('checked_consent') }}
         where reject_reason like 'unknown user_id%'
