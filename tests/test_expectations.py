@@ -293,7 +293,18 @@ def broken_marts_error(tmp_path_factory):
     root = tmp_path_factory.mktemp("broken_marts")
     with pytest.raises(DataQualityError) as caught:
         run_checkpoint("marts", write_tables(root / "in", frames), docs_dir=root / "docs", ds=DS)
+    caught.value.docs_dir = root / "docs"
     return caught.value
+
+
+def test_data_docs_show_counts_not_the_values(broken_marts_error):
+    """The task's error names a few bad values for whoever runs the night; the Data Docs every DAG reader can open
+    show which rule failed and how often, never the rows' values (user ids, hashed e-mails)."""
+    assert "ctr_train" in str(broken_marts_error) and "e.g. [2]" in str(broken_marts_error)
+    pages = [p.read_text() for p in broken_marts_error.docs_dir.rglob("*.html") if "validations" in p.parts]
+    assert pages and any("marts.ctr_train" in page for page in pages)
+    for page in pages:
+        assert "Unexpected Value" not in page  # the table of sampled values GX renders under a failure
 
 
 def test_null_key_fails_naming_table_and_column(broken_marts_error):
