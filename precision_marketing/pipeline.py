@@ -308,18 +308,21 @@ class RecommendationGateError(RuntimeError):
     """The recommendations did not pass the publish gate and the configured gate level is 'fail'."""
 
 
-def last_published_metrics(storage: Storage, model: str, ds: str, target: Path) -> Path | None:
-    """The metrics.json of the newest published run of `model` before `ds` (published by `publish`),
-    copied to `target`; None on a first run."""
-    earlier = sorted(
+def model_days_before(storage: Storage, model: str, filename: str, ds: str) -> list[str]:
+    """The days before ds with a lake file models/<model>/ds=D/<filename>, oldest first."""
+    return sorted(
         {
             key.split("/")[2][3:]
             for key in storage.list_keys(f"models/{model}/")
-            if key.endswith("/metrics.json") and key.split("/")[2].startswith("ds=")
+            if key.endswith(f"/{filename}") and key.split("/")[2].startswith("ds=") and key.split("/")[2][3:] < ds
         }
-        - {ds}
     )
-    earlier = [day for day in earlier if day < ds]
+
+
+def last_published_metrics(storage: Storage, model: str, ds: str, target: Path) -> Path | None:
+    """The metrics.json of the newest published run of `model` before `ds` (published by `publish`),
+    copied to `target`; None on a first run."""
+    earlier = model_days_before(storage, model, "metrics.json", ds)
     if not earlier:
         return None
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -434,13 +437,11 @@ def guard_consent(config: Mapping, paths: RunPaths, storage: Storage) -> dict | 
     relation = duckdb.sql(f"select * from read_parquet('{paths.feature('consent_delivery')}')")
     [tonight] = [dict(zip(relation.columns, row)) for row in relation.fetchall()]
     last_good = None
-    for key in sorted(storage.list_keys("models/consent_guard/"), reverse=True):
-        day = key.split("/")[2].removeprefix("ds=")
-        if key.endswith("/verdict.json") and day < paths.ds:
-            earlier = json.loads(storage.get_bytes(key))
-            if earlier["passed"]:
-                last_good = earlier["tonight"]
-                break
+    for day in reversed(model_days_before(storage, "consent_guard", "verdict.json", paths.ds)):
+        earlier = json.loads(storage.get_bytes(f"models/consent_guard/ds={day}/verdict.json"))
+        if earlier["passed"]:
+            last_good = earlier["tonight"]
+            break
     consent = config["consent"]
     verdict = consent_guard(
         tonight,

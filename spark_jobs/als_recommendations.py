@@ -51,14 +51,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
 from pyspark.ml.recommendation import ALS  # noqa: E402
 from pyspark.sql import DataFrame, SparkSession, Window  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from spark_jobs import recommender as rec  # noqa: E402
 from spark_jobs.common import (  # noqa: E402
-    PLATFORM_YAML,
     add_settings_arguments,
     check_columns,
     feature_table_path,
@@ -66,6 +64,7 @@ from spark_jobs.common import (  # noqa: E402
     iso_date,
     job_settings,
     json_safe,
+    platform_section,
     read_feature_table,
     run_as_script,
     ship_package,
@@ -186,7 +185,7 @@ class RecConfig:
     @classmethod
     def defaults(cls, **changes) -> RecConfig:
         """The settings of config/platform.yaml in this checkout, with `changes` (tests, benchmarks)."""
-        return cls.from_settings(yaml.safe_load(PLATFORM_YAML.read_text())["als"], **changes)
+        return cls.from_settings(platform_section("als"), **changes)
 
     def check(self) -> None:
         rec.parse_holdout(self.holdout)

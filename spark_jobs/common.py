@@ -26,6 +26,11 @@ from pyspark.sql import functions as F
 PLATFORM_YAML = Path(__file__).resolve().parents[1] / "config" / "platform.yaml"
 
 
+def platform_section(name: str) -> dict:
+    """A section of config/platform.yaml in this checkout (the jobs' defaults when run by hand, tests)."""
+    return yaml.safe_load(PLATFORM_YAML.read_text())[name]
+
+
 def add_settings_arguments(parser: argparse.ArgumentParser, sections: Sequence[str]) -> None:
     """--config and --set: a job's settings are sections of the platform configuration, never a list of flags
     kept by hand (config/platform.yaml documents every key, precision_marketing/config/schema.py checks them)."""

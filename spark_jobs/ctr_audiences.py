@@ -41,7 +41,6 @@ from pathlib import Path
 # spark_jobs.ctr_audiences: put the repository root on the path so both find spark_jobs.common.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import yaml  # noqa: E402
 from pyspark.ml import Pipeline, PipelineModel  # noqa: E402
 from pyspark.ml.classification import LogisticRegression  # noqa: E402
 from pyspark.ml.evaluation import BinaryClassificationEvaluator  # noqa: E402
@@ -67,7 +66,6 @@ from spark_jobs.audience_rules import (  # noqa: E402
 )
 from spark_jobs.calibration import CALIBRATION_METHODS, Calibrator, fit_calibrator, reliability  # noqa: E402
 from spark_jobs.common import (  # noqa: E402
-    PLATFORM_YAML,
     add_settings_arguments,
     check_columns,
     feature_table_path,
@@ -76,6 +74,7 @@ from spark_jobs.common import (  # noqa: E402
     iso_date,
     job_settings,
     json_safe,
+    platform_section,
     read_feature_table,
     read_parquet_table,
     run_as_script,
@@ -173,7 +172,7 @@ class CtrConfig:
     @classmethod
     def defaults(cls, **changes) -> CtrConfig:
         """The settings of config/platform.yaml in this checkout, with `changes` (tests, benchmarks)."""
-        return cls.from_settings(yaml.safe_load(PLATFORM_YAML.read_text())["ctr"], **changes)
+        return cls.from_settings(platform_section("ctr"), **changes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,7 +215,7 @@ class ActivationConfig:
 
     @classmethod
     def defaults(cls, **changes) -> ActivationConfig:
-        return cls.from_settings(yaml.safe_load(PLATFORM_YAML.read_text())["activation"], **changes)
+        return cls.from_settings(platform_section("activation"), **changes)
 
 
 # ---------------------------------------------------------------------------------------------- transforms

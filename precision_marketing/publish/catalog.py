@@ -23,8 +23,9 @@ from precision_marketing.publish.partitions import partition_prefix, published_p
 from precision_marketing.storage import Storage
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def sql_literal(text) -> str:
+    """A SQL string literal of text (a path, a URI): single quotes doubled."""
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 def parquet_source_sql(path) -> str:
@@ -32,7 +33,7 @@ def parquet_source_sql(path) -> str:
     from pathlib import Path
 
     path = Path(path)
-    return _quote(f"{path}/**/*.parquet" if path.is_dir() else str(path))
+    return sql_literal(f"{path}/**/*.parquet" if path.is_dir() else str(path))
 
 
 def _partition_select(storage: Storage, table: str, ds: str) -> str | None:
@@ -40,7 +41,7 @@ def _partition_select(storage: Storage, table: str, ds: str) -> str | None:
     if not manifest or not manifest["files"]:
         return None
     dt.date.fromisoformat(ds)  # the ds comes from a key: make sure it is a date before it reaches SQL
-    files = ", ".join(_quote(storage.uri(partition_prefix(table, ds) + f["file"])) for f in manifest["files"])
+    files = ", ".join(sql_literal(storage.uri(partition_prefix(table, ds) + f["file"])) for f in manifest["files"])
     return f"SELECT *, DATE '{ds}' AS ds FROM read_parquet([{files}], hive_partitioning = false)"
 
 
@@ -66,14 +67,14 @@ def quality_view_statements(storage: Storage) -> list[str]:
     for source in SOURCES:
         prefix = f"quarantine/{source}/"
         if any(k.endswith(".parquet") for k in storage.list_keys(prefix)):
-            files = _quote(storage.uri(prefix + "ds=*/*.parquet"))
+            files = sql_literal(storage.uri(prefix + "ds=*/*.parquet"))
             statements.append(
                 f"CREATE OR REPLACE VIEW quarantine_{source} AS SELECT * FROM "
                 f"read_parquet({files}, hive_partitioning = false, union_by_name = true)"
             )
     prefix = "features/data_reconciliation/"
     if any(k.endswith(".parquet") for k in storage.list_keys(prefix)):
-        files = _quote(storage.uri(prefix + "ds=*/*.parquet"))
+        files = sql_literal(storage.uri(prefix + "ds=*/*.parquet"))
         statements.append(
             "CREATE OR REPLACE VIEW data_reconciliation AS SELECT * REPLACE (CAST(ds AS DATE) AS ds) "
             f"FROM read_parquet({files}, hive_partitioning = true)"
@@ -92,7 +93,7 @@ READABLE_PREFIXES = ("marts/", "quarantine/", "features/data_reconciliation/")
 def lock_down(con: duckdb.DuckDBPyConnection, storage: Storage) -> None:
     """From here on the connection reads the lake's published prefixes and nothing else: no other file, no
     ATTACH of the warehouse, no extension install, and no setting can be changed back (lock_configuration)."""
-    readable = ", ".join(_quote(storage.uri(prefix)) for prefix in READABLE_PREFIXES)
+    readable = ", ".join(sql_literal(storage.uri(prefix)) for prefix in READABLE_PREFIXES)
     con.execute(f"SET allowed_directories = [{readable}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

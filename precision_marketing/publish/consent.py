@@ -12,15 +12,12 @@ from pathlib import Path
 
 import duckdb
 
+from precision_marketing.publish.catalog import sql_literal
 from precision_marketing.publish.partitions import partition_prefix, publish_table, published_partitions, read_manifest
 from precision_marketing.storage import Storage
 
 # the published tables with one row per (campaign, user, channel) a tool may act on
 REFILTERED_TABLES = ("audiences", "audience_exports")
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def refilter_latest(
@@ -40,7 +37,7 @@ def refilter_latest(
     for entry in manifest["files"]:
         target = local / entry["file"]
         target.write_bytes(storage.get_bytes(partition_prefix(table, ds) + entry["file"]))
-        files.append(_quote(str(target)))
+        files.append(sql_literal(target))
     con = duckdb.connect()
     try:
         # published rows carry the delivered ids, suppressions the internal keys: user_keys joins the two
@@ -48,8 +45,8 @@ def refilter_latest(
             f"""create view published as select * from read_parquet([{", ".join(files)}]);
             create view suppressed as
                 select cast(k.user_id as varchar) as user_id, s.channel
-                from read_parquet({_quote(str(suppressions))}) s
-                join read_parquet({_quote(str(user_keys))}) k on s.user_id = k.user_key"""
+                from read_parquet({sql_literal(suppressions)}) s
+                join read_parquet({sql_literal(user_keys)}) k on s.user_id = k.user_key"""
         )
         keep = """select p.* from published p
                   where not exists (select 1 from suppressed s where s.user_id = cast(p.user_id as varchar)
@@ -59,7 +56,7 @@ def refilter_latest(
         if after == before:
             return {"ds": ds, "removed": 0}
         filtered = local / "refiltered.parquet"
-        con.execute(f"copy ({keep}) to {_quote(str(filtered))} (format parquet)")
+        con.execute(f"copy ({keep}) to {sql_literal(filtered)} (format parquet)")
     finally:
         con.close()
     publish_table(storage, table, ds, filtered, run_id)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 
+from precision_marketing.publish.catalog import sql_literal
 from precision_marketing.publish.partitions import PublishError, parquet_files
 
 ID_KINDS = {"user": ("user_keys", "user_key", "user_id"), "product": ("product_keys", "product_key", "product_id")}
@@ -35,10 +36,6 @@ def _kind(column: str) -> tuple[str, bool] | None:
     return None
 
 
-def _quote(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
-
-
 def restore_original_ids(
     table: str, source: Path, key_tables: Mapping[str, Path], id_types: Mapping[str, str], target: Path
 ) -> Path:
@@ -46,7 +43,7 @@ def restore_original_ids(
     to publish: `target`, or `source` itself when the table has no id column."""
     files = [str(path) for path in parquet_files(source)]
     # hive_partitioning off: the outputs live under ds=YYYY-MM-DD/ folders, which are not columns
-    outputs = f"read_parquet([{', '.join(map(_quote, files))}], hive_partitioning = false)"
+    outputs = f"read_parquet([{', '.join(map(sql_literal, files))}], hive_partitioning = false)"
     con = duckdb.connect()
     try:
         columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {outputs}").fetchall()]
@@ -68,7 +65,7 @@ def restore_original_ids(
                     f"missing ({key_tables.get(kind)})"
                 )
             alias = f"k{position}"
-            keys = f"read_parquet({_quote(key_tables[kind])}, hive_partitioning = false)"
+            keys = f"read_parquet({sql_literal(key_tables[kind])}, hive_partitioning = false)"
             sql_type = "BIGINT" if id_types.get(id_column, "integer") == "integer" else "VARCHAR"
             if not is_list:
                 selects.append(f'CAST({alias}."{id_column}" AS {sql_type}) AS "{column}"')
@@ -111,7 +108,7 @@ def restore_original_ids(
         target = Path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
-        con.execute(f"COPY ({query}) TO {_quote(target)} (FORMAT parquet)")
+        con.execute(f"COPY ({query}) TO {sql_literal(target)} (FORMAT parquet)")
         return target
     finally:
         con.close()
