@@ -62,7 +62,7 @@ RAW_FILES = {
         "2,all,opt_out,2026-01-02 10:00:00",  # user 2 suppressed on every channel
         "3,push,opt_in,2026-01-01 10:00:00",
         "3,push,opt_out,2026-01-03 08:00:00",  # latest for (3, push): suppressed for push only
-        "99,email,opt_out,2026-01-01 00:00:00",  # row 6: unknown user_id
+        "99,email,opt_out,2026-01-01 00:00:00",  # row 6: unknown user_id, an opt-out the ledger keeps for 99
         "3,push,opt_out,2026-01-03 08:00:00",  # row 7: duplicate of row 5
     ],
     ("events", "2025-12-04"): [  # ds - 30 days: just outside the window
@@ -215,7 +215,7 @@ def test_reconciliation_counts_every_raw_row_once(warehouse):
         ("events", DAY2, 7, "row has 2 fields, the header has 6"),
         ("products", DS, 4, "non-positive price"),
         ("campaigns", DS, 4, "end_date before start_date"),
-        ("consent", DS, 6, "unknown user_id"),
+        ("consent", DS, 6, "unknown user_id; user suppressed on email"),
         ("impressions", DAY1, 3, "unknown campaign_id"),
         ("impressions", DAY2, 1, "invalid placement"),
         ("impressions", DAY2, 2, "invalid clicked"),
@@ -336,6 +336,10 @@ def test_suppressions_use_the_latest_consent(warehouse):
     assert query(warehouse, "select user_id, channel from marts.suppressions order by user_id") == [
         (2, "all"),
         (3, "push"),
+    ]
+    # user 99 is in no users file yet: their opt-out waits in the ledger, suppressing them the night they appear
+    assert query(warehouse, "select status from marts.consent_ledger where user_id = '99' and channel = 'email'") == [
+        ("opt_out",)
     ]
 
 

@@ -2,7 +2,9 @@
 -- Consent fails safe: a row that breaks a rule but names a usable user suppresses that user on every
 -- channel it could mean (its channel when that is valid, else all channels), from its time when that is
 -- valid, else for good (suppress_channel, suppress_ts; the suppressions mart reads them). Its
--- reject_reason says so. Only a row without a usable user suppresses nobody.
+-- reject_reason says so. An opt-out naming a well-formed id that no users file knows (yet) is quarantined too,
+-- but kept as an opt-out for that id: the ledger holds it, so it suppresses them if they appear on a later night.
+-- Any other row without a usable user suppresses nobody.
 with raw_rows as (
     {{ read_landed('consent') }}
 ),
@@ -50,7 +52,15 @@ fail_safe as (
     select
         *,
         case
-            when rule_broken is null or not has_usable_user then null
+            when rule_broken is null then null
+            when not has_usable_user then
+                case
+                    when
+                        ingest_error is null and user_id is not null and status = 'opt_out'
+                        and channel in {{ sql_values(var('consent_channels')) }}
+                        and updated_ts <= {{ future_limit("date '" ~ run_ds() ~ "'") }}
+                        then channel
+                end
             -- a garbled row (ingest_error) may have its values in the wrong columns: suppress everywhere
             when ingest_error is null and channel in {{ sql_values(var('consent_channels')) }} then channel
             else 'all'
