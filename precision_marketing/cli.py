@@ -437,7 +437,7 @@ def cmd_query(args, config) -> None:
 
     try:
         columns, rows, truncated = run_query(
-            storage_from_config(config), published_tables(config), args.sql, max_rows=args.max_rows
+            storage_from_config(config, reader=True), published_tables(config), args.sql, max_rows=args.max_rows
         )
     except (duckdb.Error, QueryError) as exc:
         raise SystemExit(f"query failed: {exc}") from None

@@ -212,15 +212,36 @@ class S3Storage(Storage):
         con.execute(f"CREATE OR REPLACE SECRET lake_s3 ({body})")
 
 
-def storage_from_config(config: Mapping) -> Storage:
+# `pm query`'s own S3 credentials: a user who may read the published prefixes and nothing else (docker-compose.yml
+# creates one); without them the query uses the pipeline's credentials (its SQL is still one locked-down SELECT)
+QUERY_CREDENTIALS_ENV = ("PM_QUERY_AWS_ACCESS_KEY_ID", "PM_QUERY_AWS_SECRET_ACCESS_KEY", "PM_QUERY_AWS_SESSION_TOKEN")
+
+
+def storage_from_config(config: Mapping, reader: bool = False, environ: Mapping[str, str] | None = None) -> Storage:
+    """The lake of the configuration; `reader` = for `pm query`, with its read-only credentials when they are set."""
     lake = config["lake"]
     if lake["backend"] == "s3":
+        import boto3
+
         s3 = lake["s3"]
+        environ = os.environ if environ is None else environ
+        key_id, secret, token = (environ.get(name) for name in QUERY_CREDENTIALS_ENV)
+        client = None
+        if reader and key_id and secret:
+            client = boto3.client(
+                "s3",
+                endpoint_url=s3.get("endpoint_url"),
+                region_name=s3.get("region") or "us-east-1",
+                aws_access_key_id=key_id,
+                aws_secret_access_key=secret,
+                aws_session_token=token or None,
+            )
         return S3Storage(
             bucket=s3["bucket"],
             prefix=s3.get("prefix") or "",
             endpoint_url=s3.get("endpoint_url"),
             region=s3.get("region") or "us-east-1",
+            client=client,
         )
     mode = lake.get("file_mode")
     return LocalStorage(lake["local_root"], file_mode=int(str(mode), 8) if mode else None)

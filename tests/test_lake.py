@@ -302,3 +302,104 @@ def test_latest_audiences_lose_whoever_opted_out_since(tmp_path):
     assert (
         refilter_latest(storage, "audience_exports", suppressions, keys, tmp_path / "work", "night_23")["removed"] == 0
     )
+
+
+# ---- pm query with its own read-only credentials: the compose stack's MinIO policy, enforced by moto's IAM
+
+
+def compose_query_policy(bucket: str) -> dict:
+    """The policy docker-compose.yml gives pm query's MinIO user, for `bucket`."""
+    import re
+
+    from precision_marketing.config import REPO_ROOT
+
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    [document] = re.findall(r"printf '%s' '(\{[^']*\})' > /tmp/pm-query\.json", text)
+    return json.loads(document.replace('\\"', '"').replace("marketing-lake", bucket))
+
+
+@pytest.fixture(scope="module")
+def iam_s3():
+    """A moto server that enforces IAM (its first few calls create the users): an admin and pm query's user."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import boto3
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "6"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        iam = boto3.client(
+            "iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="boot", aws_secret_access_key="boot"
+        )
+        bucket = "lake-readonly"
+        users = {}
+        for name, policy in (
+            ("admin", {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+            ("pm-query", compose_query_policy(bucket)),
+        ):
+            iam.create_user(UserName=name)
+            iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
+            users[name] = iam.create_access_key(UserName=name)["AccessKey"]
+        yield url, bucket, users
+    finally:
+        server.kill()
+
+
+def test_pm_query_runs_on_read_only_credentials_that_cannot_write(iam_s3, tmp_path):
+    import boto3
+    import botocore.exceptions
+
+    from precision_marketing.config import load_config
+    from precision_marketing.publish.catalog import READABLE_PREFIXES
+    from precision_marketing.storage import storage_from_config
+
+    url, bucket, users = iam_s3
+    policy = compose_query_policy(bucket)
+    readable = {r for s in policy["Statement"] if s["Action"] == ["s3:GetObject"] for r in s["Resource"]}
+    assert readable == {f"arn:aws:s3:::{bucket}/{prefix}*" for prefix in READABLE_PREFIXES}
+    admin = users["admin"]
+    client = boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=admin["AccessKeyId"],
+        aws_secret_access_key=admin["SecretAccessKey"],
+    )
+    client.create_bucket(Bucket=bucket)
+    pipeline = S3Storage(bucket=bucket, endpoint_url=url, client=client)
+    publish_table(pipeline, "recommendations", "2026-11-22", write_recs(tmp_path / "out", [1, 2]), "run-1")
+    pipeline.put_bytes("raw/users/ds=2026-11-22/users.csv", b"user_id,email\n1,a@example.com\n")
+    config = load_config({"lake": {"backend": "s3", "s3": {"bucket": bucket, "endpoint_url": url}}})
+    query_user = users["pm-query"]
+    environ = {
+        "PM_QUERY_AWS_ACCESS_KEY_ID": query_user["AccessKeyId"],
+        "PM_QUERY_AWS_SECRET_ACCESS_KEY": query_user["SecretAccessKey"],
+    }
+    reader = storage_from_config(config, reader=True, environ=environ)
+    _, rows, _ = run_query(reader, ["recommendations"], "select count(distinct user_id) from recommendations")
+    assert rows == [(2,)]
+    with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
+        reader.put_bytes("marts/recommendations/ds=2026-11-22/_SUCCESS", b"overwritten")
+    with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
+        reader.get_bytes("raw/users/ds=2026-11-22/users.csv")
+    # the pipeline's steps never take them
+    pipeline_side = storage_from_config(config, environ=environ).client._request_signer._credentials
+    assert pipeline_side is None or pipeline_side.access_key != query_user["AccessKeyId"]
