@@ -25,8 +25,8 @@ date (yesterday, for the trigger form's default "now"). `pm run --ds D` sets the
    personalised products and subject lines) | **measure_campaign_lift** (treatment vs control, from the
    audiences published on earlier nights).
 5. **validate_outputs** (Great Expectations) → **publish** (atomic per partition: manifest + `_SUCCESS`,
-   original ids restored) → **refresh_catalog_and_report** (SQL views and the HTML run report: its "Run report"
-   button opens it).
+   original ids restored) → **refresh_catalog_and_report** (retention of expired partitions, then the SQL views
+   and the HTML run report: its "Run report" button opens it).
 
 Without impressions, campaigns or consent, **train_ctr_and_build_audiences**, **build_audience_exports** and
 **measure_campaign_lift** are skipped (the log and the report say why) and the rest publishes. A source's

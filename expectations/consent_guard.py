@@ -6,6 +6,7 @@ export is compared with the last night whose audiences the guard let through: wh
 drop by more than `consent.max_drop_share`, or more than `consent.max_unknown_user_share` of its rows name no
 known user, audiences are blocked (skipped, with an alert naming the figures) and recommendations still publish.
 Nights with fewer than `consent.min_rows` rows on either side are not judged on shares (noise, not evidence).
+A night whose warehouse lost the ledger, with no backup in the lake to restore, is blocked as well.
 """
 
 from __future__ import annotations
@@ -14,10 +15,22 @@ from collections.abc import Mapping
 
 
 def consent_guard(
-    tonight: Mapping, last_good: Mapping | None, *, max_drop_share: float, max_unknown_user_share: float, min_rows: int
+    tonight: Mapping,
+    last_good: Mapping | None,
+    *,
+    max_drop_share: float,
+    max_unknown_user_share: float,
+    min_rows: int,
+    ledger_lost: bool = False,
 ) -> dict:
     """{passed, reasons, tonight, last_good}: the verdict on tonight's consent export (consent_delivery rows)."""
     reasons = []
+    if ledger_lost:
+        reasons.append(
+            "the consent ledger was lost: the warehouse had none and the lake holds no backup "
+            "(features/consent_ledger/) although earlier nights ran, so earlier opt-outs are unknown tonight; "
+            "restore a backup into marts.consent_ledger (docs/data_contract.md, 'Consent fails safe')"
+        )
     rows, unknown = int(tonight["consent_rows"]), int(tonight["unknown_user_rows"])
     if rows >= min_rows and unknown / rows > max_unknown_user_share:
         reasons.append(

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import great_expectations.expectations as gxe
 from great_expectations.expectations import Expectation
 
-from precision_marketing.contract import CAMPAIGN_CHANNELS, CONSENT_CHANNELS
+from precision_marketing.contract import CAMPAIGN_CHANNELS, CONSENT_CHANNELS, CONSENT_STATUSES
 from precision_marketing.contract import PLACEMENTS as CONTRACT_PLACEMENTS
 
 # The vocabulary is the contract's (dbt_project.yml vars, read by precision_marketing/contract.py)
@@ -206,6 +206,16 @@ def campaigns() -> list[Expectation]:
 def suppressions() -> list[Expectation]:
     # may be empty: nobody opted out
     return [*_columns("user_id", "channel"), *_key("user_id", "channel"), _in_set("channel", list(CONSENT_CHANNELS))]
+
+
+def consent_ledger() -> list[Expectation]:
+    # the backup a lost warehouse is restored from (pipeline.carry_consent_ledger): one state per (user, channel)
+    return [
+        *_columns("user_id", "channel", "status", "updated_ts", "stated_on"),
+        *_key("user_id", "channel"),
+        _in_set("channel", list(CONSENT_CHANNELS)),
+        _in_set("status", list(CONSENT_STATUSES)),
+    ]
 
 
 def user_keys() -> list[Expectation]:
@@ -417,6 +427,7 @@ LAYERS: dict[str, dict[str, SuiteFunction]] = {
         "campaigns": campaigns,
         "suppressions": suppressions,
         "user_keys": user_keys,
+        "consent_ledger": consent_ledger,
         "product_keys": product_keys,
         "data_reconciliation": data_reconciliation,
         "consent_delivery": consent_delivery,

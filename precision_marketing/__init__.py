@@ -10,6 +10,7 @@
            campaigns/                    audience exports, lift against the control group
            publish/                      atomic partitions on the lake, delivered ids, the SQL catalog
            reporting/                    run report, campaign section, alerts
+           privacy/                      pm forget (erasure register, every zone) and nightly retention
           -> contract.py, storage.py, config/   shared pieces: the raw contract and vocabulary, the lake, settings
 
 Imports only run downward in this drawing (tests/test_layout.py checks it); spark_jobs/ imports nothing of

@@ -444,6 +444,16 @@ def cmd_query(args, config) -> None:
     print(format_table(columns, rows, truncated))
 
 
+def cmd_forget(args, config) -> None:
+    from precision_marketing.privacy.erasure import ErasureError, forget
+
+    try:
+        record = forget(config, args.user, reference=args.reference)
+    except ErasureError as exc:
+        raise SystemExit(f"pm forget: {exc}") from None
+    print(json.dumps(record, indent=2))
+
+
 def cmd_demo(args, config) -> None:
     started = time.monotonic()
     cmd_generate(args, config)
@@ -594,6 +604,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.add_argument("sql", help="one SQL statement, e.g. \"select * from recommendations limit 5\"")
     query.add_argument("--max-rows", type=int, default=50, help="rows printed at most (default 50)")
+    forget = command(
+        "forget",
+        "erase people from every zone, the warehouse and the published history",
+        "Their rows leave the landing files (unless forget.keep_raw_landing), the work dir, the warehouse, the "
+        "quarantine, features, models and every published partition; the erasure register keeps them out of "
+        "later deliveries; an audit record without personal data goes to privacy/erasures/ in the lake. "
+        "Run it when no night is running.",
+    )
+    forget.add_argument(
+        "--user", action="append", required=True, help="a delivered user id, as published (repeat for several)"
+    )
+    forget.add_argument("--reference", help="the request's ticket number, kept in the audit record (no e-mail)")
     af = command("airflow", "airflow CLI with the in-repo AIRFLOW_HOME", "e.g. pm airflow standalone")
     af.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments of the airflow command")
     submit = command("spark-submit", "run a Spark job (spark_jobs/JOB.py) with the configured Spark")
@@ -641,6 +663,7 @@ def main(argv: list[str] | None = None) -> None:
         "backfill": cmd_backfill,
         "status": cmd_status,
         "query": cmd_query,
+        "forget": cmd_forget,
         "spark-submit": cmd_spark_submit,
         "import": cmd_import,
     }[args.command]

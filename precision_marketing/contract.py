@@ -11,6 +11,8 @@ The bottom layer of the package: imports nothing of it but REPO_ROOT."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,3 +191,38 @@ SYNONYMS: dict[str, dict[str, str]] = CONTRACT.synonyms
 SOURCES: dict[str, SourceContract] = CONTRACT.sources
 BEHAVIOUR_SOURCES = tuple(name for name, source in SOURCES.items() if source.role == BEHAVIOUR)
 AUDIENCE_SOURCES = tuple(name for name, source in SOURCES.items() if source.role == AUDIENCE)
+
+
+# ------------------------------------------------------------------------------------------ erased people
+# The canonical text of a delivered id: dbt's parse_id (macros/parse.sql) in Python and in DuckDB SQL, so a person
+# named to `pm forget` as 17850 is found as '017850.0' in a landing file and as 17850 in a published table.
+_INTEGER_ID = re.compile(r"\+?(-?[0-9]+)(\.0+)?")
+
+
+def canonical_id(text: str | None, id_type: str = "integer") -> str | None:
+    """The id as staging keeps it (dbt parse_id): integer ids without sign, leading zeros or '.0' tail; string ids
+    trimmed. None when the text is no id of that shape."""
+    if text is None:
+        return None
+    text = str(text).strip()
+    if id_type == "integer":
+        match = _INTEGER_ID.fullmatch(text)
+        if not match:
+            return None
+        value = int(match.group(1))
+        return str(value) if -(2**63) <= value < 2**63 else None
+    return text if 1 <= len(text) <= 128 else None
+
+
+def canonical_id_sql(column: str, id_type: str = "integer") -> str:
+    """canonical_id as a DuckDB expression over any column type (a published BIGINT id or landed text)."""
+    text = f"trim(cast({column} as varchar))"
+    if id_type == "integer":
+        return f"cast(try_cast(regexp_extract({text}, '^\\+?(-?[0-9]+)(\\.0+)?$', 1) as bigint) as varchar)"
+    return f"case when length({text}) between 1 and 128 then {text} end"
+
+
+def erased_id_digest(canonical: str) -> str:
+    """How the erasure register records a forgotten person (privacy/erasure.py): the SHA-256 of the canonical id,
+    so ingest can drop their rows from later deliveries without the register holding the id itself."""
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -37,6 +37,7 @@ MART_TABLES = [
     "suppressions",
     "user_keys",
     "product_keys",
+    "consent_ledger",  # also its backup: a lost warehouse gets it back (carry_consent_ledger)
 ]
 AUDIT_TABLES = ["data_reconciliation", "consent_delivery"]
 # marts that only mean something when the audience sources were delivered (else empty, not validated)
@@ -110,6 +111,11 @@ class RunPaths:
         """Tonight's consent guard verdict (written by validate_marts; the audience steps read it)."""
         return self.work / "runs" / f"ds={self.ds}" / "consent_guard.json"
 
+    @property
+    def consent_ledger_state(self) -> Path:
+        """Whether tonight's warehouse kept, restored or newly started the consent ledger (check_raw writes it)."""
+        return self.work / "runs" / f"ds={self.ds}" / "consent_ledger.json"
+
     def job_settings(self, job: str) -> Path:
         """The settings a Spark job of this ds ran with (its --config)."""
         return self.work / "job_settings" / f"ds={self.ds}" / f"{job}.json"
@@ -173,30 +179,72 @@ def stage_and_check_raw(ds: str, params: Mapping | None = None) -> dict:
     (file-level problems stop the run here) and land them through the mapping for dbt (ingest.land_window)."""
     from precision_marketing.ingest.land import land_window
     from precision_marketing.ingest.mapping import mapping_from_config
+    from precision_marketing.privacy.erasure import erased_for_ingest
 
     config = run_config(params)
     restrict_work_dir(config)
     history_days = config["dbt"]["history_days"]
     raw_dir = local_raw_dir(config)
+    storage = storage_from_config(config)
     if config["lake"]["backend"] != "local":
-        storage = storage_from_config(config)
         for source in raw_sources():
             for day in window_days(ds, history_days):
                 target = raw_dir / source / f"ds={day}"
                 shutil.rmtree(target, ignore_errors=True)
                 storage.download_tree(f"raw/{source}/ds={day}", target)
-    status = land_window(raw_dir, landed_dir(config), ds, history_days, mapping_from_config(config))
+    status = land_window(
+        raw_dir, landed_dir(config), ds, history_days, mapping_from_config(config), erased_for_ingest(config, storage)
+    )
     for note in status["notes"]:
         print(f"note: {note}", flush=True)
+    ledger = carry_consent_ledger(paths_for(config, ds), storage)
+    if ledger["ledger"] == "restored":
+        print(f"note: the warehouse had no consent ledger: restored from {ledger['from']} ({ledger['rows']} rows)")
+    erased = erased_rows(status)
+    if erased:  # people forgotten (pm forget) still in a delivery: counted, never landed
+        print(f"note: rows of forgotten people not landed (erasure register): {erased}", flush=True)
     # a compact summary for the task log / XCom; the per-source status stays in <work>/landed/_status/
     return {
         "delivered": [s["source"] for s in status["sources"] if s["delivered"]],
         "rows_per_source": {s["source"]: s["rows"] for s in status["sources"] if s["delivered"]},
         "ingest_errors": {s["source"]: s["ingest_errors"] for s in status["sources"] if s["ingest_errors"]},
+        "erased_rows": erased,
         "capabilities": status["capabilities"],
         "notes": status["notes"],
         "warnings": status["warnings"],
     }
+
+
+def carry_consent_ledger(paths: RunPaths, storage: Storage) -> dict:
+    """The consent ledger outlives the warehouse: when the warehouse has none (a new machine, a lost work dir), the
+    newest nightly backup in the lake (features/consent_ledger/, exported with the marts) becomes tonight's
+    starting ledger, so earlier opt-outs still hold. Writes and returns {ledger: kept | restored | new, ...}."""
+    paths.warehouse.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(paths.warehouse))
+    try:
+        kept = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'marts' "
+            "AND table_name = 'consent_ledger'"
+        ).fetchone()[0]
+        state: dict = {"ledger": "kept"} if kept else {"ledger": "new"}
+        backups = [] if kept else days_before(storage, "features/consent_ledger", "consent_ledger.parquet", paths.ds)
+        if backups:
+            key = f"features/consent_ledger/ds={backups[-1]}/consent_ledger.parquet"
+            local = paths.work / "runs" / f"ds={paths.ds}" / "consent_ledger_backup.parquet"
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(storage.get_bytes(key))
+            con.execute("CREATE SCHEMA IF NOT EXISTS marts")
+            con.execute(
+                f"CREATE TABLE marts.consent_ledger AS SELECT * FROM read_parquet('{local}', hive_partitioning = false)"
+            )
+            rows = con.execute("SELECT count(*) FROM marts.consent_ledger").fetchone()[0]
+            local.unlink()
+            state = {"ledger": "restored", "from": key, "rows": rows}
+    finally:
+        con.close()
+    paths.consent_ledger_state.parent.mkdir(parents=True, exist_ok=True)
+    paths.consent_ledger_state.write_text(json.dumps(state))
+    return state
 
 
 def dbt_vars(config: Mapping, ds: str) -> dict:
@@ -308,21 +356,20 @@ class RecommendationGateError(RuntimeError):
     """The recommendations did not pass the publish gate and the configured gate level is 'fail'."""
 
 
-def model_days_before(storage: Storage, model: str, filename: str, ds: str) -> list[str]:
-    """The days before ds with a lake file models/<model>/ds=D/<filename>, oldest first."""
-    return sorted(
-        {
-            key.split("/")[2][3:]
-            for key in storage.list_keys(f"models/{model}/")
-            if key.endswith(f"/{filename}") and key.split("/")[2].startswith("ds=") and key.split("/")[2][3:] < ds
-        }
-    )
+def days_before(storage: Storage, prefix: str, filename: str, ds: str) -> list[str]:
+    """The days before ds with a lake file <prefix>/ds=D/<filename> (e.g. models/als, metrics.json), oldest first."""
+    days = set()
+    for key in storage.list_keys(prefix + "/"):
+        partition = key[len(prefix) + 1 :].split("/")[0]
+        if key.endswith(f"/{filename}") and partition.startswith("ds=") and partition[3:] < ds:
+            days.add(partition[3:])
+    return sorted(days)
 
 
 def last_published_metrics(storage: Storage, model: str, ds: str, target: Path) -> Path | None:
     """The metrics.json of the newest published run of `model` before `ds` (published by `publish`),
     copied to `target`; None on a first run."""
-    earlier = model_days_before(storage, model, "metrics.json", ds)
+    earlier = days_before(storage, f"models/{model}", "metrics.json", ds)
     if not earlier:
         return None
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -437,15 +484,19 @@ def guard_consent(config: Mapping, paths: RunPaths, storage: Storage) -> dict | 
     relation = duckdb.sql(f"select * from read_parquet('{paths.feature('consent_delivery')}')")
     [tonight] = [dict(zip(relation.columns, row)) for row in relation.fetchall()]
     last_good = None
-    for day in reversed(model_days_before(storage, "consent_guard", "verdict.json", paths.ds)):
+    for day in reversed(days_before(storage, "models/consent_guard", "verdict.json", paths.ds)):
         earlier = json.loads(storage.get_bytes(f"models/consent_guard/ds={day}/verdict.json"))
         if earlier["passed"]:
             last_good = earlier["tonight"]
             break
     consent = config["consent"]
+    ledger = json.loads(paths.consent_ledger_state.read_text()) if paths.consent_ledger_state.exists() else {}
     verdict = consent_guard(
         tonight,
         last_good,
+        # the platform ran before (a verdict exists) yet tonight's ledger started empty, with no backup to restore
+        ledger_lost=ledger.get("ledger") == "new"
+        and bool(days_before(storage, "models/consent_guard", "verdict.json", paths.ds)),
         max_drop_share=consent["max_drop_share"],
         max_unknown_user_share=consent["max_unknown_user_share"],
         min_rows=consent["min_rows"],
@@ -712,6 +763,7 @@ def audience_sizes(audiences: Path) -> dict[str, int]:
 
 def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = None) -> dict:
     """Write the SQL catalog (views over the published tables) and the run report beside the tables."""
+    from precision_marketing.privacy.retention import apply_retention
     from precision_marketing.publish.catalog import view_statements
     from precision_marketing.publish.partitions import read_manifest
     from precision_marketing.reporting.report import build_report, timing_records
@@ -720,6 +772,7 @@ def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = No
     paths = paths_for(config, ds)
     storage = storage_from_config(config)
     tables = published_tables(config)
+    retention = apply_retention(config, storage, ds)  # before the views, which list what stays
     views_sql = ";\n\n".join(view_statements(storage, tables)) + ";\n"
     storage.put_bytes("catalog/views.sql", views_sql.encode())
 
@@ -736,11 +789,37 @@ def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = No
         },
         reconciliation_path=paths.feature("data_reconciliation"),
         out_dir=paths.report_dir,
-        notes=status["notes"] + status["warnings"],
+        notes=status["notes"] + status["warnings"] + privacy_notes(status, retention),
         history=report_history(storage, ds, config["report"]["history_nights"]),
         audience_sizes=audience_sizes(outputs["audiences"]) if "audiences" in outputs else {},
         task_seconds=timing_records(paths.task_times_dir, run_id),
         campaign_lift_path=outputs.get("campaign_lift"),
     )
     _upload(storage, paths, paths.report_dir)
-    return {"report": storage.uri(f"reports/ds={ds}/report.html"), "published": report["published"]}
+    return {
+        "report": storage.uri(f"reports/ds={ds}/report.html"),
+        "published": report["published"],
+        "retention_deleted_partitions": retention,
+    }
+
+
+def erased_rows(status: Mapping) -> dict[str, int]:
+    """Rows of forgotten people (the erasure register) in the window's deliveries, per source: not landed."""
+    return {s["source"]: s["erased_rows"] for s in status["sources"] if s.get("erased_rows")}
+
+
+def privacy_notes(status: Mapping, retention: Mapping[str, int]) -> list[str]:
+    """The night's erasure and retention figures, for the run report."""
+    notes = []
+    erased = erased_rows(status)
+    if erased:
+        notes.append(
+            "rows of people forgotten by pm forget were in tonight's deliveries and were not landed: "
+            + ", ".join(f"{source} {rows}" for source, rows in erased.items())
+            + " (the export still lists them: fix it at the source; pm forget again clears the delivered files)"
+        )
+    if any(retention.values()):
+        notes.append(
+            "retention deleted expired partitions: " + ", ".join(f"{zone} {n}" for zone, n in retention.items() if n)
+        )
+    return notes

@@ -1,7 +1,10 @@
 """End to end: synthetic raw data -> one real `airflow dags test` run of the nightly DAG (dbt, GE, Spark,
 scikit-learn, publish) on small data -> assertions on the published tables, read back through the SQL catalog."""
 
+import csv
 import datetime as dt
+import hashlib
+import io
 import json
 import os
 import subprocess
@@ -11,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from precision_marketing.contract import erased_id_digest
 from precision_marketing.pipeline import PUBLISHED_TABLES
 from precision_marketing.publish.catalog import open_catalog
 from precision_marketing.publish.partitions import published_partitions, read_manifest
@@ -70,7 +74,16 @@ def run(tmp_path_factory):
     features = state / "lake" / "features"
     for table in ("user_features", "interactions", "suppressions", "campaigns", "data_reconciliation"):
         con.execute(f"CREATE VIEW f_{table} AS SELECT * FROM read_parquet('{features}/{table}/ds={DS}/*.parquet')")
-    yield {"lake": lake, "con": con, "state": state, "summary": summary, "log": result.stdout}
+    first_run_id = read_manifest(lake, "recommendations", DS)["run_id"]
+    yield {
+        "lake": lake,
+        "con": con,
+        "state": state,
+        "summary": summary,
+        "log": result.stdout,
+        "env": env,
+        "first_run_id": first_run_id,
+    }
     con.close()
 
 
@@ -258,13 +271,125 @@ def test_query_command_over_the_published_tables(run):
     assert bad.returncode != 0 and "no_such_table" in bad.stderr and "Traceback" not in bad.stderr
 
 
+# ---- pm forget: a person who was exported, recommended and segmented is erased; the next night runs without them
+
+
+def traces(state: Path, user_id: str, email: str) -> list[str]:
+    """Every place under the run's state (lake, work dir, warehouse) that still names the person: any column with
+    column holding the id (the demo's keys equal its ids, so this covers keys), any e-mail column
+    holding the address or its hash, any landing file row for the id, any file containing the address. Id columns
+    are named user_id, *_user_id, user_key or *_user_ids (a count such as n_users is no id)."""
+    email_hash = hashlib.sha256(email.lower().encode()).hexdigest()
+    found = []
+
+    def check(con, relation, where):
+        columns = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+        ids = [c for c, *_ in columns if c.lower().endswith(("user_id", "user_key"))]
+        lists = [c for c, *_ in columns if c.lower().endswith("user_ids")]
+        tests = [rf"""regexp_replace(trim(cast("{c}" as varchar)), '^0+|\.0+$', '', 'g') = '{user_id}'""" for c in ids]
+        tests += [f"""list_contains(list_transform("{c}", x -> cast(x as varchar)), '{user_id}')""" for c in lists]
+        tests += [
+            f"""lower(trim(cast("{c}" as varchar))) in ('{email.lower()}', '{email_hash}')"""
+            for c, *_ in columns
+            if "email" in c.lower()
+        ]
+        if tests and con.execute(f"SELECT count(*) FROM {relation} WHERE {' OR '.join(tests)}").fetchone()[0]:
+            found.append(where)
+
+    con = duckdb.connect()
+    for path in sorted(state.rglob("*.parquet")):
+        check(con, f"read_parquet('{path}', hive_partitioning = false)", str(path.relative_to(state)))
+    warehouse = duckdb.connect(str(state / "work" / "warehouse.duckdb"), read_only=True)
+    for schema, table in warehouse.execute(
+        "select table_schema, table_name from information_schema.tables where table_type = 'BASE TABLE'"
+    ).fetchall():
+        check(warehouse, f'"{schema}"."{table}"', f"warehouse {schema}.{table}")
+    warehouse.close()
+    for path in sorted((state / "lake" / "raw").rglob("*.csv")):
+        text = path.read_text()
+        rows = list(csv.DictReader(io.StringIO(text)))
+        if email.lower() in text.lower() or any(r.get("user_id", "").strip().lstrip("0") == user_id for r in rows):
+            found.append(str(path.relative_to(state)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def forgotten(run):
+    state = run["state"]
+    con = run["con"]
+    user_id = str(
+        scalar(
+            run,
+            f"""select e.user_id from audience_exports e
+                join read_parquet('{state}/lake/features/user_keys/ds={DS}/*.parquet') k
+                  on k.user_key = e.user_id and k.user_id = cast(e.user_id as varchar)
+                join recommendations r on r.user_id = e.user_id
+                order by 1 limit 1""",
+        )
+    )
+    users_file = state / "lake" / "raw" / "users" / f"ds={DS}" / "users.csv"
+    delivered = next(r for r in csv.DictReader(users_file.open()) if r["user_id"] == user_id)
+    assert traces(state, user_id, delivered["email"])  # the scan sees them before: it can fail
+    assert con.execute(f"select count(*) from user_segments where user_id = {user_id}").fetchone()[0] == 1
+    result = pm(["forget", "--user", user_id, "--reference", "DSR-2026-001"], run["env"], state / "forget.log")
+    assert result.returncode == 0, result.stdout[-3000:]
+    return {"user_id": user_id, "user": delivered, "record": json.loads(result.stdout), "users_file": users_file}
+
+
+def test_a_forgotten_person_is_gone_from_every_zone_table_and_published_partition(run, forgotten):
+    assert traces(run["state"], forgotten["user_id"], forgotten["user"]["email"]) == []
+    record = forgotten["record"]
+    assert record["people_found"] == 1 and record["reference"] == "DSR-2026-001"
+    for place in (
+        "lake:marts/audience_exports",
+        "lake:marts/recommendations",
+        "warehouse:marts.user_keys",
+        "lake:raw/users",
+        "work:landed/events",
+    ):
+        assert record["rows_removed"].get(place, 0) > 0, place
+    audits = run["lake"].list_keys("privacy/erasures/")
+    assert len(audits) == 1
+    audit = json.loads(run["lake"].get_bytes(audits[0]))
+    assert audit == record
+    # the audit holds times, a reference, counts and place names: no id, e-mail, hash or register digest
+    assert set(audit) == {
+        "at",
+        "reference",
+        "people_asked",
+        "people_found",
+        "raw_landing",
+        "register_size",
+        "rows_removed",
+    }
+    assert all(isinstance(n, int) for n in audit["rows_removed"].values())
+    text = json.dumps(audit)
+    email = forgotten["user"]["email"]
+    for secret in (email, hashlib.sha256(email.lower().encode()).hexdigest(), erased_id_digest(forgotten["user_id"])):
+        assert secret not in text
+
+
+def test_the_next_night_runs_and_keeps_a_forgotten_person_out_of_a_later_delivery(rerun, forgotten):
+    state = rerun["state"]
+    # only the file the shop delivered again still lists them (kept as delivered; ingest dropped the row)
+    redelivered = str(forgotten["users_file"].relative_to(state))
+    assert traces(state, forgotten["user_id"], forgotten["user"]["email"]) == [redelivered]
+    status = json.loads((state / "work" / "landed" / "_status" / f"ds={DS}.json").read_text())
+    assert {s["source"]: s["erased_rows"] for s in status["sources"]}["users"] == 1
+    report = (state / "lake" / "reports" / f"ds={DS}" / "report.md").read_text()
+    assert "rows of people forgotten by pm forget were in tonight's deliveries and were not landed: users 1" in report
+    assert scalar(rerun, "select count(*) from recommendations") > 0
+
+
 # ---- the same ds again: an empty day for the behaviour sources and a different K through the DAG params
 
 
 @pytest.fixture(scope="module")
-def rerun(run):
+def rerun(run, forgotten):
     state = run["state"]
-    first_run_id = read_manifest(run["lake"], "recommendations", DS)["run_id"]
+    # the shop's next users export still lists the forgotten person: ingest must drop them again
+    with forgotten["users_file"].open("a") as handle:
+        handle.write(",".join(forgotten["user"].values()) + "\n")
     for source in ("events", "impressions"):
         landing = state / "lake" / "raw" / source / f"ds={DS}" / f"{source}.csv"
         header = landing.read_text().splitlines()[0]
@@ -281,7 +406,7 @@ def rerun(run):
     result = pm(["run", "--ds", DS, "--conf", '{"top_k": 5}'], env, state / "rerun.log")
     assert result.returncode == 0, f"rerun failed; log: {state / 'rerun.log'}\n" + result.stdout[-6000:]
     con = open_catalog(run["lake"], ["recommendations", "audiences", "user_segments"])
-    yield {**run, "con": con, "first_run_id": first_run_id, "env": env}
+    yield {**run, "con": con, "env": env}
     con.close()
 
 

@@ -129,6 +129,15 @@ def good_marts() -> dict[str, pd.DataFrame]:
         "user_keys": pd.DataFrame(
             {"user_key": [1, 2, 3], "user_id": ["1", "2", "3"], "first_seen_ds": [dt.date(2026, 11, 1)] * 3}
         ),
+        "consent_ledger": pd.DataFrame(
+            {
+                "user_id": ["2", "3"],
+                "channel": ["email", "all"],
+                "status": ["opt_out", "opt_out"],
+                "updated_ts": [dt.datetime(2026, 11, 20, 10)] * 2,
+                "stated_on": [dt.date(2026, 11, 20)] * 2,
+            }
+        ),
     }
 
 

@@ -276,9 +276,11 @@ def test_a_changed_snapshot_rechecks_the_whole_window_and_equals_a_full_refresh(
     assert unknown[0][0] > 0
 
 
-def test_a_short_consent_export_releases_nobody(tmp_path):
+@pytest.mark.parametrize("warehouse", ["kept", "lost"])
+def test_a_short_consent_export_releases_nobody(tmp_path, warehouse):
     """The demo's incident: a night whose consent export was cut to every tenth row (and carries no opt-in that
-    could release anyone) still suppresses everyone the night before suppressed: the ledger keeps their opt-outs."""
+    could release anyone) still suppresses everyone the night before suppressed: the ledger keeps their opt-outs.
+    The same when the warehouse was lost in between: the ledger comes back from its nightly backup in the lake."""
     shop = Shop(tmp_path)
     generate(shop.raw, NIGHT2, users=300, items=60, days=6, campaigns=3, dirty_rate=0.0, seed=12)
     later = {}
@@ -292,6 +294,18 @@ def test_a_short_consent_export_releases_nobody(tmp_path):
     assert len(before) > 10
     for source, partition in later.items():
         shutil.move(partition, shop.raw / source / f"ds={NIGHT2}")
+    if warehouse == "lost":
+        from precision_marketing.pipeline import RunPaths, carry_consent_ledger
+        from precision_marketing.storage import LocalStorage
+
+        backup = shop.root / "lake" / "features" / "consent_ledger" / f"ds={NIGHT1}" / "consent_ledger.parquet"
+        backup.parent.mkdir(parents=True)
+        con = duckdb.connect(str(shop.work / "warehouse.duckdb"))
+        con.execute(f"copy marts.consent_ledger to '{backup}' (format parquet)")  # what export_features writes
+        con.close()
+        (shop.work / "warehouse.duckdb").unlink()
+        restored = carry_consent_ledger(RunPaths(shop.work, NIGHT2), LocalStorage(shop.root / "lake"))
+        assert restored["ledger"] == "restored" and restored["rows"] > 0
     consent = landing_file(shop.raw, "consent", NIGHT2)
     rows = read_csv(consent)
     write_csv(consent, [row for row in rows[::10] if row["status"] != "opt_in"] or rows[:1])

@@ -26,6 +26,7 @@ LEVELS = {
     "precision_marketing.campaigns": 2,
     "precision_marketing.publish": 2,
     "precision_marketing.reporting": 2,
+    "precision_marketing.privacy": 2,
     "precision_marketing.datagen": 2,
     "precision_marketing.contract": 1,
     "precision_marketing.storage": 1,

@@ -93,6 +93,8 @@ def _validated(config: dict, sources: Mapping[tuple, str], config_file: Path) ->
                     else f"; known keys here: {', '.join(sorted(known))}"
                 )
                 problems.append(f"unknown key {key!r} (from {origin}){hint}")
+            elif not loc:  # a rule across sections: its message names the keys
+                problems.append(item["msg"].removeprefix("Value error, "))
             elif item["type"] == "missing":
                 problems.append(f"missing key {key!r} (add it to {config_file})")
             else:

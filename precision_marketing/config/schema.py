@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -216,6 +216,24 @@ class Segments(Section):
     seed: int
 
 
+class Forget(Section):
+    keep_raw_landing: bool
+
+
+class RetentionDays(Section):
+    raw: int | None = Field(ge=1)
+    quarantine: int | None = Field(ge=1)
+    features: int | None = Field(ge=1)
+    models: int | None = Field(ge=1)
+    marts: int | None = Field(ge=1)
+    reports: int | None = Field(ge=1)
+    work: int | None = Field(ge=1)
+
+
+class Retention(Section):
+    days: RetentionDays
+
+
 class Publish(Section):
     tables: Literal["all"] | list[str] = Field(min_length=1)  # names checked by pipeline.published_tables
 
@@ -240,5 +258,19 @@ class PlatformConfig(Section):
     lift: Lift
     validation: Validation
     segments: Segments
+    forget: Forget
+    retention: Retention
     publish: Publish
     report: Report
+
+    @model_validator(mode="after")
+    def _window_kept(self):
+        # the nightly window is read from the raw zone and the work dir's landed copies: retention may not cut it
+        for zone in ("raw", "work"):
+            days = getattr(self.retention.days, zone)
+            if days is not None and days < self.dbt.history_days:
+                raise ValueError(
+                    f"retention.days.{zone} = {days} is shorter than dbt.history_days = {self.dbt.history_days}: "
+                    "the nightly window would lose its first days"
+                )
+        return self

@@ -28,13 +28,14 @@ import hashlib
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from precision_marketing.contract import SOURCES, SYNONYMS, SourceContract
+from precision_marketing.contract import SOURCES, SYNONYMS, SourceContract, canonical_id, erased_id_digest
 from precision_marketing.ingest.files import match_header, read_records
 from precision_marketing.ingest.mapping import ISO, Mapping, SourceMapping
 from precision_marketing.ingest.plan import plan_window
@@ -54,6 +55,18 @@ def canonical_timestamp(moment: dt.datetime) -> str:
     utc = moment.astimezone(dt.UTC)
     fraction = f".{utc.microsecond:06d}" if utc.microsecond else ""
     return utc.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
+
+
+@dataclass(frozen=True)
+class Erased:
+    """The people of the erasure register (privacy/erasure.py) as ingest sees them: digests of canonical ids."""
+
+    digests: frozenset[str]
+    id_type: str = "integer"
+
+    def names(self, value: str) -> bool:
+        canonical = canonical_id(value, self.id_type)
+        return canonical is not None and erased_id_digest(canonical) in self.digests
 
 
 def landed_schema(source: SourceContract) -> pa.Schema:
@@ -149,14 +162,18 @@ class _Normaliser:
         return value
 
 
-def normalise_file(path: Path, relative: str, source: SourceContract, mapping: SourceMapping, out: Path) -> dict:
-    """Write one landing file as normalised Parquet at `out`; return its counts."""
+def normalise_file(
+    path: Path, relative: str, source: SourceContract, mapping: SourceMapping, out: Path, erased: Erased | None = None
+) -> dict:
+    """Write one landing file as normalised Parquet at `out`; return its counts. Rows of people in the erasure
+    register (`pm forget`) are not landed: they are counted as `erased_rows`, nothing else of them is kept."""
     header, records = read_records(path, mapping)
     positions = match_header(header, source, mapping)
     normaliser = _Normaliser(source, mapping)
     schema = landed_schema(source)
     n_fields = len(header)
-    counts = {"rows": 0, "ingest_errors": 0}
+    counts = {"rows": 0, "ingest_errors": 0, "erased_rows": 0}
+    user_position = positions.get("user_id") if erased else None
     columns = {name: [] for name in schema.names}
     writer = pq.ParquetWriter(out, schema)
 
@@ -172,6 +189,9 @@ def normalise_file(path: Path, relative: str, source: SourceContract, mapping: S
     try:
         for record in records:
             fields = record.fields
+            if user_position is not None and user_position < len(fields) and erased.names(fields[user_position]):
+                counts["erased_rows"] += 1
+                continue
             error = record.error
             if error is None and len(fields) != n_fields:
                 extra_empty = len(fields) > n_fields and not any(f.strip() for f in fields[n_fields:])
@@ -209,7 +229,13 @@ def _sha256(path: Path) -> str:
 
 
 def land_partition(
-    raw_root: Path, landed_root: Path, source: SourceContract, day: str, files: list[Path], mapping: SourceMapping
+    raw_root: Path,
+    landed_root: Path,
+    source: SourceContract,
+    day: str,
+    files: list[Path],
+    mapping: SourceMapping,
+    erased: Erased | None = None,
 ) -> dict:
     """Normalise the landing files of one partition unless the same files were landed with the same mapping."""
     target = landed_root / source.name / f"ds={day}"
@@ -227,10 +253,10 @@ def land_partition(
             return {**landed["counts"], "cached": True, "fingerprint": digest}
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    counts = {"rows": 0, "ingest_errors": 0}
+    counts = {"rows": 0, "ingest_errors": 0, "erased_rows": 0}
     for index, path in enumerate(files):
         relative = "raw/" + path.relative_to(raw_root).as_posix()
-        file_counts = normalise_file(path, relative, source, mapping, target / f"part-{index:05d}.parquet")
+        file_counts = normalise_file(path, relative, source, mapping, target / f"part-{index:05d}.parquet", erased)
         for key in counts:
             counts[key] += file_counts[key]
     if not files:  # a source not delivered: an empty table with the schema, so dbt always has a file to read
@@ -247,20 +273,24 @@ def partitions_path(landed_root: Path, ds: str) -> Path:
     return Path(landed_root) / "_status" / f"ds={ds}.partitions.ndjson"
 
 
-def land_window(raw_root: Path, landed_root: Path, ds: str, history_days: int, mapping: Mapping) -> dict:
+def land_window(
+    raw_root: Path, landed_root: Path, ds: str, history_days: int, mapping: Mapping, erased: Erased | None = None
+) -> dict:
     """Check the window's landing files (raising RawContractError on file-level problems), normalise them
-    into `landed_root`, remove landed partitions of the window whose landing partition is gone, and write
-    the status of ds. Returns that status."""
+    into `landed_root` (without the rows of people in `erased`), remove landed partitions of the window whose
+    landing partition is gone, and write the status of ds. Returns that status."""
     raw_root, landed_root = Path(raw_root), Path(landed_root)
     plan = plan_window(raw_root, ds, history_days, mapping)
     sources, partitions = [], []
     for name, source in SOURCES.items():
         planned = plan["sources"][name]
         source_mapping = mapping.source(name)
-        rows = rows_ds = errors = cached = 0
+        rows = rows_ds = errors = cached = erased_rows = 0
         landed_days = set()
         for day, files in planned["partitions"].items():
-            counts = land_partition(raw_root, landed_root, source, day, [raw_root / f for f in files], source_mapping)
+            counts = land_partition(
+                raw_root, landed_root, source, day, [raw_root / f for f in files], source_mapping, erased
+            )
             landed_days.add(day)
             partitions.append(
                 {"source": name, "partition_date": day, "fingerprint": counts["fingerprint"], "rows": counts["rows"]}
@@ -268,6 +298,7 @@ def land_window(raw_root: Path, landed_root: Path, ds: str, history_days: int, m
             rows += counts["rows"]
             errors += counts["ingest_errors"]
             cached += counts["cached"]
+            erased_rows += counts.get("erased_rows", 0)
             if day == ds:
                 rows_ds = counts["rows"]
         if not planned["delivered"]:
@@ -288,6 +319,7 @@ def land_window(raw_root: Path, landed_root: Path, ds: str, history_days: int, m
                 "rows_ds": rows_ds,
                 "ingest_errors": errors,
                 "partitions_cached": cached,
+                "erased_rows": erased_rows,  # rows of forgotten people (pm forget) not landed
             }
         )
     status = {

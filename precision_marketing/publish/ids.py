@@ -26,7 +26,7 @@ from precision_marketing.publish.partitions import PublishError, parquet_files
 ID_KINDS = {"user": ("user_keys", "user_key", "user_id"), "product": ("product_keys", "product_key", "product_id")}
 
 
-def _kind(column: str) -> tuple[str, bool] | None:
+def id_kind(column: str) -> tuple[str, bool] | None:
     """(kind, is_list) of a column holding keys, else None."""
     for kind, (_, _, id_column) in ID_KINDS.items():
         if column == id_column or column.endswith("_" + id_column):
@@ -47,7 +47,7 @@ def restore_original_ids(
     con = duckdb.connect()
     try:
         columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {outputs}").fetchall()]
-        id_columns = {column: kind for column in columns if (kind := _kind(column))}
+        id_columns = {column: kind for column in columns if (kind := id_kind(column))}
         if not id_columns:
             return Path(source)
         # the outputs with a row number, materialised once: list columns are unnested and gathered back by it
