@@ -8,6 +8,7 @@ import datetime as dt
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -34,23 +35,52 @@ def test_two_proportion_test_matches_chi_square_and_a_worked_example():
     assert result["status"] == "ok"
     assert result["abs_lift"] == pytest.approx(0.1)
     assert result["rel_lift"] == pytest.approx(0.5)
-    # Wald interval: 0.1 +- 1.959964 * sqrt(0.3*0.7/200 + 0.2*0.8/200)
+    # Newcombe (1998) method 10, from the two Wilson intervals: 0.30 in [0.2407, 0.3668], 0.20 in [0.1505, 0.2609]
+    # -> 0.1 - sqrt(0.0593^2 + 0.0609^2), 0.1 + sqrt(0.0668^2 + 0.0495^2)
     assert (result["ci_low"], result["ci_high"]) == (
-        pytest.approx(0.015699, abs=1e-6),
-        pytest.approx(0.184301, abs=1e-6),
+        pytest.approx(0.015063, abs=1e-6),
+        pytest.approx(0.183162, abs=1e-6),
     )
-    # the pooled z-test is Pearson's chi-square test without continuity correction
+    # the score test of the difference is Pearson's chi-square test without continuity correction
     _, p_value, _, _ = chi2_contingency([[60, 140], [40, 160]], correction=False)
     assert result["p_value"] == pytest.approx(p_value, rel=1e-9)
 
 
-def test_small_samples_say_not_enough_data_instead_of_a_number():
+@pytest.mark.parametrize(
+    "n_t, n_c, p_t, p_c",
+    [
+        (400, 100, 0.03, 0.02),  # a 20 % control group, rare conversions
+        (200, 50, 0.08, 0.03),  # small and unbalanced: where Wald falls short
+        (100, 100, 0.15, 0.10),
+    ],
+)
+def test_the_lift_interval_covers_the_true_difference_at_its_nominal_rate(n_t, n_c, p_t, p_c):
+    """10,000 simulated campaigns per setting: the 95 % interval holds the true lift in 95 % of them (the 0.94 floor
+    is 4.5 simulation standard errors below). The Wald interval it replaced, on the same draws, does not."""
+    rng = np.random.default_rng(2026)
+    draws = zip(rng.binomial(n_t, p_t, 10_000), rng.binomial(n_c, p_c, 10_000))
+    covered = wald_covered = total = 0
+    for x_t, x_c in draws:
+        result = two_proportion_test(int(x_t), n_t, int(x_c), n_c, min_group_size=1)
+        covered += result["ci_low"] <= p_t - p_c <= result["ci_high"]
+        r_t, r_c = x_t / n_t, x_c / n_c
+        half = 1.959964 * np.sqrt(r_t * (1 - r_t) / n_t + r_c * (1 - r_c) / n_c)
+        wald_covered += r_t - r_c - half <= p_t - p_c <= r_t - r_c + half
+        total += 1
+    assert covered / total >= 0.94
+    if (n_t, n_c) == (200, 50):
+        assert wald_covered / total < 0.93
+
+
+def test_small_groups_say_not_enough_data_and_rare_outcomes_still_get_an_interval():
     small = two_proportion_test(5, 50, 1, 20)
     assert small["abs_lift"] is None and small["p_value"] is None and small["ci_low"] is None
     assert small["status"].startswith("not enough data: 50 treatment and 20 control users")
     rare = two_proportion_test(1, 1000, 0, 200)
-    assert rare["abs_lift"] is None and "expected counts below 5" in rare["status"]
-    assert rare["rate_treatment"] == pytest.approx(0.001)  # counts and rates stay visible
+    assert rare["status"] == "ok" and rare["rate_treatment"] == pytest.approx(0.001)
+    assert rare["ci_low"] < 0 < rare["ci_high"]  # one conversion is no evidence either way
+    none = two_proportion_test(0, 300, 0, 100)
+    assert none["abs_lift"] == 0 and none["p_value"] == 1.0 and none["ci_low"] < 0 < none["ci_high"]
 
 
 def audiences_history() -> pd.DataFrame:

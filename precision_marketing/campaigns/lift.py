@@ -7,10 +7,11 @@ passed (first_ds + W <= ds) are counted; outcomes in (first_ds, first_ds + W]:
   click       at least one clicked impression of the campaign (control users are not messaged, so their
               rate shows leakage: impressions that reached them some other way)
   conversion  at least one purchase in the campaign's target category (the incremental effect)
-Per campaign, window and outcome: rates, absolute lift (treatment - control) with a two-sided Wald interval
-(unpooled standard error), the pooled two-proportion z-test p-value, relative lift = absolute / control rate.
-Lift, interval and p-value are NULL with a status saying why when either group is smaller than
-min_group_size or a pooled expected count (n * pooled rate, n * (1 - pooled rate)) is below 5.
+Per campaign, window and outcome: rates, absolute lift (treatment - control) with Newcombe's hybrid score
+interval (statsmodels; it keeps its nominal coverage where the Wald interval falls short: small or unbalanced
+groups and rare outcomes, which a 10 % control group with a few % conversion is), the score test's p-value
+(the pooled two-proportion z-test), relative lift = absolute / control rate. Lift, interval and p-value are
+NULL with a status saying why when either group is smaller than min_group_size.
 
 The heavy part (joins over audiences history, impressions, purchases) is DuckDB SQL over Parquet; the
 statistics run on a handful of aggregated rows.
@@ -19,20 +20,19 @@ statistics run on a handful of aggregated rows.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Iterable
 from pathlib import Path
-from statistics import NormalDist
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
 from precision_marketing.publish.catalog import open_catalog, parquet_source_sql
 from precision_marketing.storage import Storage
 
 METRICS = ("click", "conversion")
-MIN_EXPECTED_COUNT = 5
 LIFT_SCHEMA = pa.schema(
     [
         ("campaign_id", pa.string()),
@@ -59,8 +59,8 @@ LIFT_SCHEMA = pa.schema(
 def two_proportion_test(
     successes_t: int, n_t: int, successes_c: int, n_c: int, *, confidence: float = 0.95, min_group_size: int = 100
 ) -> dict:
-    """Treatment vs control proportions: rates, abs/rel lift, Wald CI of the difference, pooled z-test p-value;
-    the numbers are None with a status when the samples are too small for the normal approximation."""
+    """Treatment vs control proportions: rates, abs/rel lift, Newcombe interval of the difference, score-test
+    p-value; the numbers are None with a status when a group is smaller than min_group_size."""
     rate_t = successes_t / n_t if n_t else None
     rate_c = successes_c / n_c if n_c else None
     result = {
@@ -78,25 +78,23 @@ def two_proportion_test(
             "status": f"not enough data: {n_t} treatment and {n_c} control users "
             f"(at least {min_group_size} each needed)",
         }
-    pooled = (successes_t + successes_c) / (n_t + n_c)
-    smallest_expected = min(n * share for n in (n_t, n_c) for share in (pooled, 1 - pooled))
-    if smallest_expected < MIN_EXPECTED_COUNT:
-        return {
-            **result,
-            "status": f"not enough data: {successes_t + successes_c} successes in "
-            f"{n_t + n_c} users (expected counts below {MIN_EXPECTED_COUNT})",
-        }
     diff = rate_t - rate_c
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    standard_error = math.sqrt(rate_t * (1 - rate_t) / n_t + rate_c * (1 - rate_c) / n_c)
-    pooled_error = math.sqrt(pooled * (1 - pooled) * (1 / n_t + 1 / n_c))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a group with no (or only) successes: handled below
+        ci_low, ci_high = confint_proportions_2indep(
+            successes_t, n_t, successes_c, n_c, method="newcomb", compare="diff", alpha=1 - confidence
+        )
+        test = test_proportions_2indep(
+            successes_t, n_t, successes_c, n_c, method="score", compare="diff", correction=False
+        )
+    pooled = (successes_t + successes_c) / (n_t + n_c)
     return {
         **result,
         "abs_lift": diff,
         "rel_lift": diff / rate_c if rate_c else None,
-        "ci_low": diff - z * standard_error,
-        "ci_high": diff + z * standard_error,
-        "p_value": math.erfc(abs(diff / pooled_error) / math.sqrt(2)),
+        "ci_low": float(ci_low),
+        "ci_high": float(ci_high),
+        # both groups all successes or none: nothing tells them apart
+        "p_value": 1.0 if pooled in (0.0, 1.0) else float(test.pvalue),
         "status": "ok",
     }
 
