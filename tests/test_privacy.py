@@ -242,3 +242,29 @@ def test_forget_on_an_s3_lake_rewrites_the_objects_and_the_staged_copies(tmp_pat
     for key in (f"quarantine/users/ds={DS}/quarantine_users.parquet", *lake.list_keys(f"marts/audiences/ds={DS}/")):
         if key.endswith(".parquet"):
             assert con.execute(f"select list(user_id::varchar) from '{lake.uri(key)}'").fetchone()[0] == ["4"]
+
+
+@pytest.mark.parametrize("keep_raw_landing", [False, True])
+def test_landed_partitions_stay_consistent_with_their_landing_files(lake, tmp_path, keep_raw_landing):
+    """After pm forget the next night lands nothing again (the fingerprints match the files as they now are) and
+    the landed counts are the rows that are left, whether the landing files were rewritten or kept as delivered."""
+    from precision_marketing.pipeline import landed_dir, local_raw_dir
+
+    config, _ = lake
+    config["forget"]["keep_raw_landing"] = keep_raw_landing
+    raw, landed = local_raw_dir(config), landed_dir(config)
+    events = raw / "events" / f"ds={DS}" / "events.csv"
+    events.parent.mkdir(parents=True)
+    delivered = (
+        "event_id,user_id,product_id,event_type,event_ts,session_id\n"
+        "e1,17,P1,view,2026-03-10 10:00:00,s1\ne2,4,P1,view,2026-03-10 10:00:00,s1\n"
+    )
+    events.write_text(delivered)
+    land_window(raw, landed, DS, 1, Mapping())
+    forget(config, ["17"])
+    assert (events.read_text() == delivered) is keep_raw_landing
+    status = land_window(raw, landed, DS, 1, Mapping())
+    [events_status] = [s for s in status["sources"] if s["source"] == "events"]
+    assert events_status["partitions_cached"] == 1 and events_status["rows"] == 1
+    rows = duckdb.sql(f"select user_id from read_parquet('{landed}/events/ds={DS}/*.parquet')").fetchall()
+    assert rows == [("4",)]
