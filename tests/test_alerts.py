@@ -222,3 +222,66 @@ def test_starttls_verifies_the_certificate(tmp_path):
     thread.join(timeout=10)
     listener.close()
     assert "CERTIFICATE_VERIFY_FAILED" in outcome["email"] and not got_data
+
+
+# ---- channels from Airflow connections, sent by the providers' notifiers
+
+
+@pytest.fixture
+def airflow_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    return tmp_path / "airflow"
+
+
+SETTINGS = {"slack_connection": "pm_alerts_slack", "smtp_connection": "pm_alerts_smtp", "email_to": ["ops@example.com"]}
+
+
+def test_a_slack_webhook_connection_gets_the_alert_through_the_providers_notifier(webhook, airflow_home, monkeypatch):
+    url, received = webhook
+    received.clear()
+    base, token = url.split("/hooks/")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PM_ALERTS_SLACK",
+        json.dumps({"conn_type": "slackwebhook", "host": base, "password": "hooks/" + token}),
+    )
+    outcome = notify("error", "task train_als failed: boom", CONTEXT, environ={}, settings=SETTINGS)
+    assert outcome == {"log": "sent", "slack": "sent"}
+    [call] = received
+    assert call["path"] == "/hooks/T000/B000"
+    assert call["body"]["text"].startswith("[ERROR] nightly_marketing ds=2026-11-22: task train_als failed: boom")
+
+
+def test_an_smtp_connection_sends_through_the_providers_notifier(smtp_server, airflow_home, monkeypatch):
+    port, messages = smtp_server
+    smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": port, "extra": {"from_email": "airflow@example.com"}}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PM_ALERTS_SMTP",
+        json.dumps({**smtp, "extra": {**smtp["extra"], "disable_tls": True, "disable_ssl": True}}),
+    )
+    outcome = notify("warning", "ALS did not beat popularity", CONTEXT, environ={}, settings=SETTINGS)
+    assert outcome == {"log": "sent", "email": "sent"}
+    [mail] = messages
+    assert mail["message"]["Subject"].startswith("[WARNING] nightly_marketing ds=2026-11-22: ALS did not beat")
+    # a login over plain SMTP is refused before anything is sent
+    messages.clear()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PM_ALERTS_SMTP",
+        json.dumps({**smtp, "login": "pm", "password": "hunter2", "extra": {"disable_tls": True, "disable_ssl": True}}),
+    )
+    outcome = notify("error", "boom", CONTEXT, environ={}, settings=SETTINGS)
+    assert outcome["email"].startswith("error: refusing to send the SMTP password without TLS") and messages == []
+
+
+def test_no_connection_means_the_log_line_only(airflow_home):
+    assert notify("error", "boom", CONTEXT, environ={}, settings=SETTINGS) == {"log": "sent"}
+
+
+def test_a_dead_slack_connection_is_reported_without_its_token(airflow_home, monkeypatch, caplog):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PM_ALERTS_SLACK",
+        json.dumps({"conn_type": "slackwebhook", "host": "http://127.0.0.1:9", "password": "T000/B000/sEcReTtOkEn"}),
+    )
+    with caplog.at_level(logging.DEBUG):
+        outcome = notify("error", "boom", CONTEXT, environ={}, settings=SETTINGS)
+    assert outcome["slack"].startswith("error: ")
+    assert "sEcReTtOkEn" not in outcome["slack"] and "sEcReTtOkEn" not in caplog.text

@@ -216,6 +216,12 @@ class Segments(Section):
     seed: int
 
 
+class Alerts(Section):
+    slack_connection: str | None
+    smtp_connection: str | None
+    email_to: list[str]
+
+
 class Forget(Section):
     keep_raw_landing: bool
 
@@ -258,6 +264,7 @@ class PlatformConfig(Section):
     lift: Lift
     validation: Validation
     segments: Segments
+    alerts: Alerts
     forget: Forget
     retention: Retention
     publish: Publish

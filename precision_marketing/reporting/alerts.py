@@ -1,7 +1,15 @@
 """Alerts: one function, `notify(level, message, context)`, for everything that should reach a person.
 
 Always: one structured (JSON) log line on the `precision_marketing.reporting.alerts` logger, which lands in the
-task log. When configured through environment variables (secrets never live in config files):
+task log. Then every channel whose Airflow connection exists (config `alerts.*`; config/connections.py), sent by
+the providers' notifiers:
+
+  alerts.slack_connection   (pm_alerts_slack) a Slack incoming webhook: SlackWebhookNotifier
+  alerts.smtp_connection    (pm_alerts_smtp)  an SMTP server: SmtpNotifier to alerts.email_to; the connection's
+                              login is only sent over TLS (refused when its extras disable both TLS and SSL)
+
+The connections carry the secrets (a secrets backend, the UI's masked fields), so nothing of them is in a config
+file or a log line. The older environment variables still work beside them:
 
   PM_ALERT_WEBHOOK_URL      POST a Slack-compatible JSON body ({"text": ...}) to this URL
   PM_ALERT_SMTP_HOST        send an e-mail through this SMTP server, with
@@ -21,6 +29,7 @@ Slack-style hooks keep their token) never reach a log line or an error message.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -94,12 +103,62 @@ def _send_email(environ: Mapping[str, str], level: str, message: str, context: M
         smtp.send_message(email)
 
 
+def _connection_channels(settings: Mapping[str, Any], level: str, message: str, context: Mapping[str, Any]) -> list:
+    """(name, send) of the channels whose Airflow connection exists, sent by the providers' notifiers."""
+    from precision_marketing.config.connections import airflow_connection
+
+    text = _text(level, message, context)
+    channels = []
+    slack = airflow_connection(settings.get("slack_connection"))
+    if slack is not None:
+
+        def send_slack():
+            from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+            SlackWebhookNotifier(slack_webhook_conn_id=slack.conn_id, text=text).notify(dict(context))
+
+        channels.append(("slack", send_slack))
+    smtp = airflow_connection(settings.get("smtp_connection"))
+    if smtp is not None:
+
+        def send_email():
+            from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+            extra = smtp.extra_dejson
+            plain = (
+                str(extra.get("disable_tls", False)).lower() == "true"
+                and str(extra.get("disable_ssl", False)).lower() == "true"
+            )
+            if smtp.login and plain:
+                raise ValueError(
+                    f"refusing to send the SMTP password without TLS: connection {smtp.conn_id!r} disables both "
+                    "TLS and SSL"
+                )
+            if not settings.get("email_to"):
+                raise ValueError(f"connection {smtp.conn_id!r} is defined but alerts.email_to names no recipient")
+            SmtpNotifier(
+                from_email=extra.get("from_email") or "pm-alerts@localhost",
+                to=list(settings["email_to"]),
+                subject=text.splitlines()[0][:200],
+                html_content=f"<pre>{html.escape(text)}</pre>",
+                smtp_conn_id=smtp.conn_id,
+            ).notify(dict(context))
+
+        channels.append(("email", send_email))
+    return channels
+
+
 def notify(
-    level: str, message: str, context: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    level: str,
+    message: str,
+    context: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """Report `message` at `level` (info | warning | error); context: dag_id, ds, run_id, task_id, ...
+    `settings`: the `alerts` section (default: the platform configuration's).
 
-    Returns what happened per channel, e.g. {"log": "sent", "webhook": "sent", "email": "error: ..."}."""
+    Returns what happened per channel, e.g. {"log": "sent", "slack": "sent", "email": "error: ..."}."""
     if level not in LEVELS:
         raise ValueError(f"alert level must be one of {sorted(LEVELS)}, got {level!r}")
     environ = os.environ if environ is None else environ
@@ -110,7 +169,15 @@ def notify(
     min_level = environ.get("PM_ALERT_MIN_LEVEL", "warning").lower()
     if LEVELS[level] < LEVELS.get(min_level, logging.WARNING):
         return outcome
-    channels = []
+    if settings is None:
+        from precision_marketing.config import load_config
+
+        settings = load_config()["alerts"]
+    try:
+        channels = _connection_channels(settings, level, message, context)
+    except Exception as exc:  # noqa: BLE001 - a connection lookup that fails is reported like a dead channel
+        log.error("alert connections could not be read: %s", exc)
+        channels, outcome["connections"] = [], f"error: {exc}"
     if environ.get("PM_ALERT_WEBHOOK_URL"):
         channels.append(("webhook", lambda: _send_webhook(environ["PM_ALERT_WEBHOOK_URL"], level, message, context)))
     if environ.get("PM_ALERT_SMTP_HOST"):
