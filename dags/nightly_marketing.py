@@ -31,8 +31,8 @@ date (yesterday, for the trigger form's default "now"). `pm run --ds D` sets the
 Without impressions, campaigns or consent, **train_ctr_and_build_audiences**, **build_audience_exports** and
 **measure_campaign_lift** are skipped (the log and the report say why) and the rest publishes. A source's
 quarantine share above `ingest.max_quarantine_share` stops the run at **validate_marts**. A task that fails
-after its retries sends an alert (structured log line; webhook / e-mail when `PM_ALERT_WEBHOOK_URL` /
-`PM_ALERT_SMTP_*` are set).
+after its retries sends an alert (structured log line; Slack / e-mail through the providers' notifiers when the
+Airflow connections `pm_alerts_slack` / `pm_alerts_smtp` exist).
 
 Re-running a `ds` replaces its partitions whole; a failed run leaves the last good tables published.
 Configuration: `config/platform.yaml` + `PM__SECTION__KEY` environment variables + the params below.

@@ -517,12 +517,17 @@ def test_the_job_reads_the_settings_the_step_writes(tmp_path):
     assert job.RecConfig.defaults() == job.RecConfig.from_settings(load_config()["als"])
 
 
-def test_a_failed_gate_alerts_and_with_level_fail_fails_the_task(webhook, monkeypatch):
+def test_a_failed_gate_alerts_and_with_level_fail_fails_the_task(webhook, monkeypatch, tmp_path):
     from precision_marketing.pipeline import RecommendationGateError, report_gate
 
     url, received = webhook
     received.clear()
-    monkeypatch.setenv("PM_ALERT_WEBHOOK_URL", url)
+    base, token = url.split("/hooks/")  # the alert channel: a Slack webhook connection (reporting/alerts.py)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PM_ALERTS_SLACK",
+        json.dumps({"conn_type": "slackwebhook", "host": base, "password": "hooks/" + token}),
+    )
     report_gate(DS.isoformat(), {"passed": True, "published": "model", "level": "fail", "reasons": []})
     assert received == []
     failed = {
@@ -533,8 +538,9 @@ def test_a_failed_gate_alerts_and_with_level_fail_fails_the_task(webhook, monkey
     }
     report_gate(DS.isoformat(), failed)  # warn: the run goes on
     [warning] = received
-    assert warning["body"]["level"] == "warning"
-    assert "publishing the popularity fallback lists): served ndcg@K 0.0100" in warning["body"]["message"]
+    assert warning["body"]["text"].startswith("[WARNING]")
+    assert "publishing the popularity fallback lists): served ndcg@K 0.0100" in warning["body"]["text"]
     with pytest.raises(RecommendationGateError, match="keeping the last published partition"):
         report_gate(DS.isoformat(), {**failed, "level": "fail", "published": "none"})
-    assert received[-1]["body"]["level"] == "error" and received[-1]["body"]["context"]["published"] == "none"
+    text = received[-1]["body"]["text"]
+    assert text.startswith("[ERROR]") and "\npublished: none" in text

@@ -2,7 +2,8 @@
 started once for this module, on small synthetic data.
 
 - the scheduled run the scheduler creates processes the day that ended, waits for its landing files in
-  reschedule mode, and on timeout fails naming the missing files and alerts a webhook (127.0.0.1);
+  reschedule mode, and on timeout fails naming the missing files and alerts a Slack webhook connection (the
+  provider's notifier, posting to 127.0.0.1);
 - a run triggered through the REST API with params runs task by task and publishes;
 - `pm backfill` over three days runs the two days without a run and publishes each day once;
 - a real browser (Debian's chromium) logs in, opens the DAG, its trigger form and the finished run, and
@@ -102,8 +103,12 @@ def stack(tmp_path_factory, webhook):
             # poke (Airflow then fails the re-queued sensor); production uses minutes
             "PM__LANDING__POKE_SECONDS": "20",
             "PM__LANDING__TIMEOUT_MINUTES": "0.75",
-            "PM_ALERT_WEBHOOK_URL": webhook[0],
         }
+    )
+    # the failure alert's channel: a Slack webhook connection, sent by the provider's notifier (reporting/alerts.py)
+    base, token = webhook[0].split("/hooks/")
+    env["AIRFLOW_CONN_PM_ALERTS_SLACK"] = json.dumps(
+        {"conn_type": "slackwebhook", "host": base, "password": "hooks/" + token}
     )
     generated = subprocess.run(
         [PM, "generate", "--ds", D3, "--users", "300", "--items", "80", "--days", "14", "--seed", "11"],
@@ -120,7 +125,7 @@ def stack(tmp_path_factory, webhook):
         load_config(environ=env),
         free_port(),
         state / "airflow-logs",
-        extra_env={k: v for k, v in env.items() if k.startswith(("PM_", "AIRFLOW_HOME"))},
+        extra_env={k: v for k, v in env.items() if k.startswith(("PM_", "AIRFLOW_HOME", "AIRFLOW_CONN_"))},
     )
     servers.start()
     try:
@@ -174,13 +179,15 @@ def test_scheduled_run_processes_the_day_that_ended_and_alerts_when_its_files_ne
     assert api.request("GET", sensor_path)["state"] == "failed"
     alert = api.wait(
         "the failure alert",
-        lambda: [a["body"] for a in stack["alerts"] if a["body"]["context"].get("task_id") == "wait_for_landing_files"],
+        lambda: [
+            a["body"]["text"] for a in stack["alerts"] if "\ntask_id: wait_for_landing_files" in a["body"]["text"]
+        ],
         timeout=30,
         every=1,
     )[0]
-    assert alert["level"] == "error" and alert["context"]["ds"] == yesterday
-    assert f"landing files for ds={yesterday} still missing" in alert["message"]
-    assert f"raw/events/ds={yesterday}/ (a file matching" in alert["message"]
+    assert alert.startswith(f"[ERROR] {DAG} ds={yesterday}: task wait_for_landing_files failed")
+    assert f"landing files for ds={yesterday} still missing" in alert
+    assert f"raw/events/ds={yesterday}/ (a file matching" in alert
 
 
 @pytest.fixture(scope="module")

@@ -220,6 +220,7 @@ class Alerts(Section):
     slack_connection: str | None
     smtp_connection: str | None
     email_to: list[str]
+    min_level: Literal["info", "warning", "error"]
 
 
 class Forget(Section):
