@@ -212,36 +212,38 @@ class S3Storage(Storage):
         con.execute(f"CREATE OR REPLACE SECRET lake_s3 ({body})")
 
 
-# `pm query`'s own S3 credentials: a user who may read the published prefixes and nothing else (docker-compose.yml
-# creates one); without them the query uses the pipeline's credentials (its SQL is still one locked-down SELECT)
-QUERY_CREDENTIALS_ENV = ("PM_QUERY_AWS_ACCESS_KEY_ID", "PM_QUERY_AWS_SECRET_ACCESS_KEY", "PM_QUERY_AWS_SESSION_TOKEN")
+def storage_from_config(config: Mapping, reader: bool = False) -> Storage:
+    """The lake of the configuration. On S3, the Airflow connection `lake.s3.connection` (an Amazon Web Services
+    connection: login = access key id, password = secret; extra endpoint_url, region_name, aws_session_token) gives
+    the credentials and may set the endpoint and region; without it, boto3's usual chain (AWS_* variables, the
+    instance role). `reader` = for `pm query`: the connection `lake.s3.query_connection`, a user that may only read
+    the published prefixes (docker-compose.yml creates one), when it exists."""
+    from precision_marketing.config.connections import airflow_connection
 
-
-def storage_from_config(config: Mapping, reader: bool = False, environ: Mapping[str, str] | None = None) -> Storage:
-    """The lake of the configuration; `reader` = for `pm query`, with its read-only credentials when they are set."""
     lake = config["lake"]
     if lake["backend"] == "s3":
         import boto3
 
         s3 = lake["s3"]
-        environ = os.environ if environ is None else environ
-        key_id, secret, token = (environ.get(name) for name in QUERY_CREDENTIALS_ENV)
+        endpoint_url, region = s3.get("endpoint_url"), s3.get("region") or "us-east-1"
         client = None
-        if reader and key_id and secret:
+        connection = airflow_connection(s3.get("query_connection")) if reader else None
+        connection = connection or airflow_connection(s3.get("connection"))
+        if connection is not None:
+            extra = connection.extra_dejson
+            service = (extra.get("service_config") or {}).get("s3") or {}
+            endpoint_url = extra.get("endpoint_url") or service.get("endpoint_url") or endpoint_url
+            region = extra.get("region_name") or region
             client = boto3.client(
                 "s3",
-                endpoint_url=s3.get("endpoint_url"),
-                region_name=s3.get("region") or "us-east-1",
-                aws_access_key_id=key_id,
-                aws_secret_access_key=secret,
-                aws_session_token=token or None,
+                endpoint_url=endpoint_url,
+                region_name=region,
+                aws_access_key_id=connection.login or None,
+                aws_secret_access_key=connection.password or None,
+                aws_session_token=extra.get("aws_session_token"),
             )
         return S3Storage(
-            bucket=s3["bucket"],
-            prefix=s3.get("prefix") or "",
-            endpoint_url=s3.get("endpoint_url"),
-            region=s3.get("region") or "us-east-1",
-            client=client,
+            bucket=s3["bucket"], prefix=s3.get("prefix") or "", endpoint_url=endpoint_url, region=region, client=client
         )
     mode = lake.get("file_mode")
     return LocalStorage(lake["local_root"], file_mode=int(str(mode), 8) if mode else None)

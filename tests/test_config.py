@@ -1,6 +1,7 @@
 """Configuration in one place: file, environment overrides, per-run params; and the compose stack only sets
 settings the platform actually has."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -143,4 +144,9 @@ def test_compose_publishes_on_localhost_only_and_has_no_default_secrets():
     for secret in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "PM_LAKE_SECRET_KEY", "SPARK_AUTH_SECRET"):
         assert f"${{{secret}:?" in text, f"{secret} must be required (${{{secret}:?...}}), never defaulted"
     # the platform uses its own, bucket-scoped MinIO user, not the root account
-    assert compose["x-platform-env"]["AWS_ACCESS_KEY_ID"].startswith("${PM_LAKE_ACCESS_KEY")
+    env = compose["x-platform-env"]
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env), "credentials live in Airflow connections"
+    for name, user in (("AIRFLOW_CONN_AWS_DEFAULT", "PM_LAKE"), ("AIRFLOW_CONN_PM_LAKE_READER", "PM_QUERY")):
+        connection = json.loads(env[name])
+        assert connection["conn_type"] == "aws" and connection["login"].startswith(f"${{{user}_ACCESS_KEY:?")
+        assert connection["password"].startswith(f"${{{user}_SECRET_KEY:?")

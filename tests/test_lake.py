@@ -363,8 +363,9 @@ def iam_s3():
         server.kill()
 
 
-def test_pm_query_runs_on_read_only_credentials_that_cannot_write(iam_s3, tmp_path):
-    import boto3
+def test_the_lake_and_pm_query_take_their_credentials_from_airflow_connections(iam_s3, tmp_path, monkeypatch):
+    """aws_default holds the platform's credentials and endpoint, pm_lake_reader pm query's read-only ones (the
+    compose file's policy); moto enforces IAM, so the credentials of the environment would be refused."""
     import botocore.exceptions
 
     from precision_marketing.config import load_config
@@ -375,31 +376,25 @@ def test_pm_query_runs_on_read_only_credentials_that_cannot_write(iam_s3, tmp_pa
     policy = compose_query_policy(bucket)
     readable = {r for s in policy["Statement"] if s["Action"] == ["s3:GetObject"] for r in s["Resource"]}
     assert readable == {f"arn:aws:s3:::{bucket}/{prefix}*" for prefix in READABLE_PREFIXES}
-    admin = users["admin"]
-    client = boto3.client(
-        "s3",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id=admin["AccessKeyId"],
-        aws_secret_access_key=admin["SecretAccessKey"],
-    )
-    client.create_bucket(Bucket=bucket)
-    pipeline = S3Storage(bucket=bucket, endpoint_url=url, client=client)
+    for name, user in (("AWS_DEFAULT", users["admin"]), ("PM_LAKE_READER", users["pm-query"])):
+        connection = {"conn_type": "aws", "login": user["AccessKeyId"], "password": user["SecretAccessKey"]}
+        connection["extra"] = {"endpoint_url": url, "region_name": "us-east-1"}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{name}", json.dumps(connection))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "not-a-user")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-user")
+    config = load_config({"lake": {"backend": "s3", "s3": {"bucket": bucket}}})  # the endpoint: from the connection
+    pipeline = storage_from_config(config)
+    pipeline.client.create_bucket(Bucket=bucket)
     publish_table(pipeline, "recommendations", "2026-11-22", write_recs(tmp_path / "out", [1, 2]), "run-1")
     pipeline.put_bytes("raw/users/ds=2026-11-22/users.csv", b"user_id,email\n1,a@example.com\n")
-    config = load_config({"lake": {"backend": "s3", "s3": {"bucket": bucket, "endpoint_url": url}}})
-    query_user = users["pm-query"]
-    environ = {
-        "PM_QUERY_AWS_ACCESS_KEY_ID": query_user["AccessKeyId"],
-        "PM_QUERY_AWS_SECRET_ACCESS_KEY": query_user["SecretAccessKey"],
-    }
-    reader = storage_from_config(config, reader=True, environ=environ)
+    reader = storage_from_config(config, reader=True)
     _, rows, _ = run_query(reader, ["recommendations"], "select count(distinct user_id) from recommendations")
     assert rows == [(2,)]
     with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
         reader.put_bytes("marts/recommendations/ds=2026-11-22/_SUCCESS", b"overwritten")
     with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
         reader.get_bytes("raw/users/ds=2026-11-22/users.csv")
-    # the pipeline's steps never take them
-    pipeline_side = storage_from_config(config, environ=environ).client._request_signer._credentials
-    assert pipeline_side is None or pipeline_side.access_key != query_user["AccessKeyId"]
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT")  # without the connection, boto3's chain: refused here
+    config["lake"]["s3"]["endpoint_url"] = url
+    with pytest.raises(botocore.exceptions.ClientError, match="InvalidAccessKeyId|AccessDenied"):
+        storage_from_config(config).get_bytes("marts/recommendations/ds=2026-11-22/_SUCCESS")

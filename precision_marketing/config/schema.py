@@ -33,6 +33,8 @@ class LakeS3(Section):
     prefix: str | None
     endpoint_url: str | None = Field(pattern=r"^https?://")
     region: str | None
+    connection: str | None
+    query_connection: str | None
 
 
 class Lake(Section):
