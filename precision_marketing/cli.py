@@ -641,8 +641,10 @@ def cmd_spark_submit(args, config) -> None:
         # the same checked configuration a nightly run uses (platform.yaml + PM__ variables), not the bare file
         settings = Path(config["work_dir"]) / "job_settings" / "pm-spark-submit" / f"{args.job}.json"
         job_args += ["--config", str(write_job_settings(config, args.job, settings))]
+    from precision_marketing.pipeline import with_spark_connection
+
     try:
-        run_spark_job(args.job, job_args, config["spark"])
+        run_spark_job(args.job, job_args, with_spark_connection(config)["spark"])
     except SparkJobError as exc:
         raise SystemExit(str(exc)) from None
 

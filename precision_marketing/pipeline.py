@@ -71,6 +71,29 @@ def run_config(params: Mapping | None = None) -> dict:
         overrides.setdefault("spark", {})["master"] = params["spark_master"]
     config = load_config(overrides)
     published_tables(config)  # an unknown table name stops the run at its first step, not at publish
+    if not params.get("spark_master"):
+        with_spark_connection(config)
+    return config
+
+
+def with_spark_connection(config: dict) -> dict:
+    """The master of the Airflow connection `spark.connection` (spark_default), when it is defined, over the
+    file's and the environment's; a run's `spark_master` param still wins (run_config)."""
+    from pydantic import ValidationError
+
+    from precision_marketing.config.connections import spark_master
+    from precision_marketing.config.schema import Spark
+
+    master = spark_master(config["spark"].get("connection"))
+    if master:
+        try:
+            Spark.model_validate({**config["spark"], "master": master})
+        except ValidationError:
+            raise ConfigError(
+                f"Airflow connection {config['spark']['connection']!r} gives the Spark master {master!r}: expected "
+                "local[*], spark://host:port, yarn or k8s://..."
+            ) from None
+        config["spark"]["master"] = master
     return config
 
 

@@ -146,7 +146,27 @@ def test_compose_publishes_on_localhost_only_and_has_no_default_secrets():
     # the platform uses its own, bucket-scoped MinIO user, not the root account
     env = compose["x-platform-env"]
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env), "credentials live in Airflow connections"
+    spark = json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"])
+    assert (spark["host"], spark["port"]) == ("spark://spark-master", 7077) and "PM__SPARK__MASTER" not in env
     for name, user in (("AIRFLOW_CONN_AWS_DEFAULT", "PM_LAKE"), ("AIRFLOW_CONN_PM_LAKE_READER", "PM_QUERY")):
         connection = json.loads(env[name])
         assert connection["conn_type"] == "aws" and connection["login"].startswith(f"${{{user}_ACCESS_KEY:?")
         assert connection["password"].startswith(f"${{{user}_SECRET_KEY:?")
+
+
+def test_the_spark_master_comes_from_the_spark_default_connection_unless_a_run_says_otherwise(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.delenv("AIRFLOW_CONN_SPARK_DEFAULT", raising=False)
+    assert run_config()["spark"]["master"] == load_config()["spark"]["master"]  # none defined: the file's
+    connection = {
+        "conn_type": "spark",
+        "host": "spark://spark-master",
+        "port": 7077,
+        "extra": {"deploy-mode": "client"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps(connection))
+    assert run_config()["spark"]["master"] == "spark://spark-master:7077"
+    assert run_config({"spark_master": "local[2]"})["spark"]["master"] == "local[2]"
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": "nowhere"}))
+    with pytest.raises(ConfigError, match="connection 'spark_default' gives the Spark master 'nowhere'"):
+        run_config()

@@ -1,7 +1,7 @@
 """The DAG's two Spark steps (pipeline.train_als, pipeline.train_ctr_and_build_audiences) on a real Spark
 standalone cluster: a master and one worker started here from the pyspark package (`spark-class`, nothing to
-download), on 127.0.0.1. The steps run unchanged, only `spark_master` differs; the executors run in the worker's
-own JVMs (their logs are in the worker's work dir). Input: the tiny planted features of the job tests.
+download), on 127.0.0.1. The steps run unchanged, only the `spark_default` connection differs; the executors run
+in the worker's own JVMs (their logs are in the worker's work dir). Input: the tiny planted features of the job tests.
 
 One machine, so the work dir is shared storage already; on a multi-host cluster the work dir must be a shared
 path (see README "Running on a cluster")."""
@@ -164,11 +164,15 @@ def test_the_dags_spark_steps_run_unchanged_on_a_standalone_cluster(cluster, tmp
         "PM__ALS__TUNING__MAX_FITS": "2",
     }.items():
         monkeypatch.setenv(key, str(value))
-    params = {"spark_master": cluster.url}
+    # the cluster is the Airflow connection spark_default, as a team defines it for every Spark DAG
+    host, port = cluster.url.rsplit(":", 1)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    connection = {"conn_type": "spark", "host": host, "port": int(port)}
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps(connection))
     ds = DS.isoformat()
 
-    als = pipeline.train_als(ds, params)
-    ctr = pipeline.train_ctr_and_build_audiences(ds, params)
+    als = pipeline.train_als(ds)
+    ctr = pipeline.train_ctr_and_build_audiences(ds)
 
     recommendations = pd.read_parquet(work / "models" / "als" / f"ds={ds}" / "recommendations")
     assert als["gate"] == "model" and len(recommendations) > 0  # the planted structure beats popularity

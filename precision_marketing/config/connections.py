@@ -28,3 +28,12 @@ def airflow_connection(conn_id: str | None) -> Any | None:
         return BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
         return None
+
+
+def spark_master(conn_id: str | None) -> str | None:
+    """The master of the Spark connection `conn_id` as the Spark provider reads it (host, with `:port` when set:
+    `spark://spark-master` + 7077, `yarn`, `k8s://https://...`, `local[*]`), or None when it is not defined."""
+    connection = airflow_connection(conn_id)
+    if connection is None or not connection.host:
+        return None
+    return f"{connection.host}:{connection.port}" if connection.port else connection.host

@@ -102,6 +102,7 @@ class Spark(Section):
     driver_memory: str = Field(pattern=r"^\d+[kmgtKMGT]?$")
     shuffle_partitions: int = Field(ge=1)
     conf: dict[str, str | int | float | bool]
+    connection: str | None
 
 
 # ------------------------------------------------------------------------------------------ models
