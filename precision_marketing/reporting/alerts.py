@@ -101,7 +101,11 @@ def notify(
     if settings is None:
         from precision_marketing.config import load_config
 
-        settings = load_config()["alerts"]
+        try:
+            settings = load_config()["alerts"]
+        except Exception as exc:  # noqa: BLE001 - a broken configuration must not hide the failure being reported
+            log.error("alert channels unknown, the configuration does not load: %s", exc)
+            return {**outcome, "connections": f"error: {exc}"}
     if LEVELS[level] < LEVELS[settings.get("min_level", "warning")]:
         return outcome
     try:
