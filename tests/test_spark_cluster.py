@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -75,6 +76,21 @@ class StandaloneCluster:
             "--webui-port",
             str(self.ui_port),
         )
+        # a port taken between free_port() and the bind makes Spark move to the next one: read where it listens
+        master_log = self.root / "master.log"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+            re.search(r"Starting Spark master at (spark://\S+)", text := master_log.read_text())
+            and re.search(r"Bound MasterWebUI to \S+, and started at http://[^:/]+:(\d+)", text)
+        ):
+            if self.processes[0].poll() is not None:
+                break
+            time.sleep(0.5)
+        text = master_log.read_text()
+        if url := re.search(r"Starting Spark master at (spark://\S+)", text):
+            self.url, self.port = url.group(1), int(url.group(1).rsplit(":", 1)[1])
+        if ui := re.search(r"Bound MasterWebUI to \S+, and started at http://[^:/]+:(\d+)", text):
+            self.ui_port = int(ui.group(1))
         self._start(
             "worker",
             "org.apache.spark.deploy.worker.Worker",
