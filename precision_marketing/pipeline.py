@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 
 from precision_marketing.config import ConfigError, load_config
+from precision_marketing.ingest.land import landed_dir, local_raw_dir  # noqa: F401 - where a run's zones are
 from precision_marketing.storage import LocalStorage, Storage, storage_from_config
 
 # dbt relations exported as Parquet for Spark, scikit-learn and GE: marts.<table> and audit.<table>
@@ -158,18 +159,6 @@ def paths_for(config: Mapping, ds: str) -> RunPaths:
 def window_days(ds: str, history_days: int) -> list[str]:
     end = dt.date.fromisoformat(ds)
     return [(end - dt.timedelta(days=n)).isoformat() for n in range(history_days - 1, -1, -1)]
-
-
-def local_raw_dir(config: Mapping) -> Path:
-    """The raw zone as a local folder the ingest step can read: the lake itself when it is local, else a staged copy."""
-    if config["lake"]["backend"] == "local":
-        return Path(config["lake"]["local_root"]) / "raw"
-    return Path(config["work_dir"]) / "raw"
-
-
-def landed_dir(config: Mapping) -> Path:
-    """Where the ingest step writes the normalised landing files dbt reads (precision_marketing/ingest/land.py)."""
-    return Path(config["work_dir"]) / "landed"
 
 
 def landing_status(config: Mapping, ds: str) -> dict:
@@ -507,7 +496,8 @@ def guard_consent(config: Mapping, paths: RunPaths, storage: Storage) -> dict | 
     relation = duckdb.sql(f"select * from read_parquet('{paths.feature('consent_delivery')}')")
     [tonight] = [dict(zip(relation.columns, row)) for row in relation.fetchall()]
     last_good = None
-    for day in reversed(days_before(storage, "models/consent_guard", "verdict.json", paths.ds)):
+    earlier_verdicts = days_before(storage, "models/consent_guard", "verdict.json", paths.ds)
+    for day in reversed(earlier_verdicts):
         earlier = json.loads(storage.get_bytes(f"models/consent_guard/ds={day}/verdict.json"))
         if earlier["passed"]:
             last_good = earlier["tonight"]
@@ -518,8 +508,7 @@ def guard_consent(config: Mapping, paths: RunPaths, storage: Storage) -> dict | 
         tonight,
         last_good,
         # the platform ran before (a verdict exists) yet tonight's ledger started empty, with no backup to restore
-        ledger_lost=ledger.get("ledger") == "new"
-        and bool(days_before(storage, "models/consent_guard", "verdict.json", paths.ds)),
+        ledger_lost=ledger.get("ledger") == "new" and bool(earlier_verdicts),
         max_drop_share=consent["max_drop_share"],
         max_unknown_user_share=consent["max_unknown_user_share"],
         min_rows=consent["min_rows"],

@@ -265,6 +265,18 @@ def land_partition(
     return {**counts, "cached": False, "fingerprint": digest}
 
 
+def local_raw_dir(config: dict) -> Path:
+    """The raw zone as a local folder the ingest step can read: the lake itself when it is local, else a staged copy."""
+    if config["lake"]["backend"] == "local":
+        return Path(config["lake"]["local_root"]) / "raw"
+    return Path(config["work_dir"]) / "raw"
+
+
+def landed_dir(config: dict) -> Path:
+    """Where the ingest step writes the normalised landing files dbt reads (land_window below)."""
+    return Path(config["work_dir"]) / "landed"
+
+
 def status_path(landed_root: Path, ds: str) -> Path:
     return Path(landed_root) / "_status" / f"ds={ds}.json"
 

@@ -36,7 +36,7 @@ import duckdb
 
 from precision_marketing.contract import SOURCES, canonical_id, canonical_id_sql, erased_id_digest
 from precision_marketing.ingest.files import match_header, open_binary, read_records
-from precision_marketing.ingest.land import Erased
+from precision_marketing.ingest.land import Erased, landed_dir, local_raw_dir
 from precision_marketing.ingest.mapping import mapping_from_config
 from precision_marketing.publish.catalog import sql_literal
 from precision_marketing.publish.ids import id_kind
@@ -265,17 +265,12 @@ class _Forget:
             source = _landing_source(key[len("raw/") :])
             if source is None:
                 continue
-            local = getattr(self.storage, "path", None)
-            if local is not None:
-                self.count(f"lake:raw/{source}", scrub_landing_file(local(key), source, self.mapping, self.person))
-                continue
-            with tempfile.TemporaryDirectory(dir=self.work) as tmp:
-                copy = Path(tmp) / key.rsplit("/", 1)[-1]
-                copy.write_bytes(self.storage.get_bytes(key))
-                removed = scrub_landing_file(copy, source, self.mapping, self.person)
-                if removed:
-                    self.storage.put_file(key, copy)
-                self.count(f"lake:raw/{source}", removed)
+            self.count(
+                f"lake:raw/{source}",
+                self.rewrite_object(
+                    key, lambda path, source=source: scrub_landing_file(path, source, self.mapping, self.person)
+                ),
+            )
         staged = self.work / "raw"  # an S3 lake's raw partitions staged on local disk for ingest
         if self.config["lake"]["backend"] != "local" and staged.is_dir():
             for path in sorted(p for p in staged.rglob("*") if p.is_file()):
@@ -300,12 +295,10 @@ class _Forget:
     def landed_markers(self) -> None:
         """Counts and landing-file digests of the landed partitions brought in line with their files, so the
         next night does not land them again, and dbt retypes exactly the partitions that changed."""
-        landed = self.work / "landed"
+        landed = landed_dir(self.config)
         if not landed.is_dir():
             return
-        raw_root = (
-            Path(self.config["lake"]["local_root"]) / "raw" if self.config["lake"]["backend"] == "local" else None
-        ) or self.work / "raw"
+        raw_root = local_raw_dir(self.config)
         for marker in sorted(landed.glob("*/ds=*/_landed.json")):
             state = json.loads(marker.read_text())
             files = state["fingerprint"]["files"]
@@ -327,17 +320,23 @@ class _Forget:
             zone = key.split("/", 1)[0]
             if not key.endswith(".parquet") or zone in ("marts", "raw", "privacy") or key.rsplit("/", 1)[-1][0] == ".":
                 continue
-            local = getattr(self.storage, "path", None)
-            if local is not None:
-                self.count(f"lake:{'/'.join(key.split('/')[:2])}", scrub_parquet(local(key), self.person, False))
-                continue
-            with tempfile.TemporaryDirectory(dir=self.work) as tmp:
-                copy = Path(tmp) / "file.parquet"
-                copy.write_bytes(self.storage.get_bytes(key))
-                removed = scrub_parquet(copy, self.person, False)
-                if removed:
-                    self.storage.put_file(key, copy)
-                self.count(f"lake:{'/'.join(key.split('/')[:2])}", removed)
+            self.count(
+                f"lake:{'/'.join(key.split('/')[:2])}",
+                self.rewrite_object(key, lambda path: scrub_parquet(path, self.person, published=False)),
+            )
+
+    def rewrite_object(self, key: str, scrub) -> int:
+        """scrub(path) on a lake file: in place on a local lake, else on a downloaded copy put back when it changed."""
+        local = getattr(self.storage, "path", None)
+        if local is not None:
+            return scrub(local(key))
+        with tempfile.TemporaryDirectory(dir=self.work) as tmp:
+            copy = Path(tmp) / key.rsplit("/", 1)[-1]
+            copy.write_bytes(self.storage.get_bytes(key))
+            removed = scrub(copy)
+            if removed:
+                self.storage.put_file(key, copy)
+            return removed
 
     def published(self, run_id: str) -> None:
         manifests = [k for k in self.storage.list_keys("marts/") if k.endswith("/" + MANIFEST)]
