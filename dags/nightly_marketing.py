@@ -42,14 +42,19 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import Asset, Param, dag
 
 from precision_marketing import pipeline
 from precision_marketing.orchestration.dbt import cosmos_dbt_group
-from precision_marketing.orchestration.operators import LandingFilesSensor, PublishOperator, ReportOperator
+from precision_marketing.orchestration.operators import (
+    LandingFilesSensor,
+    PublishOperator,
+    ReportOperator,
+    SparkStepOperator,
+    StepOperator,
+)
 from precision_marketing.orchestration.schedule import DAG_ID, DS_TEMPLATE, dag_params, nightly_timetable, processed_ds
-from precision_marketing.orchestration.tasks import default_args, landing_sensor_args, skippable
+from precision_marketing.orchestration.tasks import default_args, landing_sensor_args, skippable, spark_step_args
 
 PUBLISHED = [Asset(f"lake://marts/{table}") for table in pipeline.PUBLISHED_TABLES]
 
@@ -70,7 +75,7 @@ PUBLISHED = [Asset(f"lake://marts/{table}") for table in pipeline.PUBLISHED_TABL
     user_defined_macros={"processed_ds": processed_ds},  # DS_TEMPLATE: the day a run processes
 )
 def nightly_marketing():
-    def step(task_id, callable_, op_kwargs=None, operator=PythonOperator, **operator_kwargs):
+    def step(task_id, callable_, op_kwargs=None, operator=StepOperator, **operator_kwargs):
         return operator(
             task_id=task_id,
             python_callable=skippable(callable_),
@@ -85,9 +90,14 @@ def nightly_marketing():
     dbt = cosmos_dbt_group("dbt")
     export_features = step("export_features", pipeline.export_features)
     validate_marts = step("validate_marts", pipeline.validate_marts)
-    train_als = step("train_als", pipeline.train_als)
+    train_als = step("train_als", pipeline.train_als, operator=SparkStepOperator, **spark_step_args())
     segment_users = step("segment_users", pipeline.segment_users)
-    train_ctr = step("train_ctr_and_build_audiences", pipeline.train_ctr_and_build_audiences)
+    train_ctr = step(
+        "train_ctr_and_build_audiences",
+        pipeline.train_ctr_and_build_audiences,
+        operator=SparkStepOperator,
+        **spark_step_args(),
+    )
     build_exports = step("build_audience_exports", pipeline.build_audience_exports)
     measure_lift = step("measure_campaign_lift", pipeline.measure_campaign_lift)
     # runs when the audience steps were skipped for lack of their sources, not when a step failed

@@ -98,6 +98,11 @@ def get_spark(app_name: str) -> SparkSession:
     spark = SparkSession.builder.appName(app_name).config("spark.sql.session.timeZone", "UTC").getOrCreate()
     # An already running session (tests, notebooks) ignores builder options: set the time zone explicitly.
     spark.conf.set("spark.sql.session.timeZone", "UTC")
+    context = spark.sparkContext
+    # the id to find the job by in the cluster's UI and logs, in the task log
+    print(
+        f"spark application {context.applicationId} on {context.master} (UI: {context.uiWebUrl or 'off'})", flush=True
+    )
     return spark
 
 

@@ -244,6 +244,44 @@ def test_raw_rows_reconcile_and_dirty_rows_are_quarantined_with_a_reason(run):
     assert all(reason for reason, _ in reasons)
 
 
+def test_lineage_joins_the_raw_files_to_every_published_table(run):
+    """The night's OpenLineage events (the provider's listener for the Python and Spark steps, Cosmos for each dbt
+    model), from the default file transport, form one graph: the raw landing files reach every published table
+    through check_raw, the dbt sources and models, the feature export, the training jobs and publish."""
+    from collections import defaultdict
+
+    work, lake = (run["state"] / "work").resolve(), (run["state"] / "lake").resolve()
+    lines = (work / "lineage" / "openlineage.ndjson").read_text().splitlines()
+    events = [json.loads(line) for line in lines if line.strip()]
+    assert all(e["job"]["namespace"] == "precision_marketing" for e in events)
+    graph, jobs = defaultdict(set), {}
+    for event in (e for e in events if e["eventType"] == "COMPLETE"):
+        inputs = [(d["namespace"], d["name"]) for d in event.get("inputs", [])]
+        outputs = [(d["namespace"], d["name"]) for d in event.get("outputs", [])]
+        jobs[event["job"]["name"]] = (inputs, outputs)
+        for source in inputs:
+            graph[source].update(outputs)
+    # Cosmos reports the dbt models, in the warehouse's namespace, from the sources check_raw reports writing
+    warehouse = f"duckdb://{work / 'warehouse.duckdb'}"
+    assert (warehouse, "warehouse.landed.events") in jobs["nightly_marketing.check_raw"][1]
+    inputs, outputs = jobs["nightly_marketing.dbt.typed_events_model_build"]  # the model and its tests
+    assert (warehouse, "warehouse.landed.events") in inputs and outputs == [
+        (warehouse, "warehouse.staging.typed_events")
+    ]
+    assert jobs["nightly_marketing.dbt.interactions_model_build"][1] == [(warehouse, "warehouse.marts.interactions")]
+    assert (warehouse, "warehouse.marts.interactions") in jobs["nightly_marketing.export_features"][0]
+    # the Spark job's step: what it read and wrote
+    assert ("file", str(work / "features" / "interactions")) in jobs["nightly_marketing.train_als"][0]
+    assert jobs["nightly_marketing.train_als"][1] == [("file", str(work / "models" / "als" / "recommendations"))]
+    reached, frontier = set(), [("file", str(lake / "raw" / "events"))]
+    while frontier:
+        for target in graph[frontier.pop()] - reached:
+            reached.add(target)
+            frontier.append(target)
+    missing = [table for table in PUBLISHED_TABLES if ("file", str(lake / "marts" / table)) not in reached]
+    assert not missing, f"no lineage path from raw/events to {missing}"
+
+
 def test_run_report_and_data_docs_are_published(run):
     lake = run["lake"]
     report = json.loads(lake.get_bytes(f"reports/ds={DS}/report.json"))

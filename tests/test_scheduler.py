@@ -13,7 +13,7 @@ started once for this module, on small synthetic data.
 import datetime as dt
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
 import time
@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import duckdb
 import pytest
+from standalone_cluster import StandaloneCluster, free_port
 
 from precision_marketing.pipeline import PUBLISHED_TABLES
 from precision_marketing.publish.partitions import published_partitions, read_manifest
@@ -35,12 +36,6 @@ DAG = "nightly_marketing"
 D1, D2, D3 = "2026-11-20", "2026-11-21", "2026-11-22"
 PASSWORD = "scheduler-test-password"
 PM = str(Path(sys.executable).with_name("pm"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Api:
@@ -81,18 +76,23 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, webhook):
+def stack(tmp_path_factory, webhook, request):
     from precision_marketing.config import load_config
     from precision_marketing.orchestration.servers import AirflowServers
 
     state = tmp_path_factory.mktemp("scheduler")
+    # the Spark steps go to a real standalone cluster, named by the connection spark_default
+    (state / "spark_cluster").mkdir()
+    cluster = StandaloneCluster(state / "spark_cluster")
+    cluster.start()
+    request.addfinalizer(cluster.stop)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PM__", "AIRFLOW"))}
     env.update(
         {
             "PM__WORK_DIR": str(state / "work"),
             "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
             "AIRFLOW_HOME": str(state / "airflow"),
-            "PM__SPARK__MASTER": "local[2]",
+            "AIRFLOW_CONN_SPARK_DEFAULT": cluster.connection(),
             "PM__SPARK__DRIVER_MEMORY": "1g",
             "PM__SPARK__SHUFFLE_PARTITIONS": "2",
             "PM__ALS__MAX_ITER": "5",
@@ -138,6 +138,7 @@ def stack(tmp_path_factory, webhook):
             "state": state,
             "lake": LocalStorage(state / "lake"),
             "alerts": webhook[1],
+            "cluster": cluster,
         }
     finally:
         servers.stop()
@@ -219,6 +220,26 @@ def test_run_triggered_through_the_rest_api_with_params_publishes(triggered):
     assert extras["audiences"]["run_id"] == run["dag_run_id"] and 0 < extras["audiences"]["ctr_auc"] <= 1
     files = [str(lake.path(f"marts/recommendations/ds={D2}/{f['file']}")) for f in manifest["files"]]
     assert {r[0] for r in duckdb.sql(f"select distinct rank from read_parquet({files})").fetchall()} == set(range(1, 6))
+
+
+def task_log(api, run_id: str, task_id: str) -> str:
+    """A task's log as the UI shows it, through the REST API."""
+    path = f"/api/v2/dags/{DAG}/dagRuns/{quote(run_id)}/taskInstances/{task_id}/logs/1?full_content=true"
+    return "\n".join(str(line.get("event", "")) for line in api.request("GET", path)["content"])
+
+
+def test_both_spark_jobs_are_submitted_by_the_provider_to_the_clusters_connection(triggered):
+    """spark_default points at a standalone cluster: the Spark provider's hook submits both jobs there (its command
+    line and spark-submit's output in the task log, with the cluster's application id) and the executors run in
+    the worker's JVMs."""
+    api, cluster, run = triggered["api"], triggered["cluster"], triggered["run"]
+    finished = {app["id"]: app for app in cluster.state()["completedapps"]}
+    for task in ("train_als", "train_ctr_and_build_audiences"):
+        log = task_log(api, run["dag_run_id"], task)
+        assert f"Spark-Submit cmd: {Path(sys.executable).with_name('spark-submit')} --master {cluster.url}" in log
+        [app_id] = re.findall(rf"spark application (app-[\d-]+) on {re.escape(cluster.url)}", log)
+        assert finished[app_id]["state"] == "FINISHED", finished
+        assert list(cluster.worker_dir.glob(f"{app_id}/*/stderr")), f"no executor of {app_id} ran on the worker"
 
 
 def test_run_report_is_linked_from_the_run_and_served_behind_the_login(triggered):

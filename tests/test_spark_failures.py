@@ -105,10 +105,71 @@ def test_spark_properties_reach_the_job_but_no_log_line_or_process_list(tmp_path
     monkeypatch.setattr(spark_submit, "SPARK_JOBS_DIR", tmp_path)
     secret = "hunter2-do-not-log"
     config = {**SMALL_SPARK, "conf": {"spark.pm.probe.plain": "a=b:c", "spark.hadoop.fs.s3a.secret.key": secret}}
-    command = spark_submit.spark_submit_command("probe", [], config, tmp_path / "p.properties")
+    hook = spark_submit.spark_submit_hook("probe", [], config, tmp_path / "p.properties")
+    command = hook._build_spark_submit_command("probe.py")
     assert not any(secret in part or "a=b:c" in part for part in command)
+    assert command[command.index("--master") + 1] == "local[1]" and "--load-spark-defaults" in command
     run_spark_job("probe", [], config)
-    out = capsys.readouterr().out
+    out = capsys.readouterr().out  # the hook logs spark-submit's output: the task log in Airflow
     assert secret not in out
     assert '"spark.hadoop.fs.s3a.secret.key": "***"' in out and "probe plain: a=b:c" in out
     assert f"probe secret sha: {hashlib.sha256(secret.encode()).hexdigest()}" in out
+
+
+def test_the_python_side_and_the_jars_are_one_spark_release(spark):
+    """The Spark provider needs pyspark-client, which ships pyspark's Python files again: both are pinned to one
+    release, so whichever pip installs last, the Python API matches the jars the JVM runs."""
+    from importlib.metadata import version
+    from pathlib import Path
+
+    import pyspark
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    [core] = jars.glob("spark-core_*.jar")
+    assert version("pyspark") == version("pyspark-client") == pyspark.__version__ == spark.version
+    assert core.stem.rsplit("-", 1)[1] == spark.version
+
+
+def test_killing_the_task_stops_its_spark_job(tmp_path, monkeypatch):
+    """Airflow calls the task's on_kill when it times out (spark.timeout_minutes) or is marked failed:
+    SparkStepOperator's stops spark-submit through the provider's hook, and the job's Python driver, which talks to
+    that JVM, ends with it."""
+    import subprocess
+    import threading
+
+    from precision_marketing.orchestration.operators import SparkStepOperator
+    from precision_marketing.training import spark_submit
+
+    (tmp_path / "forever.py").write_text(
+        "import time\n"
+        "from pyspark.sql import SparkSession\n"
+        "spark = SparkSession.builder.getOrCreate()\n"
+        "print('forever started', flush=True)\n"
+        "while True:\n"
+        "    spark.range(1).count()\n"
+        "    time.sleep(0.5)\n"
+    )
+    monkeypatch.setattr(spark_submit, "SPARK_JOBS_DIR", tmp_path)
+    failures = []
+
+    def run():
+        try:
+            run_spark_job("forever", [], SMALL_SPARK)
+        except SparkJobError as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not (spark_submit.RUNNING and "forever started" in spark_submit.RUNNING[0].output):
+        assert thread.is_alive() and time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.5)
+    hook = spark_submit.RUNNING[0]
+    SparkStepOperator(task_id="train_als", python_callable=run).on_kill()
+    thread.join(60)
+    assert not thread.is_alive() and failures and "Spark job forever failed" in str(failures[0])
+    assert hook._submit_sp.poll() is not None
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pgrep", "-f", str(tmp_path / "forever.py")], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "a process of the job outlived the kill"
+        time.sleep(1)

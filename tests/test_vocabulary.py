@@ -201,6 +201,23 @@ def test_raw_sources_macro_is_the_contract(compiled):
     }
 
 
+def test_the_landed_dbt_sources_are_the_contracts_and_each_reader_depends_on_its_own(compiled):
+    """models/staging/_landed.yml lists the landed zone as dbt sources (the start of the dbt graph and of the
+    lineage Cosmos reports): one per contract source, and every model that reads a source's landed rows has it as
+    a parent (read_landed registers it)."""
+    project, _ = compiled
+    landed = {s["name"] for s in project.manifest["sources"].values() if s["source_name"] == "landed"}
+    assert landed == set(contract.SOURCES)
+    parents = {
+        node["name"]: node["depends_on"]["nodes"]
+        for node in project.manifest["nodes"].values()
+        if node["resource_type"] == "model"
+    }
+    for source in contract.SOURCES:
+        reader = f"typed_{source}" if contract.SOURCES[source].kind == "increment" else f"checked_{source}"
+        assert f"source.precision_marketing.landed.{source}" in parents[reader], reader
+
+
 def test_reconciliation_uses_the_checked_keys(compiled):
     project, _ = compiled
     sql = project.model_sql("data_reconciliation_partitions")

@@ -50,6 +50,7 @@
 {#- read_landed for an explicit list of partitions ([partition_date, fingerprint]), with the landing fingerprint of
     each row; no partition = no row (the columns typed, so the model's schema does not depend on it). -#}
 {% macro read_landed_partitions(source_name, partitions) -%}
+    {%- do source('landed', source_name) -%}  {#- graph edge only (models/staging/_landed.yml) #}
     {%- set source = raw_sources()[source_name] -%}
     {%- if partitions | length == 0 %}
     select

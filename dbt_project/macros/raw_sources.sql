@@ -23,6 +23,7 @@
       partition_date the landing partition's ds.
     Snapshots read ds only, increments the history window. A source that was not delivered reads as empty. -#}
 {% macro read_landed(source_name) -%}
+    {%- do source('landed', source_name) -%}  {#- graph edge only (models/staging/_landed.yml) #}
     {%- set source = raw_sources()[source_name] -%}
     {%- set ds = run_ds() -%}
     {%- set partitions = ('ds=' ~ ds) if source.kind == 'snapshot' else 'ds=*' -%}

@@ -103,6 +103,7 @@ class Spark(Section):
     shuffle_partitions: int = Field(ge=1)
     conf: dict[str, str | int | float | bool]
     connection: str | None
+    timeout_minutes: float = Field(gt=0)
 
 
 # ------------------------------------------------------------------------------------------ models

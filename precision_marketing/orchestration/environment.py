@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ def airflow_env(config: Mapping | None = None) -> dict[str, str]:
     no examples). Settings already in the environment win, so the compose stack's Postgres etc. are kept."""
     config = config or load_config()
     home = Path(os.environ.get("AIRFLOW_HOME") or Path(config["work_dir"]).parent / "airflow")
+    lineage = lineage_file(config)
+    lineage.parent.mkdir(parents=True, exist_ok=True)
     defaults = {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
@@ -25,6 +28,10 @@ def airflow_env(config: Mapping | None = None) -> dict[str, str]:
         # the whole project (~2.5 s of a ~3 s task). Kept inside Airflow's home, not the shared /tmp default.
         "AIRFLOW__COSMOS__ENABLE_CACHE": "True",
         "AIRFLOW__COSMOS__CACHE_DIR": str(home / "cosmos_cache"),
+        # OpenLineage (the provider's listener, and Cosmos for the dbt models): one JSON event per line in the work
+        # dir; a team's AIRFLOW__OPENLINEAGE__TRANSPORT (http to Marquez, say) wins (README "Lineage")
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(lineage), "append": True}),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "precision_marketing",
         "GX_ANALYTICS_ENABLED": "false",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "DO_NOT_TRACK": "1",
@@ -32,3 +39,8 @@ def airflow_env(config: Mapping | None = None) -> dict[str, str]:
     }
     venv_bin = str(Path(sys.executable).parent)  # `airflow standalone` and spark-submit look for tools on PATH
     return {**defaults, **os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
+
+
+def lineage_file(config: Mapping) -> Path:
+    """Where the default OpenLineage transport appends the night's events."""
+    return Path(config["work_dir"]) / "lineage" / "openlineage.ndjson"

@@ -1,5 +1,6 @@
-"""The few Airflow pieces the DAG needs beyond PythonOperator: the landing-file sensor, the report task with
-its extra link, and the task callbacks (failure alert, per-task timing for the run report).
+"""The few Airflow pieces the DAG needs beyond PythonOperator: the steps' lineage, the landing-file sensor, the Spark
+steps' kill, the report task with its extra link, and the task callbacks (failure alert, per-task timing for the run
+report).
 
 Imported by the DAG file only (it needs the Airflow Task SDK); the logic they call lives in landing.py,
 alerts.py, pipeline.py and report.py."""
@@ -71,7 +72,19 @@ class LandingFilesSensor(BaseSensorOperator):
             ) from None
 
 
-class PublishOperator(PythonOperator):
+class StepOperator(PythonOperator):
+    """A pipeline step (pipeline.py) that tells OpenLineage what it read and wrote (orchestration/lineage.py)."""
+
+    def get_openlineage_facets_on_complete(self, task_instance):
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        from precision_marketing.orchestration.lineage import step_lineage
+
+        inputs, outputs = step_lineage(self.task_id, load_config(), self.op_kwargs["ds"])
+        return OperatorLineage(inputs=inputs, outputs=outputs)
+
+
+class PublishOperator(StepOperator):
     """publish, then `extra` on each published table's Asset event: ds, run id, row count and the headline
     metrics, for data-aware DAGs and the Assets view of the UI."""
 
@@ -94,6 +107,19 @@ class PublishOperator(PythonOperator):
         return manifests
 
 
+class SparkStepOperator(StepOperator):
+    """A step that submits Spark jobs through the Spark provider's hook (training/spark_submit.py): when the task
+    is killed (its timeout, or marked failed in the UI) the job stops with it, on a cluster too."""
+
+    ui_color = "#fde2cf"
+
+    def on_kill(self) -> None:
+        from precision_marketing.training.spark_submit import kill_running_jobs
+
+        kill_running_jobs()
+        super().on_kill()
+
+
 class RunReportLink(BaseOperatorLink):
     """'Run report' button on the report task: the HTML report of the run's ds, served by the API server."""
 
@@ -109,5 +135,5 @@ class RunReportLink(BaseOperatorLink):
         return base_url + report_path(ds)
 
 
-class ReportOperator(PythonOperator):
+class ReportOperator(StepOperator):
     operator_extra_links = (RunReportLink(),)

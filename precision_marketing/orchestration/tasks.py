@@ -43,6 +43,11 @@ def default_args(config: Mapping | None = None) -> dict:
     }
 
 
+def spark_step_args(config: Mapping | None = None) -> dict:
+    """The Spark steps' timeout: past it Airflow fails the task and calls its on_kill, which stops the job."""
+    return {"execution_timeout": dt.timedelta(minutes=float((config or load_config())["spark"]["timeout_minutes"]))}
+
+
 def landing_sensor_args(config: Mapping | None = None) -> dict:
     landing = (config or load_config())["landing"]
     return {

@@ -1,7 +1,10 @@
-"""Run a job of spark_jobs/ through spark-submit, with master, memory and conf from the configuration.
+"""Run a job of spark_jobs/ through the Spark provider's SparkSubmitHook, with master, memory and conf from the
+configuration (and the Airflow connection spark.connection over it).
 
 A separate JVM per job keeps the Airflow worker small, and the same command line works against
-local[*] or a cluster master (spark://, yarn, k8s://) unchanged."""
+local[*] or a cluster master (spark://, yarn, k8s://) unchanged. The hook logs spark-submit's output into
+the task log, keeps the cluster's application or driver id and kills the job when the task is killed
+(SparkStepOperator.on_kill)."""
 
 from __future__ import annotations
 
@@ -9,11 +12,13 @@ import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+from airflow.providers.common.compat.sdk import AirflowException
 
 from precision_marketing.config import REPO_ROOT
 
@@ -47,23 +52,6 @@ def redacted_conf(conf: Mapping[str, str]) -> dict[str, str]:
     return {key: "***" if _SECRET_KEY.search(key) else value for key, value in conf.items()}
 
 
-def spark_submit_command(job: str, job_args: Sequence[str], spark_config: Mapping, properties_file: Path) -> list[str]:
-    """spark-submit with the job's properties in `properties_file` (written by write_properties): no --conf on
-    the command line, so no value shows in `ps` or the task log; conf/spark-defaults.conf still applies."""
-    spark_submit = Path(sys.executable).with_name("spark-submit")
-    command = [
-        str(spark_submit),
-        "--master",
-        spark_config["master"],
-        "--driver-memory",
-        str(spark_config["driver_memory"]),
-        "--properties-file",
-        str(properties_file),
-        "--load-spark-defaults",
-    ]
-    return command + [str(SPARK_JOBS_DIR / f"{job}.py"), *map(str, job_args)]
-
-
 def write_properties(conf: Mapping[str, str], directory: Path) -> Path:
     """The properties as a file only its owner can read (Java properties syntax: key and value escaped)."""
     path = Path(directory) / "spark.properties"
@@ -89,7 +77,6 @@ def spark_env() -> dict[str, str]:
     import pyspark
 
     return {
-        **os.environ,
         "SPARK_HOME": os.environ.get("SPARK_HOME", str(Path(pyspark.__file__).parent)),
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
@@ -130,20 +117,91 @@ def check_master(master: str, timeout: float = 10.0) -> None:
             ) from None
 
 
+class PlatformSparkSubmitHook(SparkSubmitHook):
+    """The provider's hook with the master the platform resolved (run param > Airflow connection > config): the
+    hook itself reads the master from a connection only. The connection's extra (queue, namespace, principal,
+    keytab) still applies. It keeps spark-submit's output for the failure's root cause."""
+
+    def __init__(self, *, master: str, extra: Mapping, **kwargs):
+        self._master, self._extra = master, dict(extra)
+        self.output: list[str] = []
+        super().__init__(**kwargs)
+
+    def get_connection(self, conn_id):
+        from airflow.sdk import Connection
+
+        return Connection(conn_id=conn_id, conn_type="spark", host=self._master, extra=json.dumps(self._extra))
+
+    def _build_spark_common_args(self) -> list[str]:
+        return [*super()._build_spark_common_args(), "--load-spark-defaults"]
+
+    def _process_spark_submit_log(self, itr) -> None:
+        def kept(lines):
+            for line in lines:
+                self.output.append(line.rstrip("\n"))
+                yield line
+
+        super()._process_spark_submit_log(kept(itr))
+
+
+def spark_submit_hook(
+    job: str, job_args: Sequence[str], spark_config: Mapping, properties_file: Path
+) -> PlatformSparkSubmitHook:
+    """The hook for one job, with its properties in `properties_file` (written by write_properties): no --conf on
+    the command line, so no value shows in `ps` or the task log; conf/spark-defaults.conf still applies."""
+    from precision_marketing.config.connections import airflow_connection
+
+    conn_id = spark_config.get("connection") or "spark_default"
+    defined = airflow_connection(spark_config.get("connection"))
+    extra = defined.extra_dejson if defined is not None else {}
+    if extra.get("deploy-mode") == "cluster":
+        raise SparkJobError(
+            f"Airflow connection {conn_id!r} sets deploy-mode cluster: the jobs read and write the task's work "
+            "dir, so their driver runs beside the task (client mode). Remove deploy-mode from its extra."
+        )
+    master = spark_config["master"]
+    local = master.startswith(("local", "spark://"))  # yarn and k8s bring their own Python and Spark home
+    return PlatformSparkSubmitHook(
+        master=master,
+        extra=extra,
+        conn_id=conn_id,
+        driver_memory=str(spark_config["driver_memory"]),
+        properties_file=str(properties_file),
+        spark_binary=str(Path(sys.executable).with_name("spark-submit")),
+        env_vars=spark_env() if local else None,
+        application_args=[str(arg) for arg in job_args],
+        name=f"pm-{job}",
+    )
+
+
+# the hooks of the jobs running in this process, for SparkStepOperator.on_kill
+RUNNING: list = []
+
+
+def kill_running_jobs() -> None:
+    """Stop the spark-submit (and the driver or application on a cluster) of every job this process runs."""
+    for hook in list(RUNNING):
+        hook.on_kill()
+
+
 def run_spark_job(job: str, job_args: Sequence[str], spark_config: Mapping) -> None:
     check_master(spark_config["master"])
     conf = spark_conf(spark_config)
     with tempfile.TemporaryDirectory(prefix="pm-spark-") as private:  # mode 0700: the properties stay private
-        command = spark_submit_command(job, job_args, spark_config, write_properties(conf, Path(private)))
-        print("running:", " ".join(command), flush=True)
-        print("spark properties:", json.dumps(redacted_conf(conf)), flush=True)
-        process = subprocess.run(command, env=spark_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    print(process.stdout, flush=True)
-    if process.returncode != 0:
-        tail = "\n".join(process.stdout.strip().splitlines()[-25:])
-        cause = root_cause(process.stdout)
-        raise SparkJobError(
-            f"Spark job {job} failed (exit {process.returncode})"
-            + (f": {cause}" if cause else "")
-            + f". Last output lines:\n{tail}"
-        )
+        hook = spark_submit_hook(job, job_args, spark_config, write_properties(conf, Path(private)))
+        hook.log.info("spark properties: %s", json.dumps(redacted_conf(conf)))
+        RUNNING.append(hook)
+        try:
+            hook.submit(str(SPARK_JOBS_DIR / f"{job}.py"))
+        except AirflowException as exc:
+            output = "\n".join(hook.output)
+            tail = "\n".join(output.strip().splitlines()[-25:])
+            cause = root_cause(output)
+            code = hook._submit_sp.returncode if hook._submit_sp else None
+            raise SparkJobError(
+                f"Spark job {job} failed (exit {code})"
+                + (f": {cause}" if cause else "")
+                + f". Last output lines:\n{tail}"
+            ) from (None if hook._submit_sp else exc)
+        finally:
+            RUNNING.remove(hook)
