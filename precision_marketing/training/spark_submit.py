@@ -113,7 +113,7 @@ def check_master(master: str, timeout: float = 10.0) -> None:
         except OSError as exc:
             raise SparkJobError(
                 f"Spark master {master} is not reachable ({host}:{port or 7077}: {exc}). "
-                "Check spark.master (PM__SPARK__MASTER or the run's spark_master param)."
+                "Check the Airflow connection spark_default, spark.master (PM__SPARK__MASTER) or the run's spark_master param."
             ) from None
 
 
@@ -194,14 +194,15 @@ def run_spark_job(job: str, job_args: Sequence[str], spark_config: Mapping) -> N
         try:
             hook.submit(str(SPARK_JOBS_DIR / f"{job}.py"))
         except AirflowException as exc:
+            if hook._submit_sp is None:
+                raise SparkJobError(f"Spark job {job} was not submitted: {exc}") from None
             output = "\n".join(hook.output)
             tail = "\n".join(output.strip().splitlines()[-25:])
             cause = root_cause(output)
-            code = hook._submit_sp.returncode if hook._submit_sp else None
             raise SparkJobError(
-                f"Spark job {job} failed (exit {code})"
+                f"Spark job {job} failed (exit {hook._submit_sp.returncode})"
                 + (f": {cause}" if cause else "")
                 + f". Last output lines:\n{tail}"
-            ) from (None if hook._submit_sp else exc)
+            ) from None
         finally:
             RUNNING.remove(hook)
