@@ -523,6 +523,11 @@ def test_missing_required_column_fails_clearly_and_keeps_last_good_tables(rerun)
     assert read_manifest(lake, "recommendations", DS) == good
     con = open_catalog(lake, ["recommendations"])
     assert con.execute("select count(*) from recommendations").fetchone()[0] == good["row_count"]
+    # its lineage: check_raw failed, read the raw files and claims no output
+    lines = (state / "work" / "lineage" / "openlineage.ndjson").read_text().splitlines()
+    failed = [event for event in map(json.loads, lines) if event["eventType"] == "FAIL"]
+    [check_raw] = [event for event in failed if event["job"]["name"] == "nightly_marketing.check_raw"]
+    assert check_raw["inputs"] and not check_raw["outputs"]
 
 
 def test_run_output_is_one_line_per_task_with_the_log_in_a_file(run):

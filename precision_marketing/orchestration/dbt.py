@@ -122,8 +122,8 @@ def cosmos_dbt_group(group_id: str = "dbt"):
 def _run_model_tasks_after_the_build(group) -> None:
     """Cosmos starts a task group's watcher tasks beside the build, waiting for its results; `airflow dags test`
     (pm run) runs one task at a time and would wait forever on a watcher picked first. So the build runs first and
-    the first model tasks follow it whatever its outcome (trigger rule `always`: a model that failed in the build
-    fails its own task)."""
+    the first model tasks follow it whatever its outcome (trigger rule `all_done`: a model that failed in the build
+    fails its own task; `always` would not wait for the build at all)."""
     from cosmos.constants import PRODUCER_WATCHER_DONE_TASK_ID, PRODUCER_WATCHER_TASK_ID
 
     prefix = f"{group.group_id}."
@@ -133,4 +133,4 @@ def _run_model_tasks_after_the_build(group) -> None:
             continue
         if not any(upstream.startswith(prefix) for upstream in task.upstream_task_ids):
             producer >> task
-            task.trigger_rule = "always"
+            task.trigger_rule = "all_done"

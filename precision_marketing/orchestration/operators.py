@@ -83,6 +83,15 @@ class StepOperator(PythonOperator):
         inputs, outputs = step_lineage(self.task_id, load_config(), self.op_kwargs["ds"])
         return OperatorLineage(inputs=inputs, outputs=outputs)
 
+    def get_openlineage_facets_on_failure(self, task_instance):
+        """A failed step read its inputs but wrote nothing a reader should trust: no outputs in its FAIL event."""
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        from precision_marketing.orchestration.lineage import step_lineage
+
+        inputs, _ = step_lineage(self.task_id, load_config(), self.op_kwargs["ds"])
+        return OperatorLineage(inputs=inputs)
+
 
 class PublishOperator(StepOperator):
     """publish, then `extra` on each published table's Asset event: ds, run id, row count and the headline
