@@ -51,7 +51,8 @@ def warehouse_datasets(config: Mapping, unique_ids: list[str]) -> list:
 
 
 def step_lineage(task_id: str, config: Mapping, ds: str) -> tuple[list, list]:
-    """(inputs, outputs) of a Python step of the DAG for ds; ([], []) for a task not listed."""
+    """(inputs, outputs) of a Python step of the DAG for ds; ([], []) for a task not listed. Only the asked step's
+    datasets are built: each step's completion calls this, and the warehouse ones read the dbt manifest."""
     from precision_marketing.storage import storage_from_config
 
     paths = pipeline.paths_for(config, ds)
@@ -65,43 +66,44 @@ def step_lineage(task_id: str, config: Mapping, ds: str) -> tuple[list, list]:
     def models(*tables: str) -> list:
         return [dataset(str(work / "models" / pipeline.OUTPUTS[table].model / table)) for table in tables]
 
+    def published_marts() -> list:
+        return [dataset(lake.uri(f"marts/{table}")) for table in pipeline.published_tables(config)]
+
     exported = pipeline.MART_TABLES + pipeline.AUDIT_TABLES
     sources = pipeline.raw_sources()
-    published = pipeline.published_tables(config)
     steps = {
-        "check_raw": (
+        "check_raw": lambda: (
             [dataset(lake.uri(f"raw/{source}")) for source in sources],
             warehouse_datasets(config, [f"source.precision_marketing.landed.{source}" for source in sources]),
         ),
-        "export_features": (
-            warehouse_datasets(config, [project + table for table in exported])
-            + warehouse_datasets(config, [f"{project}quarantine_{source}" for source in sources]),
+        "export_features": lambda: (
+            warehouse_datasets(
+                config, [project + table for table in exported] + [f"{project}quarantine_{s}" for s in sources]
+            ),
             features(*exported) + [dataset(str(work / "quarantine" / source)) for source in sources],
         ),
-        "validate_marts": (features(*exported), []),
-        "train_als": (features("interactions", "user_features", "item_features"), models("recommendations")),
-        "segment_users": (features("user_features"), models("user_segments")),
-        "train_ctr_and_build_audiences": (
+        "validate_marts": lambda: (features(*exported), []),
+        "train_als": lambda: (features("interactions", "user_features", "item_features"), models("recommendations")),
+        "segment_users": lambda: (features("user_features"), models("user_segments")),
+        "train_ctr_and_build_audiences": lambda: (
             features("ctr_train", "ctr_score", "campaigns") + models("user_segments"),
             models("audiences"),
         ),
-        "build_audience_exports": (
+        "build_audience_exports": lambda: (
             models("audiences", "recommendations") + features("item_features", "campaigns"),
             models("audience_exports"),
         ),
-        "measure_campaign_lift": (
+        "measure_campaign_lift": lambda: (
             [dataset(lake.uri("marts/audiences"))]
             + features("ctr_train", "interactions", "item_features", "campaigns", "user_keys"),
             models("campaign_lift"),
         ),
-        "validate_outputs": (models(*pipeline.OUTPUTS), []),
-        "publish": (
-            models(*published) + features("user_keys", "product_keys", "suppressions"),
-            [dataset(lake.uri(f"marts/{table}")) for table in published],
+        "validate_outputs": lambda: (models(*pipeline.OUTPUTS), []),
+        "publish": lambda: (
+            models(*pipeline.published_tables(config)) + features("user_keys", "product_keys", "suppressions"),
+            published_marts(),
         ),
-        "refresh_catalog_and_report": (
-            [dataset(lake.uri(f"marts/{table}")) for table in published],
-            [dataset(lake.uri("reports"))],
-        ),
+        "refresh_catalog_and_report": lambda: (published_marts(), [dataset(lake.uri("reports"))]),
     }
-    return steps.get(task_id, ([], []))
+    step = steps.get(task_id)
+    return step() if step else ([], [])

@@ -87,10 +87,7 @@ class StepOperator(PythonOperator):
         """A failed step read its inputs but wrote nothing a reader should trust: no outputs in its FAIL event."""
         from airflow.providers.openlineage.extractors import OperatorLineage
 
-        from precision_marketing.orchestration.lineage import step_lineage
-
-        inputs, _ = step_lineage(self.task_id, load_config(), self.op_kwargs["ds"])
-        return OperatorLineage(inputs=inputs)
+        return OperatorLineage(inputs=self.get_openlineage_facets_on_complete(task_instance).inputs)
 
 
 class PublishOperator(StepOperator):
