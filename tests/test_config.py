@@ -167,6 +167,9 @@ def test_the_spark_master_comes_from_the_spark_default_connection_unless_a_run_s
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps(connection))
     assert run_config()["spark"]["master"] == "spark://spark-master:7077"
     assert run_config({"spark_master": "local[2]"})["spark"]["master"] == "local[2]"
+    # the URI form reads as the Spark provider reads it: the scheme is the connection type, not part of the host
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", "spark://spark-master:7077")
+    assert run_config()["spark"]["master"] == "spark://spark-master:7077"
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": "nowhere"}))
     with pytest.raises(ConfigError, match="connection 'spark_default' gives the Spark master 'nowhere'"):
         run_config()

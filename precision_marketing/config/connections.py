@@ -31,9 +31,12 @@ def airflow_connection(conn_id: str | None) -> Any | None:
 
 
 def spark_master(conn_id: str | None) -> str | None:
-    """The master of the Spark connection `conn_id` as the Spark provider reads it (host, with `:port` when set:
-    `spark://spark-master` + 7077, `yarn`, `k8s://https://...`, `local[*]`), or None when it is not defined."""
+    """The master of the Spark connection `conn_id`, read by the Spark provider's own rule (host `spark://spark-master`
+    + port 7077, the URI `spark://spark-master:7077`, `yarn`, `k8s://https://...`, `local[*]`), or None when it is
+    not defined or has no host."""
     connection = airflow_connection(conn_id)
     if connection is None or not connection.host:
         return None
-    return f"{connection.host}:{connection.port}" if connection.port else connection.host
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+    return SparkSubmitHook(conn_id=conn_id)._connection["master"]
