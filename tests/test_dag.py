@@ -148,7 +148,7 @@ def test_spark_jobs_have_a_working_help():
             capture_output=True,
             text=True,
             timeout=120,
-            env=spark_env(),
+            env={**os.environ, **spark_env()},  # spark_env: only what spark-submit adds
         )
         assert out.returncode == 0, out.stderr[-2000:]
         assert "--features-dir" in out.stdout
