@@ -16,8 +16,9 @@ date (yesterday, for the trigger form's default "now"). `pm run --ds D` sets the
 1. **check_raw** — stage the raw partitions locally, check them against the raw data contract
    (`docs/data_contract.md`; a missing file or required column fails here, naming the file and column) and
    land them through the mapping file (`ingest.mapping`) for dbt. Sources that were not delivered are noted.
-2. **dbt** — one task per dbt model (`dbt build`: the model and its tests): staging (typed, de-duplicated,
-   bad rows quarantined with a reason), marts (features, interactions, CTR sets), audit (reconciliation).
+2. **dbt** — one `dbt build` (the models and their tests) per layer: **staging** (typed, de-duplicated, bad
+   rows quarantined with a reason), **marts** (features, interactions, CTR sets), **audit** (reconciliation).
+   Each model's result is in the layer's log and the run report (`dbt.execution_mode: local` = a task per model).
 3. **export_features** → **validate_marts** (Great Expectations): a failure stops the run before anything is published.
 4. **train_als** (Spark ALS → top-K recommendations) | **segment_users** (scikit-learn) →
    **train_ctr_and_build_audiences** (Spark logistic regression, calibrated → per-campaign audiences with
@@ -45,7 +46,7 @@ import datetime as dt
 from airflow.sdk import Asset, Param, dag
 
 from precision_marketing import pipeline
-from precision_marketing.orchestration.dbt import cosmos_dbt_group
+from precision_marketing.orchestration.dbt import dbt_group
 from precision_marketing.orchestration.operators import (
     LandingFilesSensor,
     PublishOperator,
@@ -87,7 +88,7 @@ def nightly_marketing():
         task_id="wait_for_landing_files", ds=DS_TEMPLATE, **landing_sensor_args()
     )
     check_raw = step("check_raw", pipeline.stage_and_check_raw)
-    dbt = cosmos_dbt_group("dbt")
+    dbt = dbt_group("dbt")
     export_features = step("export_features", pipeline.export_features)
     validate_marts = step("validate_marts", pipeline.validate_marts)
     train_als = step("train_als", pipeline.train_als, operator=SparkStepOperator, **spark_step_args())

@@ -144,6 +144,14 @@ class RunPaths:
         """The settings a Spark job of this ds ran with (its --config)."""
         return self.work / "job_settings" / f"ds={self.ds}" / f"{job}.json"
 
+    @property
+    def dbt_results_dir(self) -> Path:
+        """One JSON per dbt layer of the latest run of ds: each node's result (dbt.execution_mode layers)."""
+        return self.work / "runs" / f"ds={self.ds}" / "dbt"
+
+    def dbt_results(self, layer: str) -> Path:
+        return self.dbt_results_dir / f"{layer}.json"
+
     def task_time(self, task_id: str) -> Path:
         return self.task_times_dir / f"{task_id}.json"
 
@@ -260,7 +268,7 @@ def carry_consent_ledger(paths: RunPaths, storage: Storage) -> dict:
 
 
 def dbt_vars(config: Mapping, ds: str) -> dict:
-    """The dbt vars of a run (orchestration.cosmos_dbt_group passes the same, with ds templated)."""
+    """The dbt vars of a run (orchestration.dbt.dbt_group passes the same, with ds templated)."""
     from precision_marketing.ingest.mapping import mapping_from_config
 
     return {
@@ -778,7 +786,7 @@ def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = No
     from precision_marketing.privacy.retention import apply_retention
     from precision_marketing.publish.catalog import view_statements
     from precision_marketing.publish.partitions import read_manifest
-    from precision_marketing.reporting.report import build_report, timing_records
+    from precision_marketing.reporting.report import build_report, dbt_layer_results, timing_records
 
     config = run_config(params)
     paths = paths_for(config, ds)
@@ -805,6 +813,7 @@ def refresh_catalog_and_report(ds: str, run_id: str, params: Mapping | None = No
         history=report_history(storage, ds, config["report"]["history_nights"]),
         audience_sizes=audience_sizes(outputs["audiences"]) if "audiences" in outputs else {},
         task_seconds=timing_records(paths.task_times_dir, run_id),
+        dbt_layers=dbt_layer_results(paths.dbt_results_dir, run_id),
         campaign_lift_path=outputs.get("campaign_lift"),
     )
     _upload(storage, paths, paths.report_dir)

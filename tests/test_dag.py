@@ -51,13 +51,27 @@ def test_dag_imports_without_errors(dagbag):
     assert "nightly_marketing" in dagbag.dags
 
 
-def test_dag_has_the_steps_and_one_dbt_task_per_model(dagbag):
+def test_dag_has_the_steps_and_one_dbt_build_per_layer(dagbag):
+    """dbt.execution_mode layers (the default): one `dbt build --selector <layer>` task per layer of
+    dbt_project/selectors.yml, in that order, every test with its models (indirect selection buildable)."""
     dag = dagbag.dags["nightly_marketing"]
-    task_ids = set(dag.task_ids)
-    assert set(EXPECTED_STEPS) <= task_ids
-    dbt_tasks = [t for t in task_ids if t.startswith("dbt.")]
-    assert any(t.endswith("stg_events_build") or "stg_events" in t for t in dbt_tasks), dbt_tasks
-    assert any("user_features" in t for t in dbt_tasks) and any("ctr_score" in t for t in dbt_tasks)
+    assert set(EXPECTED_STEPS) <= set(dag.task_ids)
+    layers = [t for t in dag.tasks if t.task_id.startswith("dbt.")]
+    assert [t.task_id for t in layers] == ["dbt.staging", "dbt.marts", "dbt.audit"]
+    assert [t.selector for t in layers] == ["staging", "marts", "audit"]
+    assert all(t.indirect_selection == "buildable" and t.full_refresh == "{{ params.full_refresh }}" for t in layers)
+    assert dag.get_task("dbt.marts").upstream_task_ids == {"dbt.staging"}
+    assert dag.get_task("export_features").upstream_task_ids == {"dbt.audit"}
+
+
+def test_dbt_local_mode_has_one_task_per_model(dagbag, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("PM__DBT__EXECUTION_MODE", "local")
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["nightly_marketing"]
+    dbt_tasks = {t for t in dag.task_ids if t.startswith("dbt.")}
+    expected = {"dbt.stg_events_model_build", "dbt.user_features_model_build", "dbt.ctr_score_model_build"}
+    assert expected <= dbt_tasks, dbt_tasks
 
 
 def test_dag_wiring(dagbag):
@@ -155,7 +169,7 @@ def test_spark_jobs_have_a_working_help():
 
 
 def test_dbt_runs_one_build_that_every_model_task_reports_on(dagbag, monkeypatch):
-    """dbt.execution_mode watcher (an option; local is the default): one `dbt build` (the producer) before every
+    """dbt.execution_mode watcher (an option; layers is the default): one `dbt build` (the producer) before every
     model's and tests' task, so `airflow dags test`, which runs one task at a time, never starts a watching task
     before the build."""
     from airflow.dag_processing.dagbag import DagBag

@@ -22,6 +22,7 @@ import pytest
 
 from precision_marketing.ingest.land import land_window
 from precision_marketing.ingest.mapping import Mapping
+from precision_marketing.orchestration.dbt import dbt_layers
 
 PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
 DBT = Path(sys.executable).with_name("dbt")
@@ -175,7 +176,9 @@ def run_vars(raw_dir: Path, ds: str = DS, history_days: int = 30, mapping: Mappi
 def warehouse(tmp_path_factory):
     work = tmp_path_factory.mktemp("dbt_work")
     raw_dir = write_raw_zone(work / "raw")
-    run_dbt("build", work, "--vars", run_vars(raw_dir))
+    dbt_vars = run_vars(raw_dir)
+    for layer in dbt_layers(PROJECT_DIR):  # as the night builds it: one `dbt build` per layer, in order
+        run_dbt("build", work, "--selector", layer, "--indirect-selection", "buildable", "--vars", dbt_vars)
     return work
 
 
@@ -499,3 +502,26 @@ def test_missing_ds_var_fails_with_a_clear_message(warehouse):
 def test_parse_works_without_vars_or_data(tmp_path):
     run_dbt("parse", tmp_path)
     assert (tmp_path / "target" / "manifest.json").exists()
+
+
+def test_every_model_and_test_is_in_one_layer_and_models_read_only_their_own_or_earlier_layers(warehouse):
+    """The layers of selectors.yml as dbt resolves them (the night runs `dbt build --selector <layer>` in order):
+    a model or test in no layer would never run, in two would run twice, and a model (or test) that reads a later
+    layer would read last night's table."""
+    manifest = json.loads((warehouse / "target" / "manifest.json").read_text())
+    nodes = {**manifest["nodes"], **manifest["unit_tests"]}
+    runnable = {uid for uid, node in nodes.items() if node["resource_type"] in ("model", "test", "unit_test")}
+    layer_of = {}
+    for position, layer in enumerate(dbt_layers(PROJECT_DIR)):
+        listed = run_dbt(
+            "ls", warehouse, "--selector", layer, "--output", "json", "--output-keys", "unique_id", "--quiet"
+        ).stdout
+        for uid in (json.loads(line)["unique_id"] for line in listed.splitlines()):
+            if uid in runnable:
+                assert uid not in layer_of, f"{uid} is in two layers"
+                layer_of[uid] = (position, layer)
+    assert set(layer_of) == runnable, f"in no layer: {sorted(runnable - set(layer_of))}"
+    for uid, (position, layer) in layer_of.items():
+        for parent in nodes[uid]["depends_on"]["nodes"]:
+            if parent in layer_of:
+                assert layer_of[parent][0] <= position, f"{uid} ({layer}) reads {parent} ({layer_of[parent][1]})"

@@ -246,7 +246,7 @@ def test_raw_rows_reconcile_and_dirty_rows_are_quarantined_with_a_reason(run):
 
 def test_lineage_joins_the_raw_files_to_every_published_table(run):
     """The night's OpenLineage events (the provider's listener for the Python and Spark steps, Cosmos for each dbt
-    model), from the default file transport, form one graph: the raw landing files reach every published table
+    layer's models), from the default file transport, form one graph: the raw landing files reach every published table
     through check_raw, the dbt sources and models, the feature export, the training jobs and publish."""
     from collections import defaultdict
 
@@ -264,11 +264,10 @@ def test_lineage_joins_the_raw_files_to_every_published_table(run):
     # Cosmos reports the dbt models, in the warehouse's namespace, from the sources check_raw reports writing
     warehouse = f"duckdb://{work / 'warehouse.duckdb'}"
     assert (warehouse, "warehouse.landed.events") in jobs["nightly_marketing.check_raw"][1]
-    inputs, outputs = jobs["nightly_marketing.dbt.typed_events_model_build"]  # the model and its tests
-    assert (warehouse, "warehouse.landed.events") in inputs and outputs == [
-        (warehouse, "warehouse.staging.typed_events")
-    ]
-    assert jobs["nightly_marketing.dbt.interactions_model_build"][1] == [(warehouse, "warehouse.marts.interactions")]
+    inputs, outputs = jobs["nightly_marketing.dbt.staging"]  # the layer's models and their tests
+    assert (warehouse, "warehouse.landed.events") in inputs and (warehouse, "warehouse.staging.typed_events") in outputs
+    assert not any(name.startswith("warehouse.marts.") for _, name in outputs)
+    assert (warehouse, "warehouse.marts.interactions") in jobs["nightly_marketing.dbt.marts"][1]
     assert (warehouse, "warehouse.marts.interactions") in jobs["nightly_marketing.export_features"][0]
     # the Spark job's step: what it read and wrote
     assert ("file", str(work / "features" / "interactions")) in jobs["nightly_marketing.train_als"][0]
@@ -289,7 +288,11 @@ def test_run_report_and_data_docs_are_published(run):
     assert lake.exists(f"reports/ds={DS}/report.md")
     page = lake.get_bytes(f"reports/ds={DS}/report.html").decode()
     assert page.count("<svg") == 6  # trends, audiences, quarantine, time per task, calibration: all have data
-    assert {t["task_id"] for t in report["task_seconds"]} >= {"check_raw", "train_als", "publish"}
+    assert {t["task_id"] for t in report["task_seconds"]} >= {"check_raw", "train_als", "publish", "dbt.marts"}
+    # each dbt layer's models and tests, as dbt reported them in the night's build
+    assert [r["layer"] for r in report["dbt"]["layers"]] == ["staging", "marts", "audit"]
+    assert all(r["models"] > 0 and r["tests"] > 0 for r in report["dbt"]["layers"]) and not report["dbt"]["not_passed"]
+    assert "dbt: models and tests per layer" in page
     assert lake.exists(f"reports/ds={DS}/data_docs/marts/index.html")
     assert lake.exists(f"reports/ds={DS}/data_docs/outputs/index.html")
     assert b"CREATE OR REPLACE VIEW recommendations" in lake.get_bytes("catalog/views.sql")
@@ -536,6 +539,8 @@ def test_run_output_is_one_line_per_task_with_the_log_in_a_file(run):
     log_file = Path(lines[0].split("full log: ")[1].rstrip(")"))
     assert log_file.stat().st_size > 100_000  # the Airflow, dbt and Spark output went there
     task_lines = [line for line in lines if line.startswith("  ")]
-    assert len(task_lines) >= 35 and all(line.split()[1] == "success" for line in task_lines), task_lines
-    assert any(line.split()[0] == "train_als" for line in task_lines)
+    assert all(line.split()[1] == "success" for line in task_lines), task_lines
+    assert {"train_als", "dbt.staging", "dbt.marts", "dbt.audit", "refresh_catalog_and_report"} <= {
+        line.split()[0] for line in task_lines
+    }
     assert len(lines) == len(task_lines) + 2 and lines[-1].startswith(f"nightly run for ds={DS} finished in")

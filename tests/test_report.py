@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from precision_marketing.reporting.report import build_report, render_html, timing_records
+from precision_marketing.reporting.report import build_report, dbt_layer_results, render_html, timing_records
 
 pytestmark = pytest.mark.fast  # make test-fast: no Spark session, Airflow run or browser
 
@@ -62,6 +62,21 @@ def built(tmp_path):
                 }
             )
         )
+    dbt_dir = tmp_path / "dbt"
+    dbt_dir.mkdir()
+    for layer, finished, run, nodes in (
+        ("marts", "2026-11-23T00:01:00Z", "manual__1", [("model.p.ctr_train", "success", 4.5)]),
+        ("staging", "2026-11-23T00:00:30Z", "manual__1", [("model.p.stg_events", "success", 2.0)]),
+        ("audit", "2026-11-23T00:01:30Z", "manual__1", [("model.p.data_reconciliation", "error", 0.1)]),
+        ("old", "2026-11-22T00:01:30Z", "older_run", [("model.p.x", "success", 9.0)]),
+    ):
+        nodes = [
+            {"unique_id": u, "status": st, "seconds": sec, "message": "boom" if st == "error" else None}
+            for u, st, sec in nodes
+        ]
+        nodes.append({"unique_id": f"test.p.not_null_{layer}", "status": "pass", "seconds": 0.1, "message": None})
+        record = {"layer": layer, "run_id": run, "finished_at": finished, "seconds": 7.0, "nodes": nodes}
+        (dbt_dir / f"{layer}.json").write_text(json.dumps(record))
     metrics = {
         "als": {
             "k": 10,
@@ -94,6 +109,7 @@ def built(tmp_path):
         history=history,
         audience_sizes={"C001": 500, "C002": 1200},
         task_seconds=timing_records(times, "manual__1"),
+        dbt_layers=dbt_layer_results(dbt_dir, "manual__1"),
     )
     return out, report
 
@@ -118,6 +134,19 @@ def test_html_is_self_contained_and_reads_metrics_defensively(built):
     assert "failed (published: fallback); ndcg@10 0.01 does not beat popularity 0.02 by 5 %" in page
     assert "tuning" in page and "candidates" in page
     assert "3.00 %" in page  # events quarantine rate this night
+
+
+def test_dbt_layers_in_build_order_with_what_did_not_pass(built):
+    out, report = built
+    assert [r["layer"] for r in report["dbt"]["layers"]] == ["staging", "marts", "audit"]  # this run's, in order
+    assert report["dbt"]["layers"][0] == {"layer": "staging", "models": 1, "tests": 1, "not_passed": 0, "seconds": 7.0}
+    assert [(n["layer"], n["unique_id"], n["message"]) for n in report["dbt"]["not_passed"]] == [
+        ("audit", "model.p.data_reconciliation", "boom")
+    ]
+    assert [n["unique_id"] for n in report["dbt"]["slowest_models"]][0] == "model.p.ctr_train"
+    page = (out / "report.html").read_text()
+    assert "<td>audit</td><td>model.p.data_reconciliation</td><td>error</td><td>boom</td>" in page
+    assert "- audit: 1 models, 1 tests, 1 not passed, 7.0 s" in (out / "report.md").read_text()
 
 
 def test_browser_renders_every_plot(built, browser):

@@ -83,7 +83,7 @@ class Dbt(Section):
     project_dir: str = Field(min_length=1)
     target: str = Field(min_length=1)
     history_days: int = Field(ge=1, le=3650)
-    execution_mode: Literal["watcher", "local"]
+    execution_mode: Literal["layers", "local", "watcher"]
 
 
 class Orchestration(Section):

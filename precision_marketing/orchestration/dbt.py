@@ -57,17 +57,119 @@ def dbt_parse(config: Mapping | None = None) -> Path:
     return target / "manifest.json"
 
 
-def cosmos_dbt_group(group_id: str = "dbt"):
-    """The dbt project as an Airflow task group: one task per model (the model and its tests).
+def dbt_layers(project_dir: Path) -> list[str]:
+    """The night's dbt layers in build order: the selectors of dbt_project/selectors.yml."""
+    import yaml
 
-    dbt.execution_mode `local` (the default in config/platform.yaml): each model's task runs its own
-    `dbt build --select` (a start-up each, the partial-parse cache shared). `watcher` (experimental): one
-    `dbt build` of the whole project in the task `dbt_producer_watcher`, and per model a task that reports how
-    that model and its tests ended in that build (a failed model fails its own task, naming it; the models after
-    it are not run): one dbt start-up per night instead of one per model.
-    `full_refresh` (DAG param) rebuilds the incremental staging models."""
-    from cosmos import DbtTaskGroup, ExecutionConfig, LoadMode, ProfileConfig, ProjectConfig, RenderConfig
-    from cosmos.constants import ExecutionMode, InvocationMode, TestBehavior, TestIndirectSelection
+    return [selector["name"] for selector in yaml.safe_load((project_dir / "selectors.yml").read_text())["selectors"]]
+
+
+def _profile_config(config: Mapping):
+    from cosmos import ProfileConfig
+
+    project = Path(config["dbt"]["project_dir"])
+    return ProfileConfig(
+        profile_name=DBT_PROFILE, target_name=config["dbt"]["target"], profiles_yml_filepath=project / "profiles.yml"
+    )
+
+
+def _operator_args(config: Mapping) -> dict:
+    return {
+        "vars": run_dbt_vars(config, DS_TEMPLATE),  # the same vars as a run by hand, the day templated
+        "env": dbt_env(config),
+        "install_deps": False,
+        "full_refresh": "{{ params.full_refresh }}",
+    }
+
+
+def dbt_group(group_id: str = "dbt"):
+    """The dbt step of the night, as dbt.execution_mode says (config/platform.yaml; figures in the README):
+
+    `layers` (default): one task per layer of dbt_project/selectors.yml (staging, marts, audit), each one
+    `dbt build --selector <layer>`: a dbt start-up per layer, not per model. Each model's and test's result is in
+    the task's log, in the run report (from <work_dir>/runs/ds=D/dbt/<layer>.json); a failed model fails its
+    layer's task naming it, the models after it are skipped, and a retry of the task rebuilds that layer only.
+    `local` / `watcher`: one task per model through Cosmos (cosmos_model_group)."""
+    config = load_config()
+    if config["dbt"]["execution_mode"] != "layers":
+        return cosmos_model_group(group_id)
+    from airflow.sdk import TaskGroup
+    from cosmos.operators.local import DbtBuildLocalOperator
+
+    project = Path(config["dbt"]["project_dir"])
+    tasks = []
+    with TaskGroup(group_id=group_id, tooltip="dbt build, one task per layer (dbt_project/selectors.yml)") as group:
+        for layer in dbt_layers(project):
+            tasks.append(
+                DbtBuildLocalOperator(
+                    task_id=layer,
+                    project_dir=str(project),
+                    profile_config=_profile_config(config),
+                    selector=layer,
+                    # a test runs in the first layer where every model it reads is built (a relationship test
+                    # between a staging model and a mart runs with the marts)
+                    indirect_selection="buildable",
+                    invocation_mode=_invocation_mode(),
+                    dbt_executable_path=str(dbt_executable()),
+                    emit_datasets=False,  # only the published tables are Assets
+                    callback=record_dbt_results,
+                    callback_args={"layer": layer},
+                    **_operator_args(config),
+                )
+            )
+        for upstream, downstream in zip(tasks, tasks[1:], strict=False):
+            upstream >> downstream
+    return group
+
+
+def _invocation_mode():
+    from cosmos.constants import InvocationMode
+
+    return InvocationMode.DBT_RUNNER
+
+
+def record_dbt_results(project_dir: str, *, layer: str, context) -> None:
+    """Cosmos calls this after a layer's `dbt build`, failed or not, before it raises a failure: each node's
+    status and time, for the run report."""
+    import json
+
+    from precision_marketing.orchestration.schedule import context_ds
+    from precision_marketing.pipeline import paths_for
+
+    results_file = Path(project_dir) / "target" / "run_results.json"
+    if not results_file.exists():  # dbt stopped before running a node: Cosmos raises its error next
+        return
+    run_results = json.loads(results_file.read_text())
+    nodes = [
+        {
+            "unique_id": result["unique_id"],
+            "status": result["status"],
+            "seconds": round(result.get("execution_time") or 0.0, 2),
+            "message": result.get("message"),
+        }
+        for result in run_results["results"]
+    ]
+    path = paths_for(load_config(), context_ds(context)).dbt_results(layer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "layer": layer,
+        "run_id": context["run_id"],
+        "finished_at": run_results["metadata"]["generated_at"],
+        "seconds": run_results.get("elapsed_time"),
+        "nodes": nodes,
+    }
+    path.write_text(json.dumps(record, indent=1))
+
+
+def cosmos_model_group(group_id: str = "dbt"):
+    """The dbt project as a Cosmos task group, one task per model (the model and its tests).
+
+    dbt.execution_mode `local`: each model's task runs its own `dbt build --select` (a start-up each, the
+    partial-parse cache shared). `watcher`: one `dbt build` of the whole project in the task
+    `dbt_producer_watcher`, and per model a task that reports how that model and its tests ended in that build (a
+    failed model fails its own task, naming it; the models after it are not run)."""
+    from cosmos import DbtTaskGroup, ExecutionConfig, LoadMode, ProjectConfig, RenderConfig
+    from cosmos.constants import ExecutionMode, TestBehavior, TestIndirectSelection
 
     config = load_config()
     project = Path(config["dbt"]["project_dir"])
@@ -76,29 +178,19 @@ def cosmos_dbt_group(group_id: str = "dbt"):
         raise FileNotFoundError(
             f"dbt manifest not found at {manifest}: run `pm setup` (or `make demo`), which runs `dbt parse`"
         )
-    mode = config["dbt"]["execution_mode"]  # local | watcher (config/schema.py)
-    dbt_vars = run_dbt_vars(config, DS_TEMPLATE)  # the same vars as a run by hand, the day templated
-    operator_args = {
-        "vars": dbt_vars,
-        "env": dbt_env(config),
-        "install_deps": False,
-        "full_refresh": "{{ params.full_refresh }}",
-    }
-    if mode == "watcher":
+    watcher = config["dbt"]["execution_mode"] == "watcher"
+    operator_args = _operator_args(config)
+    if watcher:
         # the model tasks run after the build (producer >> model tasks below), so they only read its results:
         # no deferral, no polling
         operator_args.update(deferrable=False, poke_interval=1)
     group = DbtTaskGroup(
         group_id=group_id,
         project_config=ProjectConfig(dbt_project_path=project, manifest_path=manifest, install_dbt_deps=False),
-        profile_config=ProfileConfig(
-            profile_name=DBT_PROFILE,
-            target_name=config["dbt"]["target"],
-            profiles_yml_filepath=project / "profiles.yml",
-        ),
+        profile_config=_profile_config(config),
         execution_config=ExecutionConfig(
-            execution_mode=ExecutionMode.WATCHER if mode == "watcher" else ExecutionMode.LOCAL,
-            invocation_mode=InvocationMode.DBT_RUNNER,
+            execution_mode=ExecutionMode.WATCHER if watcher else ExecutionMode.LOCAL,
+            invocation_mode=_invocation_mode(),
             # a model's task runs the tests whose other parents are its ancestors
             # (already built); a relationship test runs with its child model
             test_indirect_selection=TestIndirectSelection.BUILDABLE,
@@ -110,11 +202,11 @@ def cosmos_dbt_group(group_id: str = "dbt"):
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
             emit_datasets=False,
-            test_behavior=TestBehavior.AFTER_EACH if mode == "watcher" else TestBehavior.BUILD,
+            test_behavior=TestBehavior.AFTER_EACH if watcher else TestBehavior.BUILD,
         ),
         operator_args=operator_args,
     )
-    if mode == "watcher":
+    if watcher:
         _run_model_tasks_after_the_build(group)
     return group
 

@@ -80,6 +80,40 @@ def timing_records(directory: Path, run_id: str) -> list[dict]:
     return sorted(records, key=lambda r: r.get("start") or "")
 
 
+def dbt_layer_results(directory: Path, run_id: str) -> list[dict]:
+    """What each dbt layer's build did in one run (records of dbt.execution_mode layers), in build order."""
+    layers = []
+    for path in Path(directory).glob("*.json"):
+        record = json.loads(path.read_text())
+        if record.get("run_id") == run_id:
+            layers.append(record)
+    return sorted(layers, key=lambda r: r["finished_at"])
+
+
+def dbt_summary(layers: Sequence[Mapping]) -> dict:
+    """Per layer: models and tests built, the nodes that did not pass (with dbt's message), the slowest models."""
+    summary = {"layers": [], "not_passed": [], "slowest_models": []}
+    models = []
+    for layer in layers:
+        nodes = layer["nodes"]
+        is_model = [n["unique_id"].startswith("model.") for n in nodes]
+        summary["layers"].append(
+            {
+                "layer": layer["layer"],
+                "models": sum(is_model),
+                "tests": len(nodes) - sum(is_model),
+                "not_passed": sum(n["status"] not in ("success", "pass") for n in nodes),
+                "seconds": round(layer.get("seconds") or 0.0, 1),
+            }
+        )
+        summary["not_passed"] += [
+            {"layer": layer["layer"], **n} for n in nodes if n["status"] not in ("success", "pass")
+        ]
+        models += [{"layer": layer["layer"], **n} for n, model in zip(nodes, is_model, strict=True) if model]
+    summary["slowest_models"] = sorted(models, key=lambda n: -n["seconds"])[:10]
+    return summary
+
+
 def quarantine_rates(reconciliation: Iterable[Mapping]) -> dict[str, float | None]:
     return {r["source"]: (r["quarantined_rows"] / r["raw_rows"] if r.get("raw_rows") else None) for r in reconciliation}
 
@@ -370,6 +404,38 @@ def campaign_sections(campaigns: Mapping, calibration_svg: str | None) -> list[s
     return sections
 
 
+def dbt_sections(dbt: Mapping) -> list[str]:
+    """Each dbt layer's build: models and tests, any node that did not pass with dbt's message, the slowest models."""
+    if not dbt.get("layers"):
+        return []
+    failed = dbt.get("not_passed") or []
+    return [
+        "<h2>dbt: models and tests per layer</h2>",
+        _table(
+            ["layer", "models", "tests", "not passed", "seconds"],
+            [[r["layer"], r["models"], r["tests"], r["not_passed"], r["seconds"]] for r in dbt["layers"]],
+        ),
+        *(
+            [
+                "<h3>Not passed</h3>",
+                _table(
+                    ["layer", "node", "status", "message"],
+                    [[n["layer"], n["unique_id"], n["status"], n.get("message")] for n in failed],
+                    numeric_from=4,
+                ),
+            ]
+            if failed
+            else ["<p>Every model built and every test passed.</p>"]
+        ),
+        "<h3>Slowest models</h3>",
+        _table(
+            ["layer", "model", "seconds"],
+            [[n["layer"], n["unique_id"].split(".")[-1], n["seconds"]] for n in dbt.get("slowest_models") or []],
+            numeric_from=2,
+        ),
+    ]
+
+
 def render_html(report: Mapping, history: list[Mapping], calibration_svg: str | None = None) -> str:
     """The page for `report`, with trends over `history` (earlier nights' report.json) plus this night."""
     nights = sorted([h for h in history if h.get("ds") != report["ds"]] + [report], key=lambda n: n["ds"])
@@ -466,6 +532,7 @@ def render_html(report: Mapping, history: list[Mapping], calibration_svg: str | 
             "Seconds per task (this run)",
             _bar_plot([t["task_id"] for t in tasks], [t.get("seconds") or 0 for t in tasks], "seconds"),
         ),
+        *dbt_sections(report.get("dbt") or {}),
         "<h2>All model metrics</h2>",
         _table(["model", "key", "value"], all_metrics, numeric_from=2),
         "<h2>Validation</h2>",
@@ -521,6 +588,19 @@ def render_markdown(report: Mapping, campaign_lines: Sequence[str] = ()) -> str:
             for r in reconciliation
         ],
         "",
+        *(
+            [
+                "## dbt",
+                *[
+                    f"- {r['layer']}: {r['models']} models, {r['tests']} tests, {r['not_passed']} not passed, "
+                    f"{r['seconds']} s"
+                    for r in (report.get("dbt") or {}).get("layers") or []
+                ],
+                "",
+            ]
+            if (report.get("dbt") or {}).get("layers")
+            else []
+        ),
         "The full report with plots: `report.html`. Great Expectations Data Docs: `data_docs/marts/index.html`, "
         "`data_docs/outputs/index.html`.",
     ]
@@ -538,6 +618,7 @@ def build_report(
     history: list[Mapping] = (),
     audience_sizes: Mapping[str, int] | None = None,
     task_seconds: list[dict] = (),
+    dbt_layers: Sequence[Mapping] = (),
     notes: Sequence[str] = (),
     campaign_lift_path: Path | None = None,
 ) -> dict:
@@ -554,6 +635,7 @@ def build_report(
         "data_quality": {"reconciliation": reconciliation},
         "audience_sizes": dict(audience_sizes or {}),
         "task_seconds": list(task_seconds),
+        "dbt": dbt_summary(dbt_layers),
         "notes": list(notes),  # what was not delivered, skipped or derived, and why
     }
     out_dir.mkdir(parents=True, exist_ok=True)
