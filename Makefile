@@ -66,8 +66,10 @@ bench-pipeline: venv check-java
 	$(BIN)/python bench/pipeline_bench.py $(BENCH_PIPELINE_ARGS)
 
 # The dbt step of a night per Cosmos execution mode (local, local + partial-parse cache, watcher) and bare dbt.
+# BENCH_DBT_ARGS="--scheduler --variants layers local": night 2 through the scheduler instead (pm backfill).
+BENCH_DBT_ARGS ?=
 bench-dbt: venv check-java
-	$(BIN)/python bench/dbt_startup.py --scale 1
+	$(BIN)/python bench/dbt_startup.py --scale 1 $(BENCH_DBT_ARGS)
 
 # CTR model vs its ceiling and Spark LR vs scikit-learn at 2M impressions (run it alone; BENCH_CTR_ARGS resizes it).
 BENCH_CTR_ARGS ?= --impressions 2000000
