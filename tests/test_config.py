@@ -173,3 +173,23 @@ def test_the_spark_master_comes_from_the_spark_default_connection_unless_a_run_s
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": "nowhere"}))
     with pytest.raises(ConfigError, match="connection 'spark_default' gives the Spark master 'nowhere'"):
         run_config()
+
+
+def test_spark_driver_memory_auto_follows_the_nights_features(tmp_path):
+    """spark.driver_memory auto: 1 GB plus 16 bytes of heap per byte of the night's exported features, capped;
+    only that night's partitions count; a fixed size is kept as given."""
+    from precision_marketing.training.spark_submit import driver_memory
+
+    features = tmp_path / "features"
+    for table, night, size in (("ctr_train", "2026-11-22", 40 * 2**20), ("interactions", "2026-11-22", 24 * 2**20)):
+        (features / table / f"ds={night}").mkdir(parents=True)
+        (features / table / f"ds={night}" / "part.parquet").write_bytes(b"\0" * size)
+    (features / "ctr_train" / "ds=2026-11-21").mkdir()
+    (features / "ctr_train" / "ds=2026-11-21" / "old.parquet").write_bytes(b"\0" * 2**30)  # another night
+    args = ["--features-dir", str(features), "--ds", "2026-11-22", "--output-dir", "x"]
+    auto = {"driver_memory": "auto", "driver_memory_max": "8g"}
+    assert driver_memory(auto, args) == f"{1024 + 64 * 16}m"
+    assert driver_memory({**auto, "driver_memory_max": "1500m"}, args) == "1500m"
+    assert driver_memory(auto, ["--help"]) == "8192m"  # nothing to size from: the cap
+    assert driver_memory({**auto, "driver_memory": "3g"}, args) == "3g"
+    assert load_config()["spark"]["driver_memory"] == "auto"  # the default

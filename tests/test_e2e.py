@@ -41,7 +41,6 @@ def run(tmp_path_factory):
         "PM__WORK_DIR": str(state / "work"),
         "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
         "PM__SPARK__MASTER": "local[2]",
-        "PM__SPARK__DRIVER_MEMORY": "2g",
         "PM__SPARK__SHUFFLE_PARTITIONS": "4",
         "PM__ALS__TUNING__MAX_FITS": "3",
     }  # a small tuning budget keeps the test short
@@ -440,7 +439,6 @@ def rerun(run, forgotten):
         "PM__WORK_DIR": str(state / "work"),
         "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
         "PM__SPARK__MASTER": "local[2]",
-        "PM__SPARK__DRIVER_MEMORY": "2g",
         "PM__SPARK__SHUFFLE_PARTITIONS": "4",
         "PM__ALS__TUNING__MAX_FITS": "3",
     }  # a small tuning budget keeps the test short

@@ -93,7 +93,6 @@ def stack(tmp_path_factory, webhook, request):
             "PM__LAKE__LOCAL_ROOT": str(state / "lake"),
             "AIRFLOW_HOME": str(state / "airflow"),
             "AIRFLOW_CONN_SPARK_DEFAULT": cluster.connection(),
-            "PM__SPARK__DRIVER_MEMORY": "1g",
             "PM__SPARK__SHUFFLE_PARTITIONS": "2",
             "PM__ALS__MAX_ITER": "5",
             "PM__ALS__TUNING__MAX_FITS": "2",

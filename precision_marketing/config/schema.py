@@ -99,7 +99,8 @@ class Landing(Section):
 
 class Spark(Section):
     master: str = Field(pattern=r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://.+|yarn|k8s://.+|mesos://.+)$")
-    driver_memory: str = Field(pattern=r"^\d+[kmgtKMGT]?$")
+    driver_memory: str = Field(pattern=r"^(auto|\d+[kmgtKMGT]?)$")
+    driver_memory_max: str = Field(pattern=r"^\d+[kmgtKMGT]$")
     shuffle_partitions: int = Field(ge=1)
     conf: dict[str, str | int | float | bool]
     connection: str | None
