@@ -4,8 +4,8 @@ the graph names them, so a lineage backend joins the night end to end:
     raw landing files --check_raw--> dbt sources `landed.*` --dbt models (Cosmos)--> warehouse marts
     --export_features--> features/ --train_als, segment_users, train_ctr...--> models/ --publish--> lake marts/
 
-Cosmos reports each dbt model's task itself, from dbt's manifest (namespace `duckdb://<warehouse>`, name
-`<database>.<schema>.<relation>`); the warehouse datasets here are read from the same manifest. Files follow
+Cosmos reports each dbt task itself (a layer's: all its models), from dbt's manifest (namespace
+`duckdb://<warehouse>`, name `<database>.<schema>.<relation>`); the warehouse datasets here are read from the same manifest. Files follow
 OpenLineage's naming: namespace `file` and the absolute path, or `s3://<bucket>` and the key. A dataset is a table
 (its folder), not one night's partition, as catalogs show it.
 
