@@ -181,15 +181,17 @@ class TaskProgress:
 class Stopped(Exception):
     """pm was asked to stop (SIGTERM, SIGINT) and stopped the process it ran."""
 
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
+    def __init__(self, signum: int, killed: bool = False):
+        super().__init__(
+            signal.Signals(signum).name + (", then SIGKILL: it had not ended a minute later" if killed else "")
+        )
         self.signum = signum
 
 
 def run_with_log(command: list[str], env: dict, log_path: Path, verbose: bool, progress: TaskProgress | None) -> int:
     """Run command with its output in log_path (and on the terminal when verbose), polling progress.
 
-    SIGTERM or Ctrl-C stops the command too: the signal is forwarded to its process group (Airflow and the
+    SIGTERM or Ctrl-C stops the command too: SIGINT then SIGTERM go to its process group (Airflow and the
     dbt / Spark processes it started), pm waits for it to end, then raises Stopped."""
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -204,10 +206,13 @@ def run_with_log(command: list[str], env: dict, log_path: Path, verbose: bool, p
         def forward(signum, _frame):
             stop.setdefault("signum", signum)
             stop.setdefault("at", time.monotonic())
-            try:
-                os.killpg(process.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
-            except ProcessLookupError:
-                pass
+            # SIGINT ends `airflow dags test` at once (it carries on through a SIGTERM until the SIGKILL below, a
+            # minute later); SIGTERM then stops whatever ignores SIGINT (Spark, dbt, their workers)
+            for sent in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    os.killpg(process.pid, sent)
+                except ProcessLookupError:
+                    pass
 
         previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -220,13 +225,14 @@ def run_with_log(command: list[str], env: dict, log_path: Path, verbose: bool, p
                 if progress and not stop:
                     progress.poll()
                 time.sleep(1)
-                if stop and time.monotonic() - stop["at"] > 60:
+                if stop and time.monotonic() - stop["at"] > 60 and not stop.get("killed"):
                     os.killpg(process.pid, signal.SIGKILL)  # did not stop within a minute
+                    stop["killed"] = True
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     if stop:
-        raise Stopped(stop["signum"])
+        raise Stopped(stop["signum"], killed=stop.get("killed", False))
     if progress:
         progress.poll()
     return process.returncode
