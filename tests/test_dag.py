@@ -53,13 +53,13 @@ def test_dag_imports_without_errors(dagbag):
 
 def test_dag_has_the_steps_and_one_dbt_build_per_layer(dagbag):
     """dbt.execution_mode layers (the default): one `dbt build --selector <layer>` task per layer of
-    dbt_project/selectors.yml, in that order, every test with its models (indirect selection buildable)."""
+    dbt_project/selectors.yml, in that order (which test runs in which layer: tests/test_dbt_project.py)."""
     dag = dagbag.dags["nightly_marketing"]
     assert set(EXPECTED_STEPS) <= set(dag.task_ids)
     layers = [t for t in dag.tasks if t.task_id.startswith("dbt.")]
     assert [t.task_id for t in layers] == ["dbt.staging", "dbt.marts", "dbt.audit"]
     assert [t.selector for t in layers] == ["staging", "marts", "audit"]
-    assert all(t.indirect_selection == "buildable" and t.full_refresh == "{{ params.full_refresh }}" for t in layers)
+    assert all(t.full_refresh == "{{ params.full_refresh }}" for t in layers)
     assert dag.get_task("dbt.marts").upstream_task_ids == {"dbt.staging"}
     assert dag.get_task("export_features").upstream_task_ids == {"dbt.audit"}
 

@@ -178,7 +178,7 @@ def warehouse(tmp_path_factory):
     raw_dir = write_raw_zone(work / "raw")
     dbt_vars = run_vars(raw_dir)
     for layer in dbt_layers(PROJECT_DIR):  # as the night builds it: one `dbt build` per layer, in order
-        run_dbt("build", work, "--selector", layer, "--indirect-selection", "buildable", "--vars", dbt_vars)
+        run_dbt("build", work, "--selector", layer, "--vars", dbt_vars)
     return work
 
 

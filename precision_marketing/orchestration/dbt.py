@@ -105,10 +105,9 @@ def dbt_group(group_id: str = "dbt"):
                     task_id=layer,
                     project_dir=str(project),
                     profile_config=_profile_config(config),
+                    # its tests come with it by the selector's own indirect selection (selectors.yml: a YAML
+                    # selector ignores --indirect-selection)
                     selector=layer,
-                    # a test runs in the first layer where every model it reads is built (a relationship test
-                    # between a staging model and a mart runs with the marts)
-                    indirect_selection="buildable",
                     invocation_mode=_invocation_mode(),
                     dbt_executable_path=str(dbt_executable()),
                     emit_datasets=False,  # only the published tables are Assets
