@@ -192,8 +192,8 @@ HEAP_FLOOR_MB = 1024
 
 
 def _mb(size: str) -> int:
-    units = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
-    return round(int(size[:-1]) * units[size[-1].lower()]) if size[-1].isalpha() else int(size) // 2**20
+    """A JVM size with its unit (spark.driver_memory_max requires one) in MiB."""
+    return round(int(size[:-1]) * {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}[size[-1].lower()])
 
 
 def feature_bytes(job_args: Sequence[str]) -> int | None:
