@@ -94,9 +94,11 @@ def dbt_group(group_id: str = "dbt"):
     if config["dbt"]["execution_mode"] != "layers":
         return cosmos_model_group(group_id)
     from airflow.sdk import TaskGroup
+    from cosmos.constants import InvocationMode
     from cosmos.operators.local import DbtBuildLocalOperator
 
     project = Path(config["dbt"]["project_dir"])
+    profile = _profile_config(config)
     tasks = []
     with TaskGroup(group_id=group_id, tooltip="dbt build, one task per layer (dbt_project/selectors.yml)") as group:
         for layer in dbt_layers(project):
@@ -104,11 +106,11 @@ def dbt_group(group_id: str = "dbt"):
                 DbtBuildLocalOperator(
                     task_id=layer,
                     project_dir=str(project),
-                    profile_config=_profile_config(config),
+                    profile_config=profile,
                     # its tests come with it by the selector's own indirect selection (selectors.yml: a YAML
                     # selector ignores --indirect-selection)
                     selector=layer,
-                    invocation_mode=_invocation_mode(),
+                    invocation_mode=InvocationMode.DBT_RUNNER,
                     dbt_executable_path=str(dbt_executable()),
                     emit_datasets=False,  # only the published tables are Assets
                     callback=record_dbt_results,
@@ -119,12 +121,6 @@ def dbt_group(group_id: str = "dbt"):
         for upstream, downstream in zip(tasks, tasks[1:], strict=False):
             upstream >> downstream
     return group
-
-
-def _invocation_mode():
-    from cosmos.constants import InvocationMode
-
-    return InvocationMode.DBT_RUNNER
 
 
 def record_dbt_results(project_dir: str, *, layer: str, context) -> None:
@@ -168,7 +164,7 @@ def cosmos_model_group(group_id: str = "dbt"):
     `dbt_producer_watcher`, and per model a task that reports how that model and its tests ended in that build (a
     failed model fails its own task, naming it; the models after it are not run)."""
     from cosmos import DbtTaskGroup, ExecutionConfig, LoadMode, ProjectConfig, RenderConfig
-    from cosmos.constants import ExecutionMode, TestBehavior, TestIndirectSelection
+    from cosmos.constants import ExecutionMode, InvocationMode, TestBehavior, TestIndirectSelection
 
     config = load_config()
     project = Path(config["dbt"]["project_dir"])
@@ -189,7 +185,7 @@ def cosmos_model_group(group_id: str = "dbt"):
         profile_config=_profile_config(config),
         execution_config=ExecutionConfig(
             execution_mode=ExecutionMode.WATCHER if watcher else ExecutionMode.LOCAL,
-            invocation_mode=_invocation_mode(),
+            invocation_mode=InvocationMode.DBT_RUNNER,
             # a model's task runs the tests whose other parents are its ancestors
             # (already built); a relationship test runs with its child model
             test_indirect_selection=TestIndirectSelection.BUILDABLE,

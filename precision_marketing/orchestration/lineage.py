@@ -5,9 +5,9 @@ the graph names them, so a lineage backend joins the night end to end:
     --export_features--> features/ --train_als, segment_users, train_ctr...--> models/ --publish--> lake marts/
 
 Cosmos reports each dbt task itself (a layer's: all its models), from dbt's manifest (namespace
-`duckdb://<warehouse>`, name `<database>.<schema>.<relation>`); the warehouse datasets here are read from the same manifest. Files follow
-OpenLineage's naming: namespace `file` and the absolute path, or `s3://<bucket>` and the key. A dataset is a table
-(its folder), not one night's partition, as catalogs show it.
+`duckdb://<warehouse>`, name `<database>.<schema>.<relation>`); the warehouse datasets here are read from the same
+manifest. Files follow OpenLineage's naming: namespace `file` and the absolute path, or `s3://<bucket>` and the
+key. A dataset is a table (its folder), not one night's partition, as catalogs show it.
 
 The provider's listener calls OperatorLineage.get_openlineage_facets_on_complete (operators.py) after a step
 succeeds; with no transport configured nothing is emitted (orchestration/environment.py sets a file one)."""

@@ -67,8 +67,8 @@ def _metric(report: Mapping, model: str, key: str):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def timing_records(directory: Path, run_id: str) -> list[dict]:
-    """The task timing records one run left in the work dir (a rerun of the same ds overwrites them)."""
+def run_records(directory: Path, run_id: str) -> list[dict]:
+    """The JSON records one run left in a folder of the work dir (a rerun of the same ds overwrites them)."""
     records = []
     for path in sorted(Path(directory).glob("*.json")):
         try:
@@ -77,17 +77,17 @@ def timing_records(directory: Path, run_id: str) -> list[dict]:
             continue  # a record being written right now
         if record.get("run_id") == run_id:
             records.append(record)
-    return sorted(records, key=lambda r: r.get("start") or "")
+    return records
+
+
+def timing_records(directory: Path, run_id: str) -> list[dict]:
+    """The task timing records of one run, in start order."""
+    return sorted(run_records(directory, run_id), key=lambda r: r.get("start") or "")
 
 
 def dbt_layer_results(directory: Path, run_id: str) -> list[dict]:
     """What each dbt layer's build did in one run (records of dbt.execution_mode layers), in build order."""
-    layers = []
-    for path in Path(directory).glob("*.json"):
-        record = json.loads(path.read_text())
-        if record.get("run_id") == run_id:
-            layers.append(record)
-    return sorted(layers, key=lambda r: r["finished_at"])
+    return sorted(run_records(directory, run_id), key=lambda r: r["finished_at"])
 
 
 def dbt_summary(layers: Sequence[Mapping]) -> dict:
@@ -95,21 +95,20 @@ def dbt_summary(layers: Sequence[Mapping]) -> dict:
     summary = {"layers": [], "not_passed": [], "slowest_models": []}
     models = []
     for layer in layers:
-        nodes = layer["nodes"]
-        is_model = [n["unique_id"].startswith("model.") for n in nodes]
+        nodes = [{"layer": layer["layer"], **n} for n in layer["nodes"]]
+        layer_models = [n for n in nodes if n["unique_id"].startswith("model.")]
+        not_passed = [n for n in nodes if n["status"] not in ("success", "pass")]
         summary["layers"].append(
             {
                 "layer": layer["layer"],
-                "models": sum(is_model),
-                "tests": len(nodes) - sum(is_model),
-                "not_passed": sum(n["status"] not in ("success", "pass") for n in nodes),
+                "models": len(layer_models),
+                "tests": len(nodes) - len(layer_models),
+                "not_passed": len(not_passed),
                 "seconds": round(layer.get("seconds") or 0.0, 1),
             }
         )
-        summary["not_passed"] += [
-            {"layer": layer["layer"], **n} for n in nodes if n["status"] not in ("success", "pass")
-        ]
-        models += [{"layer": layer["layer"], **n} for n, model in zip(nodes, is_model, strict=True) if model]
+        summary["not_passed"] += not_passed
+        models += layer_models
     summary["slowest_models"] = sorted(models, key=lambda n: -n["seconds"])[:10]
     return summary
 
@@ -552,6 +551,7 @@ def render_markdown(report: Mapping, campaign_lines: Sequence[str] = ()) -> str:
     als, ctr, seg = metrics.get("als") or {}, metrics.get("ctr") or {}, metrics.get("segments") or {}
     reconciliation = (report.get("data_quality") or {}).get("reconciliation") or []
     notes = report.get("notes") or []
+    dbt_layers = (report.get("dbt") or {}).get("layers") or []
     lines = [
         f"# Nightly run report — ds {report['ds']}",
         f"run id: `{report.get('run_id')}`",
@@ -594,11 +594,11 @@ def render_markdown(report: Mapping, campaign_lines: Sequence[str] = ()) -> str:
                 *[
                     f"- {r['layer']}: {r['models']} models, {r['tests']} tests, {r['not_passed']} not passed, "
                     f"{r['seconds']} s"
-                    for r in (report.get("dbt") or {}).get("layers") or []
+                    for r in dbt_layers
                 ],
                 "",
             ]
-            if (report.get("dbt") or {}).get("layers")
+            if dbt_layers
             else []
         ),
         "The full report with plots: `report.html`. Great Expectations Data Docs: `data_docs/marts/index.html`, "
