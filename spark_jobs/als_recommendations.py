@@ -59,6 +59,7 @@ from spark_jobs import recommender as rec  # noqa: E402
 from spark_jobs.common import (  # noqa: E402
     add_settings_arguments,
     check_columns,
+    choose_job_engine,
     feature_table_path,
     get_spark,
     iso_date,
@@ -233,13 +234,14 @@ def log(message: str) -> None:
 # ------------------------------------------------------------------------------------------------ engines
 def choose_engine(requested: str, n_rows: int, master: str, config: RecConfig) -> tuple[str, str]:
     """(engine, why): implicit in this process when the interactions fit the driver and Spark runs locally."""
-    if requested != "auto":
-        return requested, f"--engine {requested}"
-    if not master.startswith("local"):
-        return "mllib", f"the run targets a cluster ({master})"
-    if n_rows > config.inprocess_max_rows:
-        return "mllib", f"{n_rows:,} interaction rows > inprocess_max_rows {config.inprocess_max_rows:,}"
-    return "implicit", f"{n_rows:,} interaction rows fit the driver (inprocess_max_rows {config.inprocess_max_rows:,})"
+    return choose_job_engine(
+        requested,
+        inprocess="implicit",
+        n_rows=n_rows,
+        max_rows=config.inprocess_max_rows,
+        master=master,
+        rows="interaction rows",
+    )
 
 
 def fit_mllib_als(spark: SparkSession, pairs: DataFrame, params: Mapping, config: RecConfig):

@@ -9,8 +9,10 @@ Reliability of scores `p` against 0/1 labels `y` on n rows:
 
 Calibrators map a raw score to a probability, fitted on rows the evaluation does not use:
   platt     sigmoid(a * logit(p) + b), (a, b) by logistic regression on logit(p)
-  isotonic  a monotone step function of p (Spark MLlib IsotonicRegression)
-Both are applied with Spark expressions/models only (no Python UDFs).
+  isotonic  a monotone step function of p, linear between its steps (Spark MLlib / scikit-learn
+            IsotonicRegression)
+Each comes twice, for the CTR job's two engines: on Spark DataFrames (expressions and MLlib models, no Python
+UDFs) and on numpy arrays (`*_arrays`, the in-process engine), with the same formulas and the same edges.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 from pyspark.ml.classification import LogisticRegression
 from pyspark.ml.feature import Bucketizer, VectorAssembler
 from pyspark.ml.regression import IsotonicRegression, IsotonicRegressionModel
@@ -86,7 +89,8 @@ class Calibrator:
 
     method: str
     platt: tuple[float, float] | None = None  # (a, b)
-    isotonic: IsotonicRegressionModel | None = None
+    isotonic: IsotonicRegressionModel | None = None  # Spark's model (fit_calibrator)
+    steps: tuple[np.ndarray, np.ndarray] | None = None  # isotonic (boundaries, values) (fit_calibrator_arrays)
 
     def apply(self, frame: DataFrame, *, p_col: str) -> DataFrame:
         if self.method == "none":
@@ -102,8 +106,19 @@ class Calibrator:
         if self.method == "platt":
             return {"method": "platt", "a": self.platt[0], "b": self.platt[1]}
         if self.method == "isotonic":
-            return {"method": "isotonic", "steps": len(self.isotonic.boundaries)}
+            steps = len(self.steps[0]) if self.steps is not None else len(self.isotonic.boundaries)
+            return {"method": "isotonic", "steps": steps}
         return {"method": "none"}
+
+    def apply_arrays(self, p: np.ndarray) -> np.ndarray:
+        """The calibrated probabilities of scores `p` (a calibrator from fit_calibrator_arrays)."""
+        if self.method == "none":
+            return p
+        if self.method == "platt":
+            a, b = self.platt
+            return 1 / (1 + np.exp(-(a * _logit_array(p) + b)))
+        boundaries, values = self.steps
+        return np.interp(p, boundaries, values)  # Spark's rule: linear between steps, constant beyond the ends
 
 
 def fit_calibrator(frame: DataFrame, method: str, *, p_col: str, label_col: str) -> Calibrator:
@@ -123,3 +138,46 @@ def fit_calibrator(frame: DataFrame, method: str, *, p_col: str, label_col: str)
         return Calibrator("platt", platt=(float(model.coefficients[0]), float(model.intercept)))
     model = IsotonicRegression(featuresCol=p_col, labelCol="_y", isotonic=True).fit(data)
     return Calibrator("isotonic", isotonic=model)
+
+
+# ------------------------------------------------------------------------------------- numpy (in-process)
+def _logit_array(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, LOGIT_EPSILON, 1 - LOGIT_EPSILON)
+    return np.log(p / (1 - p))
+
+
+def reliability_arrays(p: np.ndarray, y: np.ndarray, *, n_bins: int = 10) -> dict:
+    """reliability() on arrays: the same bins [edge_i, edge_i+1), with exact quantiles taken from the data
+    (Spark's approxQuantile returns data values too, within its relative error)."""
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if not len(p):
+        return {"brier": None, "ece": None, "curve": []}
+    quantiles = [i / n_bins for i in range(1, n_bins)]
+    edges = sorted(set(np.quantile(p, quantiles, method="inverted_cdf").tolist())) if n_bins > 1 else []
+    bins = np.searchsorted(np.asarray(edges), p, side="right")
+    n = np.bincount(bins, minlength=len(edges) + 1)
+    sum_p = np.bincount(bins, weights=p, minlength=len(edges) + 1)
+    sum_y = np.bincount(bins, weights=y, minlength=len(edges) + 1)
+    curve = [
+        {"bin": int(b), "n": int(n[b]), "mean_p": float(sum_p[b] / n[b]), "rate": float(sum_y[b] / n[b])}
+        for b in np.flatnonzero(n)
+    ]
+    return {"brier": float(np.mean((p - y) ** 2)), "ece": expected_calibration_error(curve), "curve": curve}
+
+
+def fit_calibrator_arrays(p: np.ndarray, y: np.ndarray, method: str) -> Calibrator:
+    """fit_calibrator on arrays, with scikit-learn: Platt's (a, b) by unpenalised logistic regression on
+    logit(p), isotonic by IsotonicRegression (increasing, constant beyond the fitted range)."""
+    from sklearn.isotonic import IsotonicRegression as SklearnIsotonic
+    from sklearn.linear_model import LogisticRegression as SklearnLogistic
+
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    if method == "none":
+        return Calibrator("none")
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if method == "platt":
+        model = SklearnLogistic(C=np.inf, max_iter=100).fit(_logit_array(p).reshape(-1, 1), y)
+        return Calibrator("platt", platt=(float(model.coef_[0, 0]), float(model.intercept_[0])))
+    model = SklearnIsotonic(increasing=True, out_of_bounds="clip").fit(p, y)
+    return Calibrator("isotonic", steps=(model.X_thresholds_.copy(), model.y_thresholds_.copy()))

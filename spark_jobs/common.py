@@ -106,6 +106,20 @@ def get_spark(app_name: str) -> SparkSession:
     return spark
 
 
+def choose_job_engine(
+    requested: str, *, inprocess: str, n_rows: int, max_rows: int, master: str, rows: str
+) -> tuple[str, str]:
+    """(engine, why) for a job with an in-process engine and Spark MLlib: `auto` runs in this process when the
+    job's `rows` fit the driver (n_rows <= max_rows) and the master is local, MLlib beyond that or on a cluster."""
+    if requested != "auto":
+        return requested, f"engine {requested} configured"
+    if not master.startswith("local"):
+        return "mllib", f"the run targets a cluster ({master})"
+    if n_rows > max_rows:
+        return "mllib", f"{n_rows:,} {rows} > inprocess_max_rows {max_rows:,}"
+    return inprocess, f"{n_rows:,} {rows} fit the driver (inprocess_max_rows {max_rows:,})"
+
+
 def ship_package(spark: SparkSession) -> str:
     """Make `spark_jobs` importable by the executors' Python workers (mapInPandas code lives here), on
     local[*] and on a cluster alike, without --py-files: a zip of the package, named by its content so a

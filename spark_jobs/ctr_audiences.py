@@ -55,6 +55,7 @@ from pyspark.ml.feature import (  # noqa: E402
 from pyspark.ml.functions import vector_to_array  # noqa: E402
 from pyspark.sql import DataFrame, SparkSession, Window  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
+from pyspark.sql.types import DoubleType, StructField, StructType  # noqa: E402
 
 from spark_jobs.audience_rules import (  # noqa: E402
     CONTROL,
@@ -68,6 +69,7 @@ from spark_jobs.calibration import CALIBRATION_METHODS, Calibrator, fit_calibrat
 from spark_jobs.common import (  # noqa: E402
     add_settings_arguments,
     check_columns,
+    choose_job_engine,
     feature_table_path,
     finite_or_none,
     get_spark,
@@ -127,6 +129,7 @@ SCORE_COLS = (USER_COL, CAMPAIGN_COL, "placement", "channel", "target_category",
 # per-campaign activation settings: CLI defaults, overridable per campaign_id (--campaign-overrides)
 CAMPAIGN_SETTINGS = {"control_share": float, "value_per_click": float, "priority": int, "send_hour": int}
 LOG_LOSS_EPSILON = 1e-15
+CTR_ENGINES = ("auto", "sklearn", "mllib")
 
 
 CAMPAIGN_SPARK_SETTINGS = ("control_share", "value_per_click", "priority", "send_hour")  # per-campaign, used here
@@ -144,6 +147,8 @@ class CtrConfig:
     calibration_days: int  # last days before the holdout: calibrator fit and reg_param choice
     calibration: str  # auto (lowest holdout Brier score) | none | platt | isotonic
     seed: int  # LBFGS logistic regression is deterministic; kept for a stable CLI and recorded
+    engine: str = "auto"  # auto | sklearn | mllib (common.choose_job_engine)
+    inprocess_max_rows: int = 5_000_000  # ctr_train + ctr_score rows the driver holds for the sklearn engine
 
     @classmethod
     def from_settings(cls, ctr: Mapping, **changes) -> CtrConfig:
@@ -158,6 +163,8 @@ class CtrConfig:
                 calibration_days=int(ctr["calibration_days"]),
                 calibration=ctr["calibration"],
                 seed=int(ctr["seed"]),
+                engine=ctr["engine"],
+                inprocess_max_rows=int(ctr["inprocess_max_rows"]),
             ),
             **changes,
         )
@@ -167,6 +174,8 @@ class CtrConfig:
             raise ValueError(f"ctr.reg_param must be one or more non-negative numbers, got {list(config.reg_params)}")
         if config.calibration not in ("auto", *CALIBRATION_METHODS):
             raise ValueError(f"ctr.calibration must be one of auto, {', '.join(CALIBRATION_METHODS)}")
+        if config.engine not in CTR_ENGINES:
+            raise ValueError(f"ctr.engine must be one of {', '.join(CTR_ENGINES)}, got {config.engine!r}")
         return config
 
     @classmethod
@@ -389,53 +398,92 @@ def label_counts(frame: DataFrame) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+class MllibEngine:
+    """The engine protocol the decisions below are written against, on Spark DataFrames and MLlib models.
+    ctr_inprocess.InProcessEngine is the same protocol on one pandas copy in the driver (scikit-learn)."""
+
+    name = "mllib"
+
+    def window(self, frame: DataFrame, *, after: dt.date | None = None, upto: dt.date | None = None) -> DataFrame:
+        """Rows with after < impression_date <= upto."""
+        if after is not None:
+            frame = frame.filter(F.col(DATE_COL) > F.lit(after))
+        if upto is not None:
+            frame = frame.filter(F.col(DATE_COL) <= F.lit(upto))
+        return frame
+
+    def keep(self, frame: DataFrame) -> DataFrame:
+        return frame.cache()
+
+    def release(self, frame: DataFrame) -> None:
+        frame.unpersist()
+
+    def label_counts(self, frame: DataFrame) -> tuple[int, int]:
+        return label_counts(frame)
+
+    def fit(self, frame: DataFrame, config: CtrConfig, reg_param: float) -> PipelineModel:
+        return fit_ctr_model(frame, config, reg_param)
+
+    def predict(self, model: PipelineModel, frame: DataFrame) -> DataFrame:
+        return predict_p_click(model, frame)
+
+    def auc(self, frame: DataFrame, *, score_col: str) -> float:
+        return area_under_roc(frame, score_col=score_col)
+
+    def log_loss(self, frame: DataFrame) -> float | None:
+        return log_loss(frame)
+
+    def placement_baseline(self, train: DataFrame, test: DataFrame, *, score_col: str) -> DataFrame:
+        return placement_ctr_baseline(train, test, score_col=score_col)
+
+    def fit_calibrator(self, frame: DataFrame, method: str) -> Calibrator:
+        return fit_calibrator(frame, method, p_col=P_CLICK_COL, label_col=CLICK_COL)
+
+    def calibrate(self, calibrator: Calibrator, frame: DataFrame) -> DataFrame:
+        return calibrator.apply(frame, p_col=P_CLICK_COL)
+
+    def reliability(self, frame: DataFrame) -> dict:
+        return reliability(frame, p_col=P_CLICK_COL, label_col=CLICK_COL)
+
+
 def _both_classes(counts: tuple[int, int]) -> bool:
     rows, clicks = counts
     return 0 < clicks < rows
 
 
-def day_splits(ctr_train: DataFrame, *, end: dt.date, calibration_days: int) -> tuple[DataFrame, DataFrame]:
-    """(days <= end - calibration_days, the calibration_days days up to end)."""
-    cal_cutoff = end - dt.timedelta(days=calibration_days)
-    fit = ctr_train.filter(F.col(DATE_COL) <= F.lit(cal_cutoff))
-    cal = ctr_train.filter((F.col(DATE_COL) > F.lit(cal_cutoff)) & (F.col(DATE_COL) <= F.lit(end)))
-    return fit, cal
-
-
-def fit_with_calibration(ctr_train: DataFrame, config: CtrConfig, *, end: dt.date, reg_params, methods) -> dict:
+def fit_with_calibration(ctr_train, config: CtrConfig, engine, *, end: dt.date, reg_params, methods) -> dict:
     """Fit one model per reg_param on the days up to end - calibration_days, keep the one with the best AUC on
     the calibration days, and fit the calibrators `methods` on its scores there. Without usable calibration
     days (none configured, or no clicks / no non-clicks in them): the first reg_param on every day up to end."""
-    fit, cal = day_splits(ctr_train, end=end, calibration_days=config.calibration_days)
-    fit, cal = fit.cache(), cal.cache()
+    cal_cutoff = end - dt.timedelta(days=config.calibration_days)
+    fit = engine.keep(engine.window(ctr_train, upto=cal_cutoff))
+    cal = engine.keep(engine.window(ctr_train, after=cal_cutoff, upto=end))
     result = {"reg_param": reg_params[0], "reg_param_auc": {}, "calibrators": {"none": Calibrator("none")}}
-    if config.calibration_days > 0 and _both_classes(label_counts(fit)) and _both_classes(label_counts(cal)):
+    counts = engine.label_counts(fit), engine.label_counts(cal)
+    if config.calibration_days > 0 and all(_both_classes(c) for c in counts):
         best = None
         for reg in reg_params:
-            model = fit_ctr_model(fit, config, reg)
-            scored_cal = predict_p_click(model, cal).cache()
-            auc = area_under_roc(scored_cal, score_col=P_CLICK_COL)
+            model = engine.fit(fit, config, reg)
+            scored_cal = engine.keep(engine.predict(model, cal))
+            auc = engine.auc(scored_cal, score_col=P_CLICK_COL)
             result["reg_param_auc"][str(reg)] = auc
             if best is None or auc > best[0]:
                 if best is not None:
-                    best[2].unpersist()
+                    engine.release(best[2])
                 best = (auc, reg, scored_cal, model)
             else:
-                scored_cal.unpersist()
+                engine.release(scored_cal)
         _, result["reg_param"], scored_cal, result["model"] = best
         for method in methods:
             if method != "none":
-                result["calibrators"][method] = fit_calibrator(
-                    scored_cal, method, p_col=P_CLICK_COL, label_col=CLICK_COL
-                )
+                result["calibrators"][method] = engine.fit_calibrator(scored_cal, method)
         result["calibration_from"] = (end - dt.timedelta(days=config.calibration_days - 1)).isoformat()
-        scored_cal.unpersist()
+        engine.release(scored_cal)
     else:
-        everything = ctr_train.filter(F.col(DATE_COL) <= F.lit(end))
-        result["model"] = fit_ctr_model(everything, config, reg_params[0])
+        result["model"] = engine.fit(engine.window(ctr_train, upto=end), config, reg_params[0])
         result["note"] = "no calibration: the calibration days need clicks and non-clicks (and calibration_days > 0)"
-    fit.unpersist()
-    cal.unpersist()
+    engine.release(fit)
+    engine.release(cal)
     return result
 
 
@@ -443,15 +491,17 @@ def calibration_methods(config: CtrConfig) -> tuple[str, ...]:
     return CALIBRATION_METHODS if config.calibration == "auto" else tuple(dict.fromkeys(("none", config.calibration)))
 
 
-def evaluate_holdout(ctr_train: DataFrame, config: CtrConfig, *, ds: dt.date) -> dict:
+def evaluate_holdout(ctr_train, config: CtrConfig, *, ds: dt.date, engine=None) -> dict:
     """On the last holdout_days: AUC / log loss of the model fit on the earlier days (reg_param chosen and
     calibrators fit on the calibration days just before the holdout) vs the placement-CTR baseline, and the
     reliability (Brier, ECE, curve) of the raw and each calibrated score. Under `auto` the calibration with the
-    lowest holdout Brier score is chosen (`calibration.method`); the nightly model uses it."""
+    lowest holdout Brier score is chosen (`calibration.method`); the nightly model uses it.
+    engine: MllibEngine (default) on a Spark DataFrame, or ctr_inprocess.InProcessEngine on a pandas frame."""
+    engine = engine or MllibEngine()
     cutoff = ds - dt.timedelta(days=config.holdout_days)
-    train = ctr_train.filter(F.col(DATE_COL) <= F.lit(cutoff)).cache()
-    test = ctr_train.filter(F.col(DATE_COL) > F.lit(cutoff)).cache()
-    (n_train, train_clicks), (n_test, test_clicks) = label_counts(train), label_counts(test)
+    train = engine.keep(engine.window(ctr_train, upto=cutoff))
+    test = engine.keep(engine.window(ctr_train, after=cutoff))
+    (n_train, train_clicks), (n_test, test_clicks) = engine.label_counts(train), engine.label_counts(test)
     metrics = {
         "holdout_cutoff": cutoff.isoformat(),
         "n_train": n_train,
@@ -474,21 +524,23 @@ def evaluate_holdout(ctr_train: DataFrame, config: CtrConfig, *, ds: dt.date) ->
         )
     else:
         fitted = fit_with_calibration(
-            train, config, end=cutoff, reg_params=config.reg_params, methods=calibration_methods(config)
+            train, config, engine, end=cutoff, reg_params=config.reg_params, methods=calibration_methods(config)
         )
-        scored = predict_p_click(fitted["model"], test).cache()
-        metrics["auc"] = area_under_roc(scored, score_col=P_CLICK_COL)
-        metrics["log_loss"] = log_loss(scored)
-        metrics["baseline_auc"] = area_under_roc(placement_ctr_baseline(train, test), score_col="baseline_score")
+        scored = engine.keep(engine.predict(fitted["model"], test))
+        metrics["auc"] = engine.auc(scored, score_col=P_CLICK_COL)
+        metrics["log_loss"] = engine.log_loss(scored)
+        metrics["baseline_auc"] = engine.auc(
+            engine.placement_baseline(train, test, score_col="baseline_score"), score_col="baseline_score"
+        )
         metrics["reg_param"] = fitted["reg_param"]
         metrics["reg_param_auc"] = fitted["reg_param_auc"]
         candidates = {}
         for method, calibrator in fitted["calibrators"].items():
-            calibrated = calibrator.apply(scored, p_col=P_CLICK_COL)
+            calibrated = engine.calibrate(calibrator, scored)
             candidates[method] = {
-                **reliability(calibrated, p_col=P_CLICK_COL, label_col=CLICK_COL),
-                "log_loss": log_loss(calibrated),
-                "auc": area_under_roc(calibrated, score_col=P_CLICK_COL),
+                **engine.reliability(calibrated),
+                "log_loss": engine.log_loss(calibrated),
+                "auc": engine.auc(calibrated, score_col=P_CLICK_COL),
                 **calibrator.describe(),
             }
         chosen = (
@@ -506,24 +558,24 @@ def evaluate_holdout(ctr_train: DataFrame, config: CtrConfig, *, ds: dt.date) ->
         }
         metrics["brier"], metrics["ece"] = candidates[chosen]["brier"], candidates[chosen]["ece"]
         metrics["note"] = fitted.get("note")
-        scored.unpersist()
-    train.unpersist()
-    test.unpersist()
+        engine.release(scored)
+    engine.release(train)
+    engine.release(test)
     return metrics
 
 
-def fit_nightly_model(
-    ctr_train: DataFrame, config: CtrConfig, *, ds: dt.date, reg_param: float, calibration: str
-) -> tuple[PipelineModel, Calibrator, str | None]:
-    """The model that scores tonight, mirroring the evaluation shifted to ds: with a calibration, the model is
-    fit on the days up to ds - calibration_days and the calibrator on the last calibration_days; without one,
-    on the whole window."""
+def fit_nightly_model(ctr_train, config: CtrConfig, engine, *, ds: dt.date, reg_param: float, calibration: str):
+    """(model, calibrator, note): the model that scores tonight, mirroring the evaluation shifted to ds: with a
+    calibration, the model is fit on the days up to ds - calibration_days and the calibrator on the last
+    calibration_days; without one, on the whole window."""
     if calibration != "none":
-        fitted = fit_with_calibration(ctr_train, config, end=ds, reg_params=(reg_param,), methods=("none", calibration))
+        fitted = fit_with_calibration(
+            ctr_train, config, engine, end=ds, reg_params=(reg_param,), methods=("none", calibration)
+        )
         if calibration in fitted["calibrators"]:
             return fitted["model"], fitted["calibrators"][calibration], None
         return fitted["model"], Calibrator("none"), fitted.get("note")
-    return fit_ctr_model(ctr_train, config, reg_param), Calibrator("none"), None
+    return engine.fit(ctr_train, config, reg_param), Calibrator("none"), None
 
 
 # ------------------------------------------------------------------------------------------------- job
@@ -612,13 +664,48 @@ def audience_summary(audiences: DataFrame, scored: DataFrame, campaign_settings:
     }
 
 
+def log(message: str) -> None:
+    """One progress line for the task log (the job's stdout)."""
+    print(f"[ctr {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def score_tonight(spark: SparkSession, engine, model, calibrator: Calibrator, to_score: DataFrame) -> DataFrame:
+    """to_score with p_click (calibrated), without the hour column; the in-process engine scores one pandas copy
+    and hands the rows back to Spark for the audiences."""
+    if engine.name == "mllib":
+        return calibrator.apply(predict_p_click(model, to_score), p_col=P_CLICK_COL).drop(HOUR_COL)
+    local = engine.calibrate(calibrator, engine.predict(model, to_score.toPandas())).drop(columns=[HOUR_COL])
+    schema = StructType(
+        [f for f in to_score.schema.fields if f.name != HOUR_COL] + [StructField(P_CLICK_COL, DoubleType())]
+    )
+    return spark.createDataFrame(local[schema.fieldNames()], schema)
+
+
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     config, activation = args.settings, args.activation
+    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")  # the in-process engine's copies
     ctr_train, ctr_score, campaigns, segments = read_inputs(spark, args)
     campaign_settings = resolve_campaign_settings(spark, campaigns, activation).cache()
-
-    metrics = evaluate_holdout(ctr_train, config, ds=args.ds)
     n_window, window_clicks = label_counts(ctr_train)
+    engine_name, why = choose_job_engine(
+        config.engine,
+        inprocess="sklearn",
+        n_rows=n_window + ctr_score.count(),
+        max_rows=config.inprocess_max_rows,
+        master=spark.sparkContext.master,
+        rows="ctr_train + ctr_score rows",
+    )
+    log(f"engine {engine_name}: {why}")
+    if engine_name == "sklearn":
+        from spark_jobs.ctr_inprocess import InProcessEngine  # it reads this module's names
+
+        engine, train_rows = InProcessEngine(), ctr_train.select(*TRAIN_COLS).toPandas()
+    else:
+        engine, train_rows = MllibEngine(), ctr_train
+
+    started = time.perf_counter()
+    metrics = evaluate_holdout(train_rows, config, ds=args.ds, engine=engine)
+    evaluate_seconds = time.perf_counter() - started
     if window_clicks in (0, n_window):
         raise SystemExit(
             f"input table 'ctr_train' at {feature_table_path(args.features_dir, 'ctr_train', args.ds)} "
@@ -626,27 +713,36 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         )
     started = time.perf_counter()
     model, calibrator, note = fit_nightly_model(
-        ctr_train, config, ds=args.ds, reg_param=metrics["reg_param"], calibration=metrics["calibration"]["method"]
+        train_rows,
+        config,
+        engine,
+        ds=args.ds,
+        reg_param=metrics["reg_param"],
+        calibration=metrics["calibration"]["method"],
     )
     train_seconds = time.perf_counter() - started
+    log(f"holdout evaluation {evaluate_seconds:.1f} s, tonight's model {train_seconds:.1f} s")
 
     # tomorrow's messages go out at the campaign's send hour
     to_score = ctr_score.join(
         F.broadcast(campaign_settings.select(CAMPAIGN_COL, F.col("send_hour").alias(HOUR_COL))), CAMPAIGN_COL, "inner"
     )
-    scored = calibrator.apply(predict_p_click(model, to_score), p_col=P_CLICK_COL).drop(HOUR_COL).cache()
+    scored = score_tonight(spark, engine, model, calibrator, to_score).cache()
     audiences = build_audiences(scored, campaign_settings, segments, activation)
     output_path = f"{str(args.output_dir).rstrip('/')}/audiences"
     audiences.write.mode("overwrite").parquet(output_path)
     written = spark.read.parquet(output_path)
     metrics.update(
         ds=args.ds.isoformat(),
+        engine=engine_name,
+        engine_reason=why,
         n_window_impressions=n_window,
         n_scored=scored.count(),
         n_audience_rows=written.count(),
         n_campaigns=written.select(CAMPAIGN_COL).distinct().count(),
         campaigns=audience_summary(written, scored, campaign_settings),
         applied_calibration=calibrator.describe(),
+        evaluate_seconds=evaluate_seconds,
         train_seconds=train_seconds,
         params={**dataclasses.asdict(config), **dataclasses.asdict(activation)},
         audiences_path=output_path,

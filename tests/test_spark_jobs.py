@@ -134,6 +134,7 @@ def ctr_run(spark, ctr_features, tmp_path_factory):
 
 def test_ctr_model_beats_placement_baseline(ctr_run):
     metrics, _, output_dir = ctr_run
+    assert metrics["engine"] == "sklearn" and "fit the driver" in metrics["engine_reason"]  # auto, local master
     assert metrics["auc"] > 0.65 and metrics["auc"] > metrics["baseline_auc"] + 0.05
     assert metrics["n_train"] + metrics["n_test"] == 3000 and metrics["n_test"] > 0
     assert 0 < metrics["train_ctr"] < 1 and 0 < metrics["test_ctr"] < 1
@@ -188,6 +189,27 @@ def test_audiences_have_sizes_ranks_deciles_and_segments(ctr_run):
     assert (audiences.loc[audiences["user_id"] > 40, "segment"] == "unknown").all()
     assert (audiences["email_sha256"] == "sha-" + audiences["user_id"].astype(str)).all()
     assert set(zip(audiences["campaign_id"], audiences["channel"])) == {("big", "onsite"), ("small", "email")}
+
+
+def test_the_mllib_engine_agrees_with_the_in_process_one(spark, ctr_run, ctr_features, tmp_path):
+    """Same features, same objective, same decisions: the two engines' holdout AUCs agree, they pick the same
+    reg_param, and tonight's audiences are mostly the same people (the hashed keys land in other buckets)."""
+    in_process, in_process_audiences, _ = ctr_run
+    mllib = ctr_job.main(ctr_args(ctr_features, tmp_path / "out", "--set", "ctr.engine=mllib"))
+    assert mllib["engine"] == "mllib" and mllib["engine_reason"] == "engine mllib configured"
+    assert mllib["auc"] == pytest.approx(in_process["auc"], abs=0.02)
+    assert mllib["baseline_auc"] == pytest.approx(in_process["baseline_auc"], abs=1e-9)  # one baseline formula
+    assert mllib["reg_param"] == in_process["reg_param"]
+    for method in ("none", "platt", "isotonic"):
+        assert mllib["calibration"]["candidates"][method]["brier"] == pytest.approx(
+            in_process["calibration"]["candidates"][method]["brier"], abs=0.005
+        )
+    audiences = spark.read.parquet(str(tmp_path / "out" / "audiences")).toPandas()
+    assert list(audiences.columns) == list(ctr_job.AUDIENCE_COLS)
+    for campaign in ("big", "small"):
+        ours = set(audiences.loc[audiences["campaign_id"] == campaign, "user_id"])
+        theirs = set(in_process_audiences.loc[in_process_audiences["campaign_id"] == campaign, "user_id"])
+        assert len(ours) == len(theirs) and len(ours & theirs) >= 0.6 * len(ours), campaign
 
 
 def test_ctr_missing_campaigns_names_table_and_path(ctr_features, tmp_path):
@@ -330,3 +352,14 @@ def test_reliability_matches_numpy_and_calibrators_fix_overconfident_scores(spar
         assert np.all(np.diff(values[order]) >= -1e-12), f"{method} keeps the order of the scores"
     a, _ = calibration.fit_calibrator(frame, "platt", p_col="p_click", label_col="clicked").platt
     assert a == pytest.approx(1 / 2.5, abs=0.1)  # undoes the planted stretch of the logit
+
+    # the in-process engine's numpy versions: the same bins, scores and calibrators
+    arrays = calibration.reliability_arrays(overconfident, y)
+    assert arrays["brier"] == pytest.approx(brier, rel=1e-9) and arrays["ece"] == pytest.approx(ece, rel=1e-9)
+    assert [(b["n"], b["mean_p"], b["rate"]) for b in arrays["curve"]] == [pytest.approx(c) for c in reference_curve]
+    for method in ("platt", "isotonic"):
+        spark_fit = calibration.fit_calibrator(frame, method, p_col="p_click", label_col="clicked")
+        spark_p = spark_fit.apply(frame, p_col="p_click").select("p_click").toPandas()["p_click"].to_numpy()
+        numpy_fit = calibration.fit_calibrator_arrays(overconfident, y, method)
+        assert numpy_fit.apply_arrays(overconfident) == pytest.approx(spark_p, abs=1e-4), method
+        assert numpy_fit.describe().keys() == spark_fit.describe().keys()

@@ -167,6 +167,8 @@ class Ctr(Section):
     calibration_days: int = Field(ge=1, le=365)
     calibration: Literal["auto", "none", "platt", "isotonic"]
     seed: int
+    engine: Literal["auto", "sklearn", "mllib"]
+    inprocess_max_rows: int = Field(ge=0)
 
     @field_validator("reg_param", mode="before")
     @classmethod
