@@ -267,10 +267,18 @@ def test_trigger_form_default_processes_yesterday_and_a_day_can_be_rerun_without
     def sensor(run_id):
         return api.request("GET", f"/api/v2/dags/{DAG}/dagRuns/{quote(run_id)}/taskInstances/wait_for_landing_files")
 
-    # the form's defaults: logical date "now", no day given -> the last complete day (nothing landed: it fails)
+    # the form's defaults: logical date "now", no day given -> the last complete day (nothing landed there: its
+    # sensor waits; the time-out's failure is the scheduled run's test, so this run is stopped once it waits)
     default = api.request("POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": today.isoformat()})
-    api.wait_finished(default["dag_run_id"], timeout=300)
+    api.wait(
+        "the default run's sensor to wait",
+        lambda: sensor(default["dag_run_id"]).get("state") == "up_for_reschedule",
+        timeout=300,
+        every=2,
+    )
     assert sensor(default["dag_run_id"])["rendered_fields"]["ds"] == yesterday
+    api.request("PATCH", f"/api/v2/dags/{DAG}/dagRuns/{quote(default['dag_run_id'])}", {"state": "failed"})
+    api.wait_finished(default["dag_run_id"], timeout=120)
     # an out-of-range param is refused with a reason (the form clamps numbers; the API says why)
     with pytest.raises(urllib.error.HTTPError) as refused:
         api.request("POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": {"top_k": 0}})
