@@ -7,7 +7,8 @@
    rate scaled to about --impressions clean impressions, writing each impression's true click probability
    to a side file the pipeline never reads; the real dbt models up to ctr_train / ctr_score (DuckDB); export.
 2. spark (own process, under /usr/bin/time -v): the nightly job's own holdout evaluation
-   (spark_jobs/ctr_audiences.evaluate_holdout: reg_param choice, calibration) -> model AUC; the AUC of the
+   (spark_jobs/ctr_audiences.evaluate_holdout: reg_param choice, calibration) with each engine, Spark MLlib
+   and in-process scikit-learn (ctr.engine) on the same rows -> model AUC and seconds; the AUC of the
    true probability on the same holdout impressions (the ceiling); then the job's feature pipeline fit on
    the train days and Spark LR alone on those features (timed), its holdout predictions and the feature
    matrices exported for step 3.
@@ -150,6 +151,21 @@ def spark_step(work: Path, *, master: str, driver_memory: str) -> dict:
         k: evaluation[k] for k in ("auc", "baseline_auc", "log_loss", "brier", "ece", "reg_param", "n_train", "n_test")
     }
     result["model"]["calibration"] = evaluation["calibration"]["method"]
+    # the same evaluation with the in-process engine (ctr.engine: sklearn), on one pandas copy of the same rows
+    from spark_jobs.ctr_inprocess import InProcessEngine
+
+    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+    started = time.perf_counter()
+    local_train = ctr_train.select(*job.TRAIN_COLS).toPandas()
+    result["inprocess_copy_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    inprocess = job.evaluate_holdout(local_train, config, ds=ds, engine=InProcessEngine())
+    result["inprocess_evaluate_seconds"] = time.perf_counter() - started
+    result["inprocess_model"] = {
+        k: inprocess[k] for k in ("auc", "baseline_auc", "log_loss", "brier", "ece", "reg_param", "n_train", "n_test")
+    }
+    result["inprocess_model"]["calibration"] = inprocess["calibration"]["method"]
+    del local_train
     cutoff = ds - dt.timedelta(days=config.holdout_days)
     truth = spark.read.csv(str(work / "truth" / "impressions"), header=True, inferSchema=True)
     test = ctr_train.filter(F.col(job.DATE_COL) > F.lit(cutoff))
@@ -342,7 +358,8 @@ data: {prepared['rows']['ctr_train']:,} ctr_train impressions ({prepared['raw_ev
 | Spark LR AUC / scikit-learn AUC, same features and objective | {spark['spark_lr_auc']:.4f} / {sklearn['sklearn_auc']:.4f} (diff {results['auc_difference_spark_minus_sklearn']:+.4f}) |
 | LR fit: Spark {spark['spark_lr_iterations']} it. / scikit-learn lbfgs {sklearn['sklearn_iterations']} it. | {spark['spark_lr_fit_seconds']:.1f} s / {sklearn['sklearn_fit_seconds']:.1f} s (ratio {results['fit_time_ratio_spark_over_sklearn']:.2f}) |
 | Spark feature pipeline (fit + materialise train features) | {spark['feature_pipeline_seconds']:.1f} s |
-| nightly evaluation (reg choice, calibrators, reliability) | {spark['evaluate_seconds']:.1f} s |
+| nightly evaluation (reg choice, calibrators, reliability): Spark MLlib engine | {spark['evaluate_seconds']:.1f} s, AUC {m['auc']:.4f}, calibration {m['calibration']} |
+| the same, in-process engine (scikit-learn; + {spark['inprocess_copy_seconds']:.1f} s to copy the rows) | {spark['inprocess_evaluate_seconds']:.1f} s, AUC {spark['inprocess_model']['auc']:.4f}, calibration {spark['inprocess_model']['calibration']} (MLlib / in-process = {spark['evaluate_seconds'] / spark['inprocess_evaluate_seconds']:.1f}x) |
 | peak RSS: Spark driver JVM + its Python / scikit-learn process | {spark.get('jvm_peak_rss_mb') or 0:.0f} MB + {spark_mb or 0:.0f} MB / {sklearn_mb or 0:.0f} MB |
 | data prep: generate / dbt run | {prepared['generate_seconds']:.1f} s / {prepared['dbt_seconds']:.1f} s |
 results: {work / 'results.json'}""")

@@ -1,7 +1,9 @@
 """Landing files -> normalised Parquet that dbt reads: the mapping applied, every row kept.
 
 For each landing file of the run's window (ingest/plan.py decides which, and stops on
-file-level problems), rows are read one record at a time so that one bad row never costs the file:
+file-level problems), a file that parses cleanly (UTF-8, one line per record, the header's field count, strict
+quoting) is read whole by Arrow and normalised once per distinct value (ingest/columnar.py: the fast path, with
+the same output); any other file is read one record at a time so that one bad row never costs the file:
 
 - bytes are decoded per line with the mapping's encoding; a line that does not decode is kept with
   `ingest_error` = "undecodable byte 0xE9 at byte 1234 of the file (utf-8: invalid continuation byte)";
@@ -36,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from precision_marketing.contract import SOURCES, SYNONYMS, SourceContract, canonical_id, erased_id_digest
+from precision_marketing.ingest.columnar import normalise_table, read_clean_file
 from precision_marketing.ingest.files import match_header, read_records
 from precision_marketing.ingest.mapping import ISO, Mapping, SourceMapping
 from precision_marketing.ingest.plan import plan_window
@@ -94,6 +97,12 @@ class _Normaliser:
         )
         self.functions = {column.name: self._function(column) for column in source.columns}
         self.excluded = {column: {v.strip() for v in values} for column, values in mapping.exclude.items()}
+
+    def plain_utc_columns(self) -> frozenset[str]:
+        """Timestamp columns whose rule starts with the plain-UTC shortcut of _timestamp (no value remapping)."""
+        if not self.canonical_is_utc:
+            return frozenset()
+        return frozenset(c.name for c in self.source.columns if self.functions[c.name] == self._timestamp)
 
     def _function(self, column):
         mapped = {k.strip(): v for k, v in self.mapping.values.get(column.name, {}).items()}
@@ -163,16 +172,43 @@ class _Normaliser:
 
 
 def normalise_file(
-    path: Path, relative: str, source: SourceContract, mapping: SourceMapping, out: Path, erased: Erased | None = None
+    path: Path,
+    relative: str,
+    source: SourceContract,
+    mapping: SourceMapping,
+    out: Path,
+    erased: Erased | None = None,
+    *,
+    fast: bool = True,
 ) -> dict:
     """Write one landing file as normalised Parquet at `out`; return its counts. Rows of people in the erasure
-    register (`pm forget`) are not landed: they are counted as `erased_rows`, nothing else of them is kept."""
+    register (`pm forget`) are not landed: they are counted as `erased_rows`, nothing else of them is kept.
+    fast: try the fast path first (fast_files = 1 when it took the file)."""
+    clean = read_clean_file(path, mapping) if fast else None
+    if clean is not None:
+        header, table = clean
+        positions = match_header(header, source, mapping)
+        normaliser = _Normaliser(source, mapping)
+        landed, counts = normalise_table(
+            table,
+            schema=landed_schema(source),
+            columns=source.column_names,
+            positions=positions,
+            functions=normaliser.functions,
+            excluded=normaliser.excluded,
+            relative=relative,
+            erased=erased.names if erased else None,
+            user_position=positions.get("user_id") if erased else None,
+            plain_utc=normaliser.plain_utc_columns(),
+        )
+        pq.write_table(landed, out, row_group_size=BATCH_ROWS)
+        return {**counts, "fast_files": 1}
     header, records = read_records(path, mapping)
     positions = match_header(header, source, mapping)
     normaliser = _Normaliser(source, mapping)
     schema = landed_schema(source)
     n_fields = len(header)
-    counts = {"rows": 0, "ingest_errors": 0, "erased_rows": 0}
+    counts = {"rows": 0, "ingest_errors": 0, "erased_rows": 0, "fast_files": 0}
     user_position = positions.get("user_id") if erased else None
     columns = {name: [] for name in schema.names}
     writer = pq.ParquetWriter(out, schema)
@@ -236,6 +272,7 @@ def land_partition(
     files: list[Path],
     mapping: SourceMapping,
     erased: Erased | None = None,
+    fast: bool = True,
 ) -> dict:
     """Normalise the landing files of one partition unless the same files were landed with the same mapping."""
     target = landed_root / source.name / f"ds={day}"
@@ -253,10 +290,12 @@ def land_partition(
             return {**landed["counts"], "cached": True, "fingerprint": digest}
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    counts = {"rows": 0, "ingest_errors": 0, "erased_rows": 0}
+    counts = {"rows": 0, "ingest_errors": 0, "erased_rows": 0, "fast_files": 0}
     for index, path in enumerate(files):
         relative = "raw/" + path.relative_to(raw_root).as_posix()
-        file_counts = normalise_file(path, relative, source, mapping, target / f"part-{index:05d}.parquet", erased)
+        file_counts = normalise_file(
+            path, relative, source, mapping, target / f"part-{index:05d}.parquet", erased, fast=fast
+        )
         for key in counts:
             counts[key] += file_counts[key]
     if not files:  # a source not delivered: an empty table with the schema, so dbt always has a file to read
@@ -286,22 +325,29 @@ def partitions_path(landed_root: Path, ds: str) -> Path:
 
 
 def land_window(
-    raw_root: Path, landed_root: Path, ds: str, history_days: int, mapping: Mapping, erased: Erased | None = None
+    raw_root: Path,
+    landed_root: Path,
+    ds: str,
+    history_days: int,
+    mapping: Mapping,
+    erased: Erased | None = None,
+    fast: bool = True,
 ) -> dict:
     """Check the window's landing files (raising RawContractError on file-level problems), normalise them
     into `landed_root` (without the rows of people in `erased`), remove landed partitions of the window whose
-    landing partition is gone, and write the status of ds. Returns that status."""
+    landing partition is gone, and write the status of ds. Returns that status. fast=False: every file by the
+    careful path (the benchmark's comparison)."""
     raw_root, landed_root = Path(raw_root), Path(landed_root)
     plan = plan_window(raw_root, ds, history_days, mapping)
     sources, partitions = [], []
     for name, source in SOURCES.items():
         planned = plan["sources"][name]
         source_mapping = mapping.source(name)
-        rows = rows_ds = errors = cached = erased_rows = 0
+        rows = rows_ds = errors = cached = erased_rows = fast_files = 0
         landed_days = set()
         for day, files in planned["partitions"].items():
             counts = land_partition(
-                raw_root, landed_root, source, day, [raw_root / f for f in files], source_mapping, erased
+                raw_root, landed_root, source, day, [raw_root / f for f in files], source_mapping, erased, fast
             )
             landed_days.add(day)
             partitions.append(
@@ -311,6 +357,7 @@ def land_window(
             errors += counts["ingest_errors"]
             cached += counts["cached"]
             erased_rows += counts.get("erased_rows", 0)
+            fast_files += 0 if counts["cached"] else counts.get("fast_files", 0)
             if day == ds:
                 rows_ds = counts["rows"]
         if not planned["delivered"]:
@@ -332,6 +379,7 @@ def land_window(
                 "ingest_errors": errors,
                 "partitions_cached": cached,
                 "erased_rows": erased_rows,  # rows of forgotten people (pm forget) not landed
+                "files_fast": fast_files,  # files landed tonight by the fast path (ingest/columnar.py)
             }
         )
     status = {
