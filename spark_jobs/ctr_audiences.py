@@ -700,6 +700,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         from spark_jobs.ctr_inprocess import InProcessEngine  # it reads this module's names
 
         engine, train_rows = InProcessEngine(), ctr_train.select(*TRAIN_COLS).toPandas()
+        train_rows[DATE_COL] = train_rows[DATE_COL].astype("datetime64[s]")  # date objects compare slowly
     else:
         engine, train_rows = MllibEngine(), ctr_train
 

@@ -7,8 +7,8 @@ The model is build_pipeline's, feature for feature:
 - one-hot placement, channel and impression hour over the training rows' values; an unseen value is all zeros
   (Spark's `keep` slot is dropped by OneHotEncoder's dropLast, so it is all zeros there too);
 - affinity x placement and affinity x channel: the raw affinity on the one-hot slot;
-- the hashed user, campaign x category and user x category keys: `hash_features` buckets, a 1 at each
-  "column=value" token's bucket (scikit-learn's FeatureHasher, MurmurHash3 like Spark's, unsigned);
+- the hashed user, campaign x category and user x category keys: `hash_features` buckets, a 1 at each key's
+  bucket (Spark hashes "column=value" strings with MurmurHash3; here integer hashing in numpy, as spread);
 - logistic regression with Spark's objective: mean log loss + reg_param * ((1 - a) / 2 ||w||^2 + a ||w||_1),
   intercept unpenalised, i.e. scikit-learn's C = 1 / (n_rows * reg_param), l1_ratio = a (lbfgs for pure L2,
   saga with an L1 part), at most max_iter iterations.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import warnings
 
 import numpy as np
@@ -91,19 +92,44 @@ def numeric_block(frame: pd.DataFrame) -> np.ndarray:
     )
 
 
-def hashed_keys(frame: pd.DataFrame, n_features: int) -> sparse.csr_matrix:
-    """The three hashed keys of add_model_inputs, as "column=value" tokens."""
-    from sklearn.feature_extraction import FeatureHasher
+# one salt per key, so the three keys of one user do not share buckets by construction
+_KEY_SALTS = {"user_key": 0x5EED0001, "campaign_category_key": 0x5EED0002, "user_category_key": 0x5EED0003}
 
-    user = frame[USER_COL].astype(str)
-    category = frame["target_category"].astype(str)
-    tokens = zip(
-        "user_key=" + user,
-        "campaign_category_key=" + frame[CAMPAIGN_COL].astype(str) + "|" + category,
-        "user_category_key=" + user + "|" + category,
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a well-spread 64-bit hash of 64-bit integers (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _string_hash(values: pd.Series) -> np.ndarray:
+    """A 64-bit hash of each string that does not depend on the frame (blake2b of each distinct value)."""
+    codes, distinct = pd.factorize(values.astype(str), sort=False)
+    hashes = np.array(
+        [int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "little") for v in distinct],
+        dtype=np.uint64,
     )
-    hasher = FeatureHasher(n_features=n_features, input_type="string", alternate_sign=False)
-    return hasher.transform(tokens).tocsr()
+    return hashes[codes]
+
+
+def hashed_keys(frame: pd.DataFrame, n_features: int) -> sparse.csr_matrix:
+    """The three hashed keys of add_model_inputs (user, campaign x category, user x category), a 1 in each
+    key's bucket (collisions add up, as in Spark's FeatureHasher). Integer hashing in numpy: the user id is the
+    internal key (an integer), campaign and category are hashed once per distinct value."""
+    user = frame[USER_COL].to_numpy(np.int64).astype(np.uint64)
+    category = _string_hash(frame["target_category"])
+    keys = {
+        "user_key": user,
+        "campaign_category_key": _mix64(_string_hash(frame[CAMPAIGN_COL])) ^ category,
+        "user_category_key": _mix64(user) ^ category,
+    }
+    rows = np.arange(len(frame))
+    columns = [_mix64(key ^ np.uint64(_KEY_SALTS[name])) % np.uint64(n_features) for name, key in keys.items()]
+    return sparse.csr_matrix(
+        (np.ones(3 * len(frame)), (np.tile(rows, 3), np.concatenate(columns).astype(np.int64))),
+        shape=(len(frame), n_features),
+    )
 
 
 @dataclasses.dataclass
@@ -121,7 +147,7 @@ class InProcessEngine:
     def window(self, frame: pd.DataFrame, *, after: dt.date | None = None, upto: dt.date | None = None):
         """Rows with after < impression_date <= upto."""
         keep = np.ones(len(frame), dtype=bool)
-        dates = frame[DATE_COL].to_numpy(dtype="datetime64[D]")
+        dates = frame[DATE_COL].to_numpy(dtype="datetime64[D]")  # run() hands over datetime64: no parsing
         if after is not None:
             keep &= dates > np.datetime64(after, "D")
         if upto is not None:
