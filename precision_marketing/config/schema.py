@@ -84,6 +84,7 @@ class Dbt(Section):
     target: str = Field(min_length=1)
     history_days: int = Field(ge=1, le=3650)
     execution_mode: Literal["layers", "local", "watcher"]
+    duckdb_memory_limit: str = Field(pattern=r"^\d+(\.\d+)?\s*([KMGT]i?B|[kmgt])$")
 
 
 class Orchestration(Section):

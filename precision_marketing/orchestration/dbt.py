@@ -24,7 +24,11 @@ def dbt_manifest_path(config: Mapping) -> Path:
 
 
 def dbt_env(config: Mapping) -> dict[str, str]:
-    return {"PM_DUCKDB_PATH": str(Path(config["work_dir"]) / "warehouse.duckdb")}
+    """The environment dbt_project/profiles.yml reads: the warehouse file and DuckDB's memory limit."""
+    return {
+        "PM_DUCKDB_PATH": str(Path(config["work_dir"]) / "warehouse.duckdb"),
+        "PM_DUCKDB_MEMORY_LIMIT": config["dbt"]["duckdb_memory_limit"],
+    }
 
 
 def dbt_executable() -> Path:
