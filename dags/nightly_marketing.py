@@ -15,13 +15,15 @@ date (yesterday, for the trigger form's default "now"). `pm run --ds D` sets the
    run fails with the list of missing files. Poke interval and timeout: `landing.*` in the configuration.
 1. **check_raw** — stage the raw partitions locally, check them against the raw data contract
    (`docs/data_contract.md`; a missing file or required column fails here, naming the file and column) and
-   land them through the mapping file (`ingest.mapping`) for dbt. Sources that were not delivered are noted.
+   land them through the mapping file (`ingest.mapping`) for dbt (a clean file by Arrow's reader, any other record
+   by record). Sources that were not delivered are noted.
 2. **dbt** — one `dbt build` (the models and their tests) per layer: **staging** (typed, de-duplicated, bad
    rows quarantined with a reason), **marts** (features, interactions, CTR sets), **audit** (reconciliation).
    Each model's result is in the layer's log and the run report (`dbt.execution_mode: local` = a task per model).
 3. **export_features** → **validate_marts** (Great Expectations): a failure stops the run before anything is published.
-4. **train_als** (Spark ALS → top-K recommendations) | **segment_users** (scikit-learn) →
-   **train_ctr_and_build_audiences** (Spark logistic regression, calibrated → per-campaign audiences with
+4. **train_als** (ALS: `implicit` in-process or Spark MLlib → top-K recommendations) | **segment_users**
+   (scikit-learn) → **train_ctr_and_build_audiences** (logistic regression: scikit-learn in-process or Spark
+   MLlib, calibrated → per-campaign audiences with
    frequency cap, treatment/control groups and bid hints) → **build_audience_exports** (treatment rows with
    personalised products and subject lines) | **measure_campaign_lift** (treatment vs control, from the
    audiences published on earlier nights).
