@@ -147,8 +147,8 @@ class CtrConfig:
     calibration_days: int  # last days before the holdout: calibrator fit and reg_param choice
     calibration: str  # auto (lowest holdout Brier score) | none | platt | isotonic
     seed: int  # LBFGS logistic regression is deterministic; kept for a stable CLI and recorded
-    engine: str = "auto"  # auto | sklearn | mllib (common.choose_job_engine)
-    inprocess_max_rows: int = 5_000_000  # ctr_train + ctr_score rows the driver holds for the sklearn engine
+    engine: str  # auto | sklearn | mllib (common.choose_job_engine)
+    inprocess_max_rows: int  # ctr_train + ctr_score rows the driver holds for the sklearn engine
 
     @classmethod
     def from_settings(cls, ctr: Mapping, **changes) -> CtrConfig:
@@ -593,7 +593,7 @@ def read_inputs(spark: SparkSession, args: argparse.Namespace) -> tuple[DataFram
         ctr_train,
         table="ctr_train",
         path=train_path,
-        not_null=[DATE_COL, CLICK_COL, HOUR_COL, *feature_rules["not_null"]],
+        not_null=[USER_COL, CAMPAIGN_COL, DATE_COL, CLICK_COL, HOUR_COL, *feature_rules["not_null"]],
         non_negative=feature_rules["non_negative"],
         allowed_values={CLICK_COL: [0, 1], HOUR_COL: list(range(24))},
     )
@@ -673,7 +673,7 @@ def score_tonight(spark: SparkSession, engine, model, calibrator: Calibrator, to
     """to_score with p_click (calibrated), without the hour column; the in-process engine scores one pandas copy
     and hands the rows back to Spark for the audiences."""
     if engine.name == "mllib":
-        return calibrator.apply(predict_p_click(model, to_score), p_col=P_CLICK_COL).drop(HOUR_COL)
+        return engine.calibrate(calibrator, engine.predict(model, to_score)).drop(HOUR_COL)
     local = engine.calibrate(calibrator, engine.predict(model, to_score.toPandas())).drop(columns=[HOUR_COL])
     schema = StructType(
         [f for f in to_score.schema.fields if f.name != HOUR_COL] + [StructField(P_CLICK_COL, DoubleType())]

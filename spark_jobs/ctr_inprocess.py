@@ -28,17 +28,17 @@ import pandas as pd
 from scipy import sparse
 
 from spark_jobs.calibration import Calibrator, fit_calibrator_arrays, reliability_arrays
-
-USER_COL, CAMPAIGN_COL, DATE_COL, CLICK_COL, P_CLICK_COL = (
-    "user_id",
-    "campaign_id",
-    "impression_date",
-    "clicked",
-    "p_click",
+from spark_jobs.ctr_audiences import (
+    CAMPAIGN_COL,
+    CATEGORICAL_COLS,
+    CLICK_COL,
+    DATE_COL,
+    LOG_LOSS_EPSILON,
+    P_CLICK_COL,
+    USER_COL,
 )
-CATEGORICAL_COLS = ("placement", "channel", "impression_hour")
-CROSSED_COLS = ("placement", "channel")  # affinity x one-hot
-LOG_LOSS_EPSILON = 1e-15
+
+CROSSED_COLS = ("placement", "channel")  # affinity x one-hot, as build_pipeline's Interaction stages
 
 
 @dataclasses.dataclass

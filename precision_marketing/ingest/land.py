@@ -185,12 +185,12 @@ def normalise_file(
     register (`pm forget`) are not landed: they are counted as `erased_rows`, nothing else of them is kept.
     fast: try the fast path first (fast_files = 1 when it took the file)."""
     clean = read_clean_file(path, mapping) if fast else None
+    header, records = (clean[0], None) if clean is not None else read_records(path, mapping)
+    positions = match_header(header, source, mapping)
+    normaliser = _Normaliser(source, mapping)
     if clean is not None:
-        header, table = clean
-        positions = match_header(header, source, mapping)
-        normaliser = _Normaliser(source, mapping)
         landed, counts = normalise_table(
-            table,
+            clean[1],
             schema=landed_schema(source),
             columns=source.column_names,
             positions=positions,
@@ -203,9 +203,6 @@ def normalise_file(
         )
         pq.write_table(landed, out, row_group_size=BATCH_ROWS)
         return {**counts, "fast_files": 1}
-    header, records = read_records(path, mapping)
-    positions = match_header(header, source, mapping)
-    normaliser = _Normaliser(source, mapping)
     schema = landed_schema(source)
     n_fields = len(header)
     counts = {"rows": 0, "ingest_errors": 0, "erased_rows": 0, "fast_files": 0}
