@@ -38,7 +38,7 @@ chromium:
 	  || { echo "could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
 
 test: venv check-java chromium
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
 
 # The inner loop: pure Python and SQL units (tests marked `fast`), under a minute; `make test` stays the full suite.
 test-fast: venv
