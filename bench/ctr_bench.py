@@ -5,7 +5,8 @@
 
 1. prepare: the synthetic generator at the demo's size (20,000 users, 2,000 items, 30 days) with the impression
    rate scaled to about --impressions clean impressions, writing each impression's true click probability
-   to a side file the pipeline never reads; the real dbt models up to ctr_train / ctr_score (DuckDB); export.
+   to a side file the pipeline never reads; the ingest step's landing and the real dbt models up to ctr_train /
+   ctr_score (DuckDB); export.
 2. spark (own process, under /usr/bin/time -v): the nightly job's own holdout evaluation
    (spark_jobs/ctr_audiences.evaluate_holdout: reg_param choice, calibration) with each engine, Spark MLlib
    and in-process scikit-learn (ctr.engine) on the same rows -> model AUC and seconds; the AUC of the
@@ -52,7 +53,10 @@ def prepare(work: Path, *, impressions: int, users: int, items: int, days: int, 
 
     from precision_marketing.config import load_config
     from precision_marketing.datagen import DAILY_IMPRESSIONS_PER_USER_PER_CAMPAIGN, generate
+    from precision_marketing.ingest.land import land_window, landed_dir
+    from precision_marketing.ingest.mapping import mapping_from_config
     from precision_marketing.orchestration.dbt import dbt_env, dbt_executable
+    from precision_marketing.pipeline import dbt_vars as pipeline_dbt_vars
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -64,10 +68,12 @@ def prepare(work: Path, *, impressions: int, users: int, items: int, days: int, 
     summary = generate(work / "raw", DS, impression_rate=rate, truth_root=work / "truth", **size)
     generate_seconds = time.perf_counter() - started
 
-    config = load_config({"work_dir": str(work)})
+    config = load_config({"work_dir": str(work), "dbt": {"history_days": days}})
     project = Path(config["dbt"]["project_dir"])
-    dbt_vars = json.dumps({"ds": DS, "raw_dir": str(work / "raw"), "history_days": days})
     started = time.perf_counter()
+    # the check_raw step's landing, then the dbt models up to the CTR sets with the run's own vars
+    land_window(work / "raw", landed_dir(config), DS, days, mapping_from_config(config))
+    dbt_vars = json.dumps(pipeline_dbt_vars(config, DS))
     subprocess.run(
         [
             str(dbt_executable()),
