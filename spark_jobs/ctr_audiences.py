@@ -82,21 +82,25 @@ from spark_jobs.common import (  # noqa: E402
     run_as_script,
     write_metrics,
 )
+from spark_jobs.ctr_columns import (  # noqa: E402
+    CAMPAIGN_COL,
+    CATEGORICAL_COLS,
+    CLICK_COL,
+    DATE_COL,
+    HOUR_COL,
+    LOG_LOSS_EPSILON,
+    P_CLICK_COL,
+    USER_COL,
+)
+from spark_jobs.ctr_inprocess import InProcessEngine  # noqa: E402
 
-USER_COL = "user_id"
-CAMPAIGN_COL = "campaign_id"
-DATE_COL = "impression_date"
-CLICK_COL = "clicked"
 LABEL_COL = "label"
-P_CLICK_COL = "p_click"
 RANK_COL = "rank"
 DECILE_COL = "decile"
 SEGMENT_COL = "segment"
 EMAIL_COL = "email_sha256"
 AUDIENCE_SIZE_COL = "audience_size"
-HOUR_COL = "impression_hour"
 UNKNOWN_SEGMENT = "unknown"
-CATEGORICAL_COLS = ("placement", "channel", HOUR_COL)
 RAW_NUMERIC_COLS = ("affinity", "recency_days", "frequency", "monetary", "category_recency_days")
 MODEL_NUMERIC_COLS = ("affinity", "recency_days", "log_frequency", "log_monetary", "log_category_recency")
 # hashed one-hot keys: a per-user bias, a campaign x category bias, and the user's own taste for the category
@@ -128,7 +132,6 @@ TRAIN_COLS = (
 SCORE_COLS = (USER_COL, CAMPAIGN_COL, "placement", "channel", "target_category", *RAW_NUMERIC_COLS, EMAIL_COL)
 # per-campaign activation settings: CLI defaults, overridable per campaign_id (--campaign-overrides)
 CAMPAIGN_SETTINGS = {"control_share": float, "value_per_click": float, "priority": int, "send_hour": int}
-LOG_LOSS_EPSILON = 1e-15
 CTR_ENGINES = ("auto", "sklearn", "mllib")
 
 
@@ -697,8 +700,6 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     )
     log(f"engine {engine_name}: {why}")
     if engine_name == "sklearn":
-        from spark_jobs.ctr_inprocess import InProcessEngine  # it reads this module's names
-
         engine, train_rows = InProcessEngine(), ctr_train.select(*TRAIN_COLS).toPandas()
         train_rows[DATE_COL] = train_rows[DATE_COL].astype("datetime64[s]")  # date objects compare slowly
     else:

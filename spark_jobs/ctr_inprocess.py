@@ -28,7 +28,7 @@ import pandas as pd
 from scipy import sparse
 
 from spark_jobs.calibration import Calibrator, fit_calibrator_arrays, reliability_arrays
-from spark_jobs.ctr_audiences import (
+from spark_jobs.ctr_columns import (
     CAMPAIGN_COL,
     CATEGORICAL_COLS,
     CLICK_COL,
