@@ -65,6 +65,7 @@ from spark_jobs.common import (  # noqa: E402
     iso_date,
     job_settings,
     json_safe,
+    log_progress,
     platform_section,
     read_feature_table,
     run_as_script,
@@ -227,8 +228,7 @@ class RecConfig:
 
 
 def log(message: str) -> None:
-    """One progress line for the task log (the job's stdout)."""
-    print(f"[recommendations {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    log_progress("recommendations", message)
 
 
 # ------------------------------------------------------------------------------------------------ engines

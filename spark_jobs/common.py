@@ -12,6 +12,7 @@ import json
 import math
 import os
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -104,6 +105,11 @@ def get_spark(app_name: str) -> SparkSession:
         f"spark application {context.applicationId} on {context.master} (UI: {context.uiWebUrl or 'off'})", flush=True
     )
     return spark
+
+
+def log_progress(job: str, message: str) -> None:
+    """One progress line for the task log (the job's stdout), with the job's name and the time."""
+    print(f"[{job} {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def choose_job_engine(

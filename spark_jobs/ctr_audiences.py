@@ -76,6 +76,7 @@ from spark_jobs.common import (  # noqa: E402
     iso_date,
     job_settings,
     json_safe,
+    log_progress,
     platform_section,
     read_feature_table,
     read_parquet_table,
@@ -86,10 +87,14 @@ from spark_jobs.ctr_columns import (  # noqa: E402
     CAMPAIGN_COL,
     CATEGORICAL_COLS,
     CLICK_COL,
+    CROSSED_COLS,
     DATE_COL,
+    HASHED_KEYS,
     HOUR_COL,
     LOG_LOSS_EPSILON,
+    LOG_SCALED_COLS,
     P_CLICK_COL,
+    RAW_NUMERIC_COLS,
     USER_COL,
 )
 from spark_jobs.ctr_inprocess import InProcessEngine  # noqa: E402
@@ -101,10 +106,7 @@ SEGMENT_COL = "segment"
 EMAIL_COL = "email_sha256"
 AUDIENCE_SIZE_COL = "audience_size"
 UNKNOWN_SEGMENT = "unknown"
-RAW_NUMERIC_COLS = ("affinity", "recency_days", "frequency", "monetary", "category_recency_days")
-MODEL_NUMERIC_COLS = ("affinity", "recency_days", "log_frequency", "log_monetary", "log_category_recency")
-# hashed one-hot keys: a per-user bias, a campaign x category bias, and the user's own taste for the category
-HASHED_KEYS = ("user_key", "campaign_category_key", "user_category_key")
+MODEL_NUMERIC_COLS = tuple(f"log_{name}" if name in LOG_SCALED_COLS else name for name in RAW_NUMERIC_COLS)
 AUDIENCE_COLS = (
     CAMPAIGN_COL,
     USER_COL,
@@ -234,11 +236,10 @@ class ActivationConfig:
 def add_model_inputs(frame: DataFrame) -> DataFrame:
     """Log-scale the heavy-tailed counts, build the hashed keys; add the double label when clicks are present."""
     user = F.col(USER_COL).cast("string")
+    for name in LOG_SCALED_COLS:
+        frame = frame.withColumn(f"log_{name}", F.log1p(name))
     frame = (
-        frame.withColumn("log_frequency", F.log1p("frequency"))
-        .withColumn("log_monetary", F.log1p("monetary"))
-        .withColumn("log_category_recency", F.log1p("category_recency_days"))
-        .withColumn("user_key", user)
+        frame.withColumn("user_key", user)
         .withColumn("campaign_category_key", F.concat_ws("|", CAMPAIGN_COL, "target_category"))
         .withColumn("user_category_key", F.concat_ws("|", user, "target_category"))
     )
@@ -262,8 +263,10 @@ def build_pipeline(config: CtrConfig, reg_param: float, hashed: bool | None = No
             OneHotEncoder(inputCols=indexed, outputCols=one_hot, handleInvalid="keep"),
             VectorAssembler(inputCols=list(MODEL_NUMERIC_COLS), outputCol="numeric_raw"),
             StandardScaler(inputCol="numeric_raw", outputCol="numeric_scaled", withMean=True, withStd=True),
-            Interaction(inputCols=["affinity", "placement_one_hot"], outputCol="affinity_x_placement"),
-            Interaction(inputCols=["affinity", "channel_one_hot"], outputCol="affinity_x_channel"),
+            *(
+                Interaction(inputCols=["affinity", f"{name}_one_hot"], outputCol=f"affinity_x_{name}")
+                for name in CROSSED_COLS
+            ),
             *(
                 [FeatureHasher(inputCols=list(HASHED_KEYS), outputCol="hashed", numFeatures=config.hash_features)]
                 if hashed
@@ -273,8 +276,7 @@ def build_pipeline(config: CtrConfig, reg_param: float, hashed: bool | None = No
                 inputCols=[
                     "numeric_scaled",
                     *one_hot,
-                    "affinity_x_placement",
-                    "affinity_x_channel",
+                    *(f"affinity_x_{name}" for name in CROSSED_COLS),
                     *(["hashed"] if hashed else []),
                 ],
                 outputCol="features",
@@ -582,8 +584,11 @@ def fit_nightly_model(ctr_train, config: CtrConfig, engine, *, ds: dt.date, reg_
 
 
 # ------------------------------------------------------------------------------------------------- job
-def read_inputs(spark: SparkSession, args: argparse.Namespace) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame]:
-    """Read and contract-check the four inputs; any problem exits naming the table, path and rule."""
+def read_inputs(
+    spark: SparkSession, args: argparse.Namespace
+) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame, int]:
+    """Read and contract-check the four inputs; any problem exits naming the table, path and rule. The fifth
+    value is ctr_score's row count (the check counts it)."""
     ctr_train = read_feature_table(spark, args.features_dir, "ctr_train", args.ds, TRAIN_COLS)
     ctr_score = read_feature_table(spark, args.features_dir, "ctr_score", args.ds, SCORE_COLS)
     campaigns = read_feature_table(spark, args.features_dir, "campaigns", args.ds, [CAMPAIGN_COL, AUDIENCE_SIZE_COL])
@@ -602,7 +607,7 @@ def read_inputs(spark: SparkSession, args: argparse.Namespace) -> tuple[DataFram
     )
     if n_train == 0:
         raise SystemExit(f"input table 'ctr_train' at {train_path} has no rows: nothing to train the CTR model on")
-    check_columns(
+    n_score = check_columns(
         ctr_score,
         table="ctr_score",
         path=feature_table_path(args.features_dir, "ctr_score", args.ds),
@@ -630,7 +635,7 @@ def read_inputs(spark: SparkSession, args: argparse.Namespace) -> tuple[DataFram
             f"input table 'user_segments' at {args.segments} has several rows for user_id(s) "
             f"{[row[0] for row in duplicated]}: one segment per user expected"
         )
-    return ctr_train, ctr_score, campaigns, segments
+    return ctr_train, ctr_score, campaigns, segments, n_score
 
 
 def audience_summary(audiences: DataFrame, scored: DataFrame, campaign_settings: DataFrame) -> dict:
@@ -667,11 +672,6 @@ def audience_summary(audiences: DataFrame, scored: DataFrame, campaign_settings:
     }
 
 
-def log(message: str) -> None:
-    """One progress line for the task log (the job's stdout)."""
-    print(f"[ctr {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def score_tonight(spark: SparkSession, engine, model, calibrator: Calibrator, to_score: DataFrame) -> DataFrame:
     """to_score with p_click (calibrated), without the hour column; the in-process engine scores one pandas copy
     and hands the rows back to Spark for the audiences."""
@@ -687,18 +687,18 @@ def score_tonight(spark: SparkSession, engine, model, calibrator: Calibrator, to
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     config, activation = args.settings, args.activation
     spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")  # the in-process engine's copies
-    ctr_train, ctr_score, campaigns, segments = read_inputs(spark, args)
+    ctr_train, ctr_score, campaigns, segments, n_score = read_inputs(spark, args)
     campaign_settings = resolve_campaign_settings(spark, campaigns, activation).cache()
     n_window, window_clicks = label_counts(ctr_train)
     engine_name, why = choose_job_engine(
         config.engine,
         inprocess="sklearn",
-        n_rows=n_window + ctr_score.count(),
+        n_rows=n_window + n_score,
         max_rows=config.inprocess_max_rows,
         master=spark.sparkContext.master,
         rows="ctr_train + ctr_score rows",
     )
-    log(f"engine {engine_name}: {why}")
+    log_progress("ctr", f"engine {engine_name}: {why}")
     if engine_name == "sklearn":
         engine, train_rows = InProcessEngine(), ctr_train.select(*TRAIN_COLS).toPandas()
         train_rows[DATE_COL] = train_rows[DATE_COL].astype("datetime64[s]")  # date objects compare slowly
@@ -723,7 +723,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         calibration=metrics["calibration"]["method"],
     )
     train_seconds = time.perf_counter() - started
-    log(f"holdout evaluation {evaluate_seconds:.1f} s, tonight's model {train_seconds:.1f} s")
+    log_progress("ctr", f"holdout evaluation {evaluate_seconds:.1f} s, tonight's model {train_seconds:.1f} s")
 
     # tomorrow's messages go out at the campaign's send hour
     to_score = ctr_score.join(

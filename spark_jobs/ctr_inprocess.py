@@ -32,13 +32,15 @@ from spark_jobs.ctr_columns import (
     CAMPAIGN_COL,
     CATEGORICAL_COLS,
     CLICK_COL,
+    CROSSED_COLS,
     DATE_COL,
+    HASHED_KEYS,
     LOG_LOSS_EPSILON,
+    LOG_SCALED_COLS,
     P_CLICK_COL,
+    RAW_NUMERIC_COLS,
     USER_COL,
 )
-
-CROSSED_COLS = ("placement", "channel")  # affinity x one-hot, as build_pipeline's Interaction stages
 
 
 @dataclasses.dataclass
@@ -81,19 +83,14 @@ class Featurizer:
 
 
 def numeric_block(frame: pd.DataFrame) -> np.ndarray:
+    columns = [frame[name].to_numpy(np.float64) for name in RAW_NUMERIC_COLS]
     return np.column_stack(
-        [
-            frame["affinity"].to_numpy(np.float64),
-            frame["recency_days"].to_numpy(np.float64),
-            np.log1p(frame["frequency"].to_numpy(np.float64)),
-            np.log1p(frame["monetary"].to_numpy(np.float64)),
-            np.log1p(frame["category_recency_days"].to_numpy(np.float64)),
-        ]
+        [np.log1p(values) if name in LOG_SCALED_COLS else values for name, values in zip(RAW_NUMERIC_COLS, columns)]
     )
 
 
 # one salt per key, so the three keys of one user do not share buckets by construction
-_KEY_SALTS = {"user_key": 0x5EED0001, "campaign_category_key": 0x5EED0002, "user_category_key": 0x5EED0003}
+_KEY_SALTS = dict(zip(HASHED_KEYS, (0x5EED0001, 0x5EED0002, 0x5EED0003), strict=True))
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

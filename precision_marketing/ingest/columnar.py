@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from precision_marketing.ingest.files import open_binary
+from precision_marketing.ingest.files import csv_dialect, open_binary
 
 
 def _has_empty_line(body: bytes) -> bool:
@@ -51,7 +51,7 @@ def read_clean_file(path, mapping) -> tuple[list[str], pa.Table] | None:
     if header_end < 0:
         return None  # no data row: nothing to gain
     try:
-        header = next(csv.reader([body[:header_end].rstrip(b"\r").decode("utf-8")], **_dialect(mapping)))
+        header = next(csv.reader([body[:header_end].rstrip(b"\r").decode("utf-8")], **csv_dialect(mapping)))
         table = pacsv.read_csv(
             pa.py_buffer(body[header_end + 1 :]),
             read_options=pacsv.ReadOptions(column_names=[f"c{i}" for i in range(len(header))]),
@@ -80,16 +80,12 @@ def _quoted_lines_agree(body: bytes, table: pa.Table, quote: bytes, mapping, n_f
     quoted = [index for index, line in enumerate(lines) if quote in line]
     for index, arrow_row in zip(quoted, table.take(quoted).to_pylist(), strict=True):
         try:
-            fields = next(csv.reader([lines[index].rstrip(b"\r").decode("utf-8")], **_dialect(mapping)))
+            fields = next(csv.reader([lines[index].rstrip(b"\r").decode("utf-8")], **csv_dialect(mapping)))
         except csv.Error:
             return False
         if fields != [arrow_row[f"c{i}"] for i in range(n_fields)]:
             return False
     return True
-
-
-def _dialect(mapping) -> dict:
-    return dict(delimiter=mapping.delimiter, quotechar=mapping.quotechar, strict=True)
 
 
 # Python's str.isspace() characters (what the careful path's strip() removes), for Arrow's RE2

@@ -88,11 +88,16 @@ class _Lines:
         return first
 
 
+def csv_dialect(mapping: SourceMapping) -> dict:
+    """The csv module's reading of the mapping's delimiter and quote, strict about broken quoting."""
+    return dict(delimiter=mapping.delimiter, quotechar=mapping.quotechar, strict=True)
+
+
 def read_records(path: Path, mapping: SourceMapping) -> tuple[list[str], Iterator[Record]]:
     """(header, records) of a landing file; records carry their row number, byte offset and any error."""
     handle = open_binary(path)
     lines = _Lines(handle, mapping.encoding)
-    dialect = dict(delimiter=mapping.delimiter, quotechar=mapping.quotechar, strict=True)
+    dialect = csv_dialect(mapping)
     header: list[str] = []
     for text in lines:  # the first non-blank line is the header
         if text.strip():
